@@ -1,0 +1,110 @@
+"""ViT image-tower throughput: this project (JAX) against HF transformers' SiglipVisionModel (torch), one run.
+
+Both run the same random weights (HF's, loaded through encoders.siglip.load), fp32, on all CPU cores.
+  forward:     images/s of the tower (pooled + tokens)
+  train step:  forward + backward of sum(pooled**2) w.r.t. every weight (no optimizer), images/s
+Timings interleave the two frameworks and keep the best of several repeats (the machine is shared).
+
+  python benchmarks/encoder_throughput.py [--variant B/16] [--batch 8] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+import transformers
+
+from encoders import siglip
+from encoders import vit as vit_lib
+
+
+def hf_vision_model(variant: str, image_size: int) -> transformers.SiglipVisionModel:
+  g = vit_lib.parse_variant(variant)
+  cfg = transformers.SiglipVisionConfig(hidden_size=g["width"], num_hidden_layers=g["depth"],
+                                        intermediate_size=g["mlp_dim"], num_attention_heads=g["num_heads"],
+                                        patch_size=g["patch_size"], image_size=image_size,
+                                        attn_implementation="sdpa")
+  torch.manual_seed(0)
+  return transformers.SiglipVisionModel(cfg).eval()
+
+
+def best_time(fn, repeats: int) -> float:
+  times = []
+  for _ in range(repeats):
+    tic = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - tic)
+  return min(times)
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+  p.add_argument("--variant", default="B/16")
+  p.add_argument("--image_size", type=int, default=224)
+  p.add_argument("--batch", type=int, default=8)
+  p.add_argument("--repeats", type=int, default=5)
+  p.add_argument("--skip_train", action="store_true")
+  args = p.parse_args()
+  torch.set_num_threads(os.cpu_count())
+
+  model = hf_vision_model(args.variant, args.image_size)
+  with tempfile.TemporaryDirectory() as d:
+    model.save_pretrained(d)
+    ours = siglip.load(d)
+  pixels = np.random.default_rng(0).uniform(-1, 1, (args.batch, args.image_size, args.image_size, 3))
+  pixels = pixels.astype(np.float32)
+  x_torch = torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()
+  x_jax = jnp.asarray(pixels)
+  params = ours.params
+
+  forward_jax = jax.jit(lambda p, x: ours._image_fn({"params": p}, x))  # pylint: disable=protected-access
+
+  def run_jax_forward():
+    jax.block_until_ready(forward_jax(params, x_jax))
+
+  def run_torch_forward():
+    with torch.inference_mode():
+      model(pixel_values=x_torch)
+
+  def jax_loss(p, x):
+    return jnp.sum(ours._image_fn({"params": p}, x)["pooled"] ** 2)  # pylint: disable=protected-access
+  grad_jax = jax.jit(jax.grad(jax_loss))
+
+  def run_jax_train():
+    jax.block_until_ready(grad_jax(params, x_jax))
+
+  def run_torch_train():
+    model.zero_grad(set_to_none=True)
+    (model(pixel_values=x_torch).pooler_output ** 2).sum().backward()
+
+  # Check both compute the same thing before timing them.
+  with torch.inference_mode():
+    ref = model(pixel_values=x_torch).pooler_output.numpy()
+  got = np.asarray(forward_jax(params, x_jax)["pooled"])
+  err = np.max(np.abs(got - ref)) / np.max(np.abs(ref))
+  print(f"{args.variant} @{args.image_size}, batch {args.batch}, fp32, {os.cpu_count()} cores; "
+        f"jax {jax.__version__}, torch {torch.__version__}, transformers {transformers.__version__}; "
+        f"max rel. diff of pooled outputs {err:.1e}")
+
+  rows = [("forward", run_jax_forward, run_torch_forward)]
+  if not args.skip_train:
+    rows.append(("train step (fwd+bwd)", run_jax_train, run_torch_train))
+  for name, run_jax, run_torch in rows:
+    run_jax(), run_torch()  # compile / warm up
+    t_jax, t_torch = float("inf"), float("inf")
+    for _ in range(args.repeats):  # interleaved, so both see the same machine load
+      t_jax = min(t_jax, best_time(run_jax, 1))
+      t_torch = min(t_torch, best_time(run_torch, 1))
+    print(f"{name:<22s} ours {args.batch / t_jax:7.2f} img/s   HF/torch {args.batch / t_torch:7.2f} img/s   "
+          f"ratio {t_torch / t_jax:5.2f}x")
+
+
+if __name__ == "__main__":
+  main()

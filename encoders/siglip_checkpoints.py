@@ -1,0 +1,307 @@
+"""SigLIP checkpoints of other systems <-> this project's parameter tree.
+
+- HF transformers: a directory with config.json + model.safetensors (SiglipModel, or SiglipVisionModel
+  for an image tower alone). Read with `read_hf`, written with `write_hf`.
+- big_vision: an .npz whose names are already ours (we kept big_vision's); geometry is read off the shapes.
+- This project: a training MODEL_DIR (model_config.json + orbax checkpoints).
+
+Every reader checks the converted tree against the shapes the config implies, so a checkpoint that does
+not fit names the parameter and both shapes instead of failing deep inside JAX.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from typing import Any, Iterator
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from encoders import siglip
+from encoders import text as text_lib
+from encoders import vit as vit_lib
+from vlm import checkpoints
+from vlm.checkpoints import CheckpointError
+
+
+def read(path: str) -> tuple[siglip.SigLIPConfig, Any]:
+  """(config, params) from any supported SigLIP checkpoint; see the module docstring."""
+  if os.path.isfile(path) and path.endswith(".npz"):
+    return read_big_vision(path)
+  if os.path.isfile(os.path.join(path, checkpoints.MODEL_CONFIG_FILE)):
+    return read_project(path)
+  if os.path.isfile(os.path.join(path, "config.json")):
+    return read_hf(path)
+  raise CheckpointError(f"no SigLIP checkpoint at {path}: expected a HF directory (config.json + "
+                        "model.safetensors), a big_vision .npz file, or a training MODEL_DIR (model_config.json)")
+
+
+def abstract_params(config: siglip.SigLIPConfig) -> Any:
+  """Shapes and dtypes of the parameters `config` builds, without allocating them."""
+  size = config.image.image_size
+  images = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
+  module = siglip.TwoTower(config)
+  if config.text is None:
+    init = functools.partial(module.init, method=siglip.TwoTower.encode_image)
+    variables = jax.eval_shape(init, jax.random.key(0), images)
+  else:
+    tokens = jax.ShapeDtypeStruct((1, config.text.max_len), jnp.int32)
+    variables = jax.eval_shape(module.init, jax.random.key(0), images, tokens)
+  return nn.meta.unbox(variables["params"])
+
+
+def _finish(config: siglip.SigLIPConfig, flat: dict[str, np.ndarray], source: str):
+  """Stacks scanned layers, checks every shape against the config and returns (config, params)."""
+  params = checkpoints.unflatten({k: np.asarray(v, np.float32) for k, v in flat.items()})
+  if config.image.scan or (config.text is not None and config.text.scan):
+    params = checkpoints.stack_layers(params)
+  checkpoints.check_shapes(abstract_params(config), params, source)
+  return config, jax.tree.map(jnp.asarray, params)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# HF transformers.
+# ----------------------------------------------------------------------------------------------------------
+
+def _hf_block_names(hf_prefix: str, our_prefix: str, depth: int) -> Iterator[tuple[str, str, str]]:
+  """(hf name, our path, kind) for the transformer blocks of one tower."""
+  for i in range(depth):
+    hf, ours = f"{hf_prefix}encoder.layers.{i}.", f"{our_prefix}Transformer/encoderblock_{i}/"
+    yield from _hf_norm(hf + "layer_norm1", ours + "LayerNorm_0")
+    yield from _hf_attention(hf + "self_attn.", ours + "MultiHeadDotProductAttention_0/")
+    yield from _hf_norm(hf + "layer_norm2", ours + "LayerNorm_1")
+    yield from _hf_mlp(hf + "mlp.", ours + "MlpBlock_0/")
+
+
+def _hf_norm(hf: str, ours: str):
+  yield f"{hf}.weight", f"{ours}/scale", "copy"
+  yield f"{hf}.bias", f"{ours}/bias", "copy"
+
+
+def _hf_attention(hf: str, ours: str):
+  for hf_name, our_name in (("q_proj", "query"), ("k_proj", "key"), ("v_proj", "value")):
+    yield f"{hf}{hf_name}.weight", f"{ours}{our_name}/kernel", "qkv_kernel"
+    yield f"{hf}{hf_name}.bias", f"{ours}{our_name}/bias", "qkv_bias"
+  yield f"{hf}out_proj.weight", f"{ours}out/kernel", "out_kernel"
+  yield f"{hf}out_proj.bias", f"{ours}out/bias", "copy"
+
+
+def _hf_mlp(hf: str, ours: str):
+  for hf_name, our_name in (("fc1", "Dense_0"), ("fc2", "Dense_1")):
+    yield f"{hf}{hf_name}.weight", f"{ours}{our_name}/kernel", "linear"
+    yield f"{hf}{hf_name}.bias", f"{ours}{our_name}/bias", "copy"
+
+
+def _hf_table(config: siglip.SigLIPConfig, vision_prefix: str) -> list[tuple[str, str, str]]:
+  """The whole name map; the in_proj of torch's MultiheadAttention (MAP head) is handled apart."""
+  v, img = vision_prefix, "img/"
+  table = [(f"{v}embeddings.patch_embedding.weight", f"{img}embedding/kernel", "conv"),
+           (f"{v}embeddings.patch_embedding.bias", f"{img}embedding/bias", "copy"),
+           (f"{v}embeddings.position_embedding.weight", f"{img}pos_embedding", "posemb")]
+  table += _hf_block_names(v, img, config.image.depth)
+  table += _hf_norm(f"{v}post_layernorm", f"{img}Transformer/encoder_norm")
+  if config.image.pool_type == "map":
+    head = f"{img}MAPHead_0/"
+    table += [(f"{v}head.probe", f"{head}probe", "copy"),
+              (f"{v}head.attention.out_proj.weight", f"{head}MultiHeadDotProductAttention_0/out/kernel",
+               "out_kernel"),
+              (f"{v}head.attention.out_proj.bias", f"{head}MultiHeadDotProductAttention_0/out/bias", "copy")]
+    table += _hf_norm(f"{v}head.layernorm", f"{head}LayerNorm_0")
+    table += _hf_mlp(f"{v}head.mlp.", f"{head}MlpBlock_0/")
+  if config.text is not None:
+    t, txt = "text_model.", "txt/"
+    table += [(f"{t}embeddings.token_embedding.weight", f"{txt}Embed_0/embedding", "copy"),
+              (f"{t}embeddings.position_embedding.weight", f"{txt}pos_embedding", "posemb")]
+    table += _hf_block_names(t, txt, config.text.depth)
+    table += _hf_norm(f"{t}final_layer_norm", f"{txt}Transformer/encoder_norm")
+    table += [(f"{t}head.weight", f"{txt}head/kernel", "linear"), (f"{t}head.bias", f"{txt}head/bias", "copy"),
+              ("logit_scale", "t", "scalar"), ("logit_bias", "b", "scalar")]
+  return table
+
+
+def _to_ours(x: np.ndarray, kind: str, heads: int) -> np.ndarray:
+  if kind == "linear":  # torch Linear [out, in] -> [in, out]
+    return x.T
+  if kind == "qkv_kernel":  # [heads*hd, in] -> [in, heads, hd]
+    return x.T.reshape(x.shape[1], heads, -1)
+  if kind == "qkv_bias":
+    return x.reshape(heads, -1)
+  if kind == "out_kernel":  # [out, heads*hd] -> [heads, hd, out]
+    return x.T.reshape(heads, -1, x.shape[0])
+  if kind == "conv":  # [out, in, kh, kw] -> [kh, kw, in, out]
+    return x.transpose(2, 3, 1, 0)
+  if kind == "posemb":
+    return x[None]
+  if kind == "scalar":
+    return x.reshape(())
+  return x
+
+
+def _to_hf(x: np.ndarray, kind: str) -> np.ndarray:
+  x = np.asarray(x, np.float32)
+  if kind == "linear":
+    return x.T
+  if kind == "qkv_kernel":
+    return x.reshape(x.shape[0], -1).T
+  if kind == "qkv_bias":
+    return x.reshape(-1)
+  if kind == "out_kernel":
+    return x.reshape(-1, x.shape[-1]).T
+  if kind == "conv":
+    return x.transpose(3, 2, 0, 1)
+  if kind == "posemb":
+    return x[0]
+  if kind == "scalar":
+    return x.reshape(1)
+  return x
+
+
+def _hf_config(hf: dict) -> siglip.SigLIPConfig:
+  vision = hf.get("vision_config", hf) if hf.get("model_type") != "siglip_vision_model" else hf
+  for cfg, name in ((vision, "vision"),) + (((hf["text_config"], "text"),) if "text_config" in hf else ()):
+    act = cfg.get("hidden_act", "gelu_pytorch_tanh")
+    if act != "gelu_pytorch_tanh":
+      raise CheckpointError(f"HF SigLIP {name} tower uses hidden_act={act!r}; only gelu_pytorch_tanh is supported")
+  image = vit_lib.ViTConfig(
+      width=vision["hidden_size"], depth=vision["num_hidden_layers"], mlp_dim=vision["intermediate_size"],
+      num_heads=vision["num_attention_heads"], patch_size=vision["patch_size"], image_size=vision["image_size"],
+      pool_type="map" if vision.get("vision_use_head", True) else "none",
+      layer_norm_eps=vision.get("layer_norm_eps", 1e-6))
+  text = None
+  if "text_config" in hf:
+    t = hf["text_config"]
+    text = text_lib.TextConfig(
+        vocab_size=t["vocab_size"], width=t["hidden_size"], depth=t["num_hidden_layers"],
+        mlp_dim=t["intermediate_size"], num_heads=t["num_attention_heads"], max_len=t["max_position_embeddings"],
+        head_dim=t.get("projection_size", t["hidden_size"]), layer_norm_eps=t.get("layer_norm_eps", 1e-6))
+  return siglip.SigLIPConfig(image=image, text=text)
+
+
+def read_hf(directory: str) -> tuple[siglip.SigLIPConfig, Any]:
+  """A HF SiglipModel / SiglipVisionModel directory (config.json + model.safetensors)."""
+  with open(os.path.join(directory, "config.json")) as f:
+    hf = json.load(f)
+  if hf.get("model_type") not in ("siglip", "siglip_vision_model"):
+    raise CheckpointError(f"{directory}/config.json has model_type={hf.get('model_type')!r}; expected "
+                          "'siglip' or 'siglip_vision_model'")
+  weights = os.path.join(directory, "model.safetensors")
+  if not os.path.isfile(weights):
+    raise CheckpointError(f"{directory}: model.safetensors is missing (only safetensors weights are read; "
+                          "re-save with save_pretrained(..., safe_serialization=True))")
+  tensors = checkpoints.read_safetensors(weights)
+  config = _hf_config(hf)
+  # A vision-only model saves its names with or without the 'vision_model.' prefix, depending on version.
+  vision_prefix = "vision_model." if any(k.startswith("vision_model.") for k in tensors) else ""
+  flat = {}
+  for hf_name, ours, kind in _hf_table(config, vision_prefix):
+    if hf_name not in tensors:
+      raise CheckpointError(f"{weights}: tensor {hf_name} is missing")
+    heads = config.image.num_heads if ours.startswith("img/") else getattr(config.text, "num_heads", 1)
+    flat[ours] = _to_ours(tensors[hf_name], kind, heads)
+  if config.image.pool_type == "map":
+    in_w, in_b = tensors[f"{vision_prefix}head.attention.in_proj_weight"], tensors[
+        f"{vision_prefix}head.attention.in_proj_bias"]
+    for j, name in enumerate(("query", "key", "value")):
+      rows = slice(j * in_w.shape[1], (j + 1) * in_w.shape[1])
+      path = f"img/MAPHead_0/MultiHeadDotProductAttention_0/{name}/"
+      flat[path + "kernel"] = _to_ours(in_w[rows], "qkv_kernel", config.image.num_heads)
+      flat[path + "bias"] = _to_ours(in_b[rows], "qkv_bias", config.image.num_heads)
+  flat.setdefault("t", np.float32(config.t_init))  # image-only: unused, but keep the tree uniform
+  flat.setdefault("b", np.float32(config.b_init))
+  return _finish(config, flat, weights)
+
+
+def write_hf(config: siglip.SigLIPConfig, params: Any, directory: str) -> None:
+  """Exports to a HF SiglipModel directory (or SiglipVisionModel for an image tower alone)."""
+  if config.image.head_dim is not None or config.image.pool_type == "gap":
+    raise CheckpointError("HF SigLIP has no image head and no 'gap' pooling; this model cannot be exported to it")
+  os.makedirs(directory, exist_ok=True)
+  flat = checkpoints.flatten(checkpoints.unstack_layers(jax.tree.map(np.asarray, params)))
+  vision_prefix = "vision_model." if config.text is not None else ""
+  tensors = {hf_name: _to_hf(flat[ours], kind) for hf_name, ours, kind in _hf_table(config, vision_prefix)}
+  if config.image.pool_type == "map":
+    path = "img/MAPHead_0/MultiHeadDotProductAttention_0/"
+    tensors[f"{vision_prefix}head.attention.in_proj_weight"] = np.concatenate(
+        [_to_hf(flat[f"{path}{n}/kernel"], "qkv_kernel") for n in ("query", "key", "value")])
+    tensors[f"{vision_prefix}head.attention.in_proj_bias"] = np.concatenate(
+        [_to_hf(flat[f"{path}{n}/bias"], "qkv_bias") for n in ("query", "key", "value")])
+  img = config.image
+  vision = dict(model_type="siglip_vision_model", hidden_size=img.width, num_hidden_layers=img.depth,
+                intermediate_size=img.mlp_dim, num_attention_heads=img.num_heads, patch_size=img.patch_size,
+                image_size=img.image_size, num_channels=3, hidden_act="gelu_pytorch_tanh",
+                layer_norm_eps=img.layer_norm_eps, vision_use_head=img.pool_type == "map")
+  if config.text is None:
+    hf = dict(architectures=["SiglipVisionModel"], **vision)
+  else:
+    t = config.text
+    text = dict(model_type="siglip_text_model", vocab_size=t.vocab_size, hidden_size=t.width,
+                num_hidden_layers=t.depth, intermediate_size=t.mlp_dim, num_attention_heads=t.num_heads,
+                max_position_embeddings=t.max_len, projection_size=t.head_dim or t.width,
+                hidden_act="gelu_pytorch_tanh", layer_norm_eps=t.layer_norm_eps)
+    hf = dict(architectures=["SiglipModel"], model_type="siglip", text_config=text, vision_config=vision)
+  checkpoints.write_safetensors(tensors, os.path.join(directory, "model.safetensors"))
+  checkpoints.write_json(hf, os.path.join(directory, "config.json"))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# big_vision .npz and project checkpoints.
+# ----------------------------------------------------------------------------------------------------------
+
+def _count_blocks(flat: dict, prefix: str) -> tuple[int, bool]:
+  """(depth, scanned) of the tower under `prefix` ('img/' or 'txt/')."""
+  scanned_key = f"{prefix}Transformer/encoderblock/LayerNorm_0/scale"
+  if scanned_key in flat:
+    return flat[scanned_key].shape[0], True
+  depth = 0
+  while f"{prefix}Transformer/encoderblock_{depth}/LayerNorm_0/scale" in flat:
+    depth += 1
+  return depth, False
+
+
+def read_big_vision(path: str) -> tuple[siglip.SigLIPConfig, Any]:
+  """A big_vision SigLIP (or ViT) .npz; every size is read off the array shapes."""
+  flat = checkpoints.read_npz(path)
+  if "img/embedding/kernel" not in flat:
+    raise CheckpointError(f"{path}: no 'img/embedding/kernel' array; not a big_vision SigLIP checkpoint")
+  depth, scanned = _count_blocks(flat, "img/")
+  if scanned:  # we keep per-layer names unless the config asks for scan
+    flat = checkpoints.flatten(checkpoints.unstack_layers(checkpoints.unflatten(flat)))
+  block = "img/Transformer/encoderblock_0/"
+  patch, _, _, width = flat["img/embedding/kernel"].shape
+  grid = int(round(flat["img/pos_embedding"].shape[1] ** 0.5))
+  pool = "map" if "img/MAPHead_0/probe" in flat else "gap"
+  image = vit_lib.ViTConfig(
+      width=width, depth=depth, mlp_dim=flat[block + "MlpBlock_0/Dense_0/kernel"].shape[1],
+      num_heads=flat[block + "MultiHeadDotProductAttention_0/query/kernel"].shape[1], patch_size=patch,
+      image_size=grid * patch, pool_type=pool,
+      head_dim=flat["img/head/kernel"].shape[1] if "img/head/kernel" in flat else None)
+  text = None
+  if "txt/Embed_0/embedding" in flat:
+    tdepth, tscanned = _count_blocks(flat, "txt/")
+    if tscanned:
+      flat = checkpoints.flatten(checkpoints.unstack_layers(checkpoints.unflatten(flat)))
+    tblock = "txt/Transformer/encoderblock_0/"
+    vocab, twidth = flat["txt/Embed_0/embedding"].shape
+    text = text_lib.TextConfig(
+        vocab_size=vocab, width=twidth, depth=tdepth, mlp_dim=flat[tblock + "MlpBlock_0/Dense_0/kernel"].shape[1],
+        num_heads=flat[tblock + "MultiHeadDotProductAttention_0/query/kernel"].shape[1],
+        max_len=flat["txt/pos_embedding"].shape[1], head_dim=flat["txt/head/kernel"].shape[1])
+  config = siglip.SigLIPConfig(image=image, text=text)
+  flat.setdefault("t", np.float32(config.t_init))
+  flat.setdefault("b", np.float32(config.b_init))
+  return _finish(config, flat, path)
+
+
+def read_project(model_dir: str) -> tuple[siglip.SigLIPConfig, Any]:
+  """The latest checkpoint of a training MODEL_DIR."""
+  with open(os.path.join(model_dir, checkpoints.MODEL_CONFIG_FILE)) as f:
+    meta = json.load(f)
+  if meta.get("model") != "siglip":
+    raise CheckpointError(f"{model_dir} holds a {meta.get('model')!r} model, not a SigLIP")
+  config = siglip.SigLIPConfig.from_json(meta)
+  params = checkpoints.restore_params(model_dir, abstract_params(config))
+  return config, params

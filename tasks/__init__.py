@@ -1,0 +1,1 @@
+"""Data tasks: procedurally generated datasets and their vocabularies."""

@@ -1,0 +1,43 @@
+"""Image-text pairs from `tasks.scenes`, batched and tokenised for a two-tower (SigLIP) model.
+
+`batch(step, batch_size)` is a pure function of (seed, step), so a resumed run sees exactly the batches of
+an uninterrupted one and no iterator state needs saving.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import gin
+import numpy as np
+
+from tasks import scenes
+from tasks import word_vocab
+
+
+@functools.cache
+def vocabulary() -> word_vocab.WordVocabulary:
+  return word_vocab.WordVocabulary(scenes.vocabulary_words())
+
+
+@gin.configurable(module="tasks.scene_pairs")
+def vocab_size() -> int:
+  """For gin: `encoders.text.config.vocab_size = @tasks.scene_pairs.vocab_size()`."""
+  return vocabulary().vocab_size
+
+
+@gin.configurable(module="tasks.scene_pairs")
+class SceneCaptionPairs:
+  """Batches {'image': float32 [B, S, S, 3] in [-1, 1], 'text': int32 [B, text_length]}."""
+
+  def __init__(self, image_size: int = 32, text_length: int = 16, split: str = "train", seed: int = 0,
+               max_objects: int = 3):
+    self.image_size, self.text_length, self.split = image_size, text_length, split
+    self.seed, self.max_objects = seed, max_objects
+
+  def batch(self, step: int, batch_size: int) -> dict[str, np.ndarray]:
+    raw = scenes.sample_batch(self.seed, step, batch_size, self.image_size, self.split, self.max_objects)
+    return {"image": raw["image"], "text": vocabulary().encode_batch(raw["text"], self.text_length)}
+
+  def captions(self, step: int, batch_size: int) -> list[str]:
+    return scenes.sample_batch(self.seed, step, batch_size, self.image_size, self.split, self.max_objects)["text"]

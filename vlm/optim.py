@@ -1,0 +1,66 @@
+"""Optimizers and learning-rate schedules, as gin-configurable optax factories.
+
+A run file picks one: `train.optimizer = @vlm.optim.adamw()` with `vlm.optim.adamw.learning_rate = 1e-3`.
+"""
+
+from __future__ import annotations
+
+import gin
+import jax
+import jax.numpy as jnp
+import optax
+
+SCHEDULES = ("cosine", "rsqrt", "constant", "linear")
+
+
+@gin.configurable(module="vlm.optim")
+def schedule(peak: float = 1e-3, warmup_steps: int = 0, decay: str = "cosine", total_steps: int = gin.REQUIRED,
+             end_fraction: float = 0.0) -> optax.Schedule:
+  """Linear warmup to `peak`, then a decay.
+
+  cosine / linear: to end_fraction * peak at total_steps. rsqrt: T5X's `constant * rsqrt_decay`,
+  peak * sqrt(warmup / step) after warmup (flat at peak with no warmup steps until step 1).
+  constant: stays at peak.
+  """
+  if decay not in SCHEDULES:
+    raise ValueError(f"schedule decay={decay!r} is not one of {SCHEDULES}")
+  warmup = optax.linear_schedule(0.0, peak, max(warmup_steps, 1))
+  rest = max(total_steps - warmup_steps, 1)
+  if decay == "cosine":
+    after = optax.cosine_decay_schedule(peak, rest, alpha=end_fraction)
+  elif decay == "linear":
+    after = optax.linear_schedule(peak, peak * end_fraction, rest)
+  elif decay == "rsqrt":
+    w = max(warmup_steps, 1)
+    after = lambda step: peak * jnp.sqrt(w / jnp.maximum(step + w, w))
+  else:
+    after = optax.constant_schedule(peak)
+  if warmup_steps == 0:
+    return after
+  return optax.join_schedules([warmup, after], [warmup_steps])
+
+
+@gin.configurable(module="vlm.optim")
+def adamw(learning_rate: float | optax.Schedule = 1e-3, b1: float = 0.9, b2: float = 0.95,
+          weight_decay: float = 1e-4, grad_clip_norm: float | None = 1.0) -> optax.GradientTransformation:
+  """AdamW as SigLIP trains: beta2 0.95 for stability at large batch; decoupled weight decay on matrices only."""
+  chain = [optax.clip_by_global_norm(grad_clip_norm)] if grad_clip_norm else []
+  chain.append(optax.adamw(learning_rate, b1=b1, b2=b2, weight_decay=weight_decay, mask=_matrices))
+  return optax.chain(*chain)
+
+
+@gin.configurable(module="vlm.optim")
+def adafactor(learning_rate: float | optax.Schedule = 1e-2, decay_rate: float = 0.8,
+              clipping_threshold: float | None = 1.0, factored: bool = True,
+              weight_decay: float | None = None, grad_clip_norm: float | None = None) -> optax.GradientTransformation:
+  """T5X's default: factored second moments (row / column statistics for matrices), no first moment."""
+  chain = [optax.clip_by_global_norm(grad_clip_norm)] if grad_clip_norm else []
+  chain.append(optax.adafactor(learning_rate, decay_rate=decay_rate, clipping_threshold=clipping_threshold,
+                               factored=factored, multiply_by_parameter_scale=False,
+                               weight_decay_rate=weight_decay))
+  return optax.chain(*chain)
+
+
+def _matrices(params):
+  """Weight decay mask: kernels and embeddings, not biases, norms, or the SigLIP scalars."""
+  return jax.tree.map(lambda p: p.ndim > 1, params)

@@ -1,0 +1,110 @@
+"""The T5X way of sharding on plain JAX: a ('data', 'model') device mesh and logical axis rules.
+
+Layers name their axes (batch, embed, mlp, heads, ...); `standard_logical_axis_rules` maps those names to
+mesh axes; `Partitioner` turns a tree of logical PartitionSpecs into NamedShardings and holds the mesh
+context that jitted steps are traced in. Nothing else in the project mentions a device.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+from typing import Any, Sequence
+
+import flax.linen as nn
+import gin
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+LogicalRules = Sequence[tuple[str, str | None]]
+
+# Axes no standard rule shards (T5X keeps them replicated).
+_REPLICATED_AXES = ("relpos_buckets", "abspos_buckets", "length", "layers", "stack", "mlp_activations")
+
+
+@gin.configurable(module="vlm.partitioning")
+def standard_logical_axis_rules(parameter_partitioning_dims: int = 1,
+                                activation_partitioning_dims: int = 1) -> list[tuple[str, str | None]]:
+  """T5X's standard rules.
+
+  1 / 1: data parallel on 'data', tensor parallel (mlp, heads, vocab) on 'model'.
+  parameter_partitioning_dims=2 also shards `embed` of the parameters over 'data' (FSDP / ZeRO-3); an
+  activation's batch already holds 'data', and flax skips a mesh axis a tensor already uses, so activations
+  stay batch-sharded. activation_partitioning_dims=2 shards activations' `embed` over 'model'.
+  """
+  if parameter_partitioning_dims not in (1, 2) or activation_partitioning_dims not in (1, 2):
+    raise ValueError("PARAMETER_PARTITIONING_DIMS and ACTIVATION_PARTITIONING_DIMS must each be 1 or 2; got "
+                     f"{parameter_partitioning_dims} and {activation_partitioning_dims}")
+  rules = [("batch", "data"), ("vocab", "model"), ("mlp", "model"), ("heads", "model"), ("kv", None),
+           ("joined_kv", "model")]
+  if activation_partitioning_dims == 2:
+    rules.append(("embed", "model"))
+  if parameter_partitioning_dims == 2:
+    rules.append(("embed", "data"))
+  if activation_partitioning_dims == 1 and parameter_partitioning_dims == 1:
+    rules.append(("embed", None))
+  return rules + [(name, None) for name in _REPLICATED_AXES]
+
+
+@gin.configurable(module="vlm.partitioning")
+def make_mesh(num_partitions: int = 1, devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """A ('data', 'model') mesh: 'model' has `num_partitions` devices and 'data' takes the rest."""
+  devices = list(jax.devices() if devices is None else devices)
+  if num_partitions < 1 or len(devices) % num_partitions:
+    raise ValueError(f"NUM_PARTITIONS={num_partitions} does not divide the {len(devices)} available devices")
+  grid = np.asarray(devices).reshape(len(devices) // num_partitions, num_partitions)
+  return Mesh(grid, ("data", "model"))
+
+
+@gin.configurable(module="vlm.partitioning")
+@dataclasses.dataclass
+class Partitioner:
+  """Owns the mesh and the rules; maps logical specs to shardings and jits with them."""
+  num_partitions: int = 1
+  parameter_partitioning_dims: int = 1
+  activation_partitioning_dims: int = 1
+  logical_axis_rules: LogicalRules | None = None  # None: the standard rules for the dims above
+
+  def __post_init__(self):
+    self.mesh = make_mesh(self.num_partitions)
+    if self.logical_axis_rules is None:
+      self.logical_axis_rules = standard_logical_axis_rules(self.parameter_partitioning_dims,
+                                                            self.activation_partitioning_dims)
+
+  @property
+  def data_parallel_size(self) -> int:
+    return self.mesh.shape["data"]
+
+  def sharding(self, logical_spec: P | Sequence[str | None] | None) -> NamedSharding:
+    mesh_spec = nn.logical_to_mesh_axes(tuple(logical_spec or ()), self.logical_axis_rules)
+    return NamedSharding(self.mesh, mesh_spec if mesh_spec is not None else P())
+
+  def shardings(self, logical_specs: Any) -> Any:
+    """A tree of logical PartitionSpecs (from `nn.get_partition_spec`) -> a tree of NamedShardings."""
+    return jax.tree.map(self.sharding, logical_specs, is_leaf=lambda x: isinstance(x, P) or x is None)
+
+  def batch_sharding(self, ndim: int) -> NamedSharding:
+    """Leading (batch) axis over 'data', the rest replicated."""
+    return self.sharding(("batch",) + (None,) * (ndim - 1))
+
+  def check_batch_size(self, batch_size: int) -> None:
+    if batch_size % self.data_parallel_size:
+      raise ValueError(f"BATCH_SIZE={batch_size} is not divisible by the {self.data_parallel_size} devices on "
+                       "the 'data' mesh axis; change BATCH_SIZE or NUM_PARTITIONS")
+
+  @contextlib.contextmanager
+  def context(self):
+    """The mesh and rules in force while tracing: activation constraints and shard_map read them."""
+    with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.logical_axis_rules):
+      yield
+
+
+def global_batch(partitioner: Partitioner, batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+  """Puts a host batch on the mesh, split along 'data'. Single-process: the host holds the whole batch."""
+  return {k: jax.device_put(v, partitioner.batch_sharding(np.ndim(v))) for k, v in batch.items()}
+
+
+def count_params(tree: Any) -> int:
+  return sum(math.prod(x.shape) for x in jax.tree.leaves(tree))

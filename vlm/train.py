@@ -1,0 +1,39 @@
+"""Train any model of this project from gin files.
+
+  python -m vlm.train --gin_file=gin_configs/runs/siglip_tiny_synthetic.gin [--gin.TRAIN_STEPS=100 ...]
+
+Writes under MODEL_DIR: orbax checkpoints (checkpoints/), TensorBoard events (train/, eval/), metrics.jsonl,
+config.gin (the full configuration as run) and loss.png. Re-running the same command resumes.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import gin
+
+from vlm import gin_cli
+
+
+def main(argv=None) -> None:
+  parser = gin_cli.parser("vlm.train", __doc__.strip().splitlines()[0])
+  args = gin_cli.parse(parser, argv)
+  from vlm import summaries, trainer  # pylint: disable=import-outside-toplevel
+  with gin_cli.user_errors(args.debug):
+    model_dir = gin.query_parameter("%MODEL_DIR")
+    os.makedirs(model_dir, exist_ok=True)
+    with open(os.path.join(model_dir, "config.gin"), "w") as f:
+      f.write(gin.config_str())
+    results = trainer.train()
+    plot = summaries.plot_loss(model_dir)
+  print(f"\nresults in {os.path.abspath(model_dir)}:")
+  print(f"  metrics     {os.path.join(model_dir, summaries.METRICS_FILE)}")
+  print(f"  loss plot   {plot}")
+  print(f"  tensorboard tensorboard --logdir {model_dir}")
+  for name, value in results.items():
+    print(f"  {name:<28s}{value:.4f}")
+
+
+if __name__ == "__main__":
+  main(sys.argv[1:])
