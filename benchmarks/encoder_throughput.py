@@ -11,6 +11,7 @@ Timings interleave the two frameworks and keep the best of several repeats (the 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import tempfile
 import time
@@ -23,6 +24,7 @@ import transformers
 
 from encoders import siglip
 from encoders import vit as vit_lib
+from vlm import checkpoints
 
 
 def hf_vision_model(variant: str, image_size: int) -> transformers.SiglipVisionModel:
@@ -51,6 +53,8 @@ def main():
   p.add_argument("--batch", type=int, default=8)
   p.add_argument("--repeats", type=int, default=5)
   p.add_argument("--skip_train", action="store_true")
+  p.add_argument("--train_scan", type=int, default=1, help="scan over layers in the train step (1/0)")
+  p.add_argument("--train_remat", default="dots", help="remat policy of the train step: none | dots | full")
   args = p.parse_args()
   torch.set_num_threads(os.cpu_count())
 
@@ -73,12 +77,18 @@ def main():
     with torch.inference_mode():
       model(pixel_values=x_torch)
 
+  # Training runs the layers as one scanned, rematerialised block: measured faster on CPU than the unrolled
+  # stack (less live memory), and what the gin configs use for large towers.
+  train_cfg = dataclasses.replace(ours.config.image, scan=args.train_scan, remat=args.train_remat)
+  train_tower = vit_lib.ViT(train_cfg)
+  train_params = checkpoints.stack_layers(params["img"]) if args.train_scan else params["img"]
+
   def jax_loss(p, x):
-    return jnp.sum(ours._image_fn({"params": p}, x)["pooled"] ** 2)  # pylint: disable=protected-access
+    return jnp.sum(train_tower.apply({"params": p}, x)["pooled"] ** 2)
   grad_jax = jax.jit(jax.grad(jax_loss))
 
   def run_jax_train():
-    jax.block_until_ready(grad_jax(params, x_jax))
+    jax.block_until_ready(grad_jax(train_params, x_jax))
 
   def run_torch_train():
     model.zero_grad(set_to_none=True)
@@ -91,7 +101,8 @@ def main():
   err = np.max(np.abs(got - ref)) / np.max(np.abs(ref))
   print(f"{args.variant} @{args.image_size}, batch {args.batch}, fp32, {os.cpu_count()} cores; "
         f"jax {jax.__version__}, torch {torch.__version__}, transformers {transformers.__version__}; "
-        f"max rel. diff of pooled outputs {err:.1e}")
+        f"max rel. diff of pooled outputs {err:.1e}; train step: scan={bool(args.train_scan)}, "
+        f"remat={args.train_remat}")
 
   rows = [("forward", run_jax_forward, run_torch_forward)]
   if not args.skip_train:

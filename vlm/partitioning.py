@@ -66,9 +66,10 @@ class Partitioner:
   parameter_partitioning_dims: int = 1
   activation_partitioning_dims: int = 1
   logical_axis_rules: LogicalRules | None = None  # None: the standard rules for the dims above
+  devices: Sequence[jax.Device] | None = None  # None: every device of every process
 
   def __post_init__(self):
-    self.mesh = make_mesh(self.num_partitions)
+    self.mesh = make_mesh(self.num_partitions, self.devices)
     if self.logical_axis_rules is None:
       self.logical_axis_rules = standard_logical_axis_rules(self.parameter_partitioning_dims,
                                                             self.activation_partitioning_dims)

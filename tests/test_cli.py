@@ -1,0 +1,64 @@
+"""`python -m vlm.train` as a user runs it: one-line errors for bad input, a run that resumes when re-run."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+RUN = "gin_configs/runs/siglip_tiny_synthetic.gin"
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def train(*args, timeout=600):
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one CPU device, as a user has
+  return subprocess.run([sys.executable, "-m", "vlm.train", *args], cwd=REPO, env=env, capture_output=True,
+                        text=True, timeout=timeout)
+
+
+def assert_one_line_error(result, *fragments):
+  assert result.returncode == 1, result.stderr
+  lines = [l for l in result.stderr.strip().splitlines() if l.startswith("error:")]
+  assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+  for fragment in fragments:
+    assert fragment in lines[0], lines[0]
+
+
+def test_unknown_gin_binding(tmp_path):
+  result = train(f"--gin_file={RUN}", "--gin.vlm.trainer.train.no_such_arg=3", f"--gin.MODEL_DIR='{tmp_path}'")
+  assert_one_line_error(result, "no_such_arg")
+
+
+def test_unknown_configurable(tmp_path):
+  result = train(f"--gin_file={RUN}", "--gin.NoSuchThing.x=3")
+  assert_one_line_error(result, "NoSuchThing")
+
+
+def test_missing_gin_file():
+  result = train("--gin_file=gin_configs/runs/nope.gin")
+  assert result.returncode != 0 and "gin file 'gin_configs/runs/nope.gin' not found" in result.stderr
+  assert "Traceback" not in result.stderr
+
+
+def test_unknown_size_name(tmp_path):
+  result = train(f"--gin_file={RUN}", "--gin.encoders.vit.config.variant='Q/4'", f"--gin.MODEL_DIR='{tmp_path}'")
+  assert_one_line_error(result, "unknown ViT size 'Q/4'")
+
+
+def test_help_lists_the_gin_flags():
+  result = subprocess.run([sys.executable, "-m", "vlm.train", "--help"], cwd=REPO, capture_output=True, text=True)
+  assert result.returncode == 0 and "--gin_file" in result.stdout and "--gin.KEY=VALUE" in result.stdout
+
+
+@pytest.mark.slow
+def test_tiny_run_trains_evaluates_and_resumes(tmp_path):
+  args = [f"--gin_file={RUN}", f"--gin.MODEL_DIR='{tmp_path}'", "--gin.CHECKPOINT_PERIOD=10",
+          "--gin.EVAL_PERIOD=20", "--gin.BATCH_SIZE=32"]
+  first = train(*args, "--gin.TRAIN_STEPS=10")
+  assert first.returncode == 0, first.stderr
+  assert "starting from scratch" in first.stdout and "zero_shot_held_out" in first.stdout
+  second = train(*args, "--gin.TRAIN_STEPS=20")
+  assert second.returncode == 0, second.stderr
+  assert "resuming from step 10" in second.stdout
+  for name in ("metrics.jsonl", "loss.png", "config.gin", "model_config.json", "checkpoints", "train", "eval"):
+    assert (tmp_path / name).exists(), name
