@@ -21,9 +21,13 @@ def vocabulary() -> word_vocab.WordVocabulary:
 
 
 @gin.configurable(module="tasks.scene_pairs")
-def vocab_size() -> int:
-  """For gin: `encoders.text.config.vocab_size = @tasks.scene_pairs.vocab_size()`."""
-  return vocabulary().vocab_size
+def vocab_size(multiple: int = 8) -> int:
+  """For gin: `encoders.text.config.vocab_size = @tasks.scene_pairs.vocab_size()`.
+
+  Rounded up to a multiple of `multiple` (the extra ids are never produced), so the embedding table splits
+  evenly over a 'model' mesh axis of up to that size, as T5X pads its vocabularies.
+  """
+  return -(-vocabulary().vocab_size // multiple) * multiple
 
 
 @gin.configurable(module="tasks.scene_pairs")

@@ -21,11 +21,13 @@ def tiny_model():
                             text=text_lib.config("pico", vocab_size=scene_pairs.vocab_size(), max_len=TEXT_LENGTH))
 
 
-def run(model_dir, steps, *, data=None, checkpoint_period=4, lr=3e-3, num_devices=1, **kw):
+def run(model_dir, steps, *, data=None, checkpoint_period=4, lr=3e-3, num_devices=1, num_partitions=1,
+        parameter_partitioning_dims=1, optimizer=optim.adamw, **kw):
+  partitioner = partitioning.Partitioner(num_partitions, parameter_partitioning_dims,
+                                         devices=jax.devices()[:num_devices])
   return trainer.train(
       tiny_model(), data or scene_pairs.SceneCaptionPairs(IMAGE_SIZE, TEXT_LENGTH), model_dir=str(model_dir),
-      train_steps=steps, batch_size=16, optimizer=optim.adamw, learning_rate=lr,
-      partitioner=partitioning.Partitioner(devices=jax.devices()[:num_devices]),
+      train_steps=steps, batch_size=16, optimizer=optimizer, learning_rate=lr, partitioner=partitioner,
       checkpoint_period=checkpoint_period, log_period=1, progress=False, **kw)
 
 
@@ -61,9 +63,13 @@ def test_resumed_run_continues_the_uninterrupted_one(tmp_path):
   np.testing.assert_allclose([resumed[s] for s in range(5, 9)], [full[s] for s in range(5, 9)], rtol=1e-6)
 
 
-def test_data_parallel_on_8_devices_matches_one_device(tmp_path):
-  run(tmp_path / "one", 4)
-  run(tmp_path / "eight", 4, num_devices=8)
+@pytest.mark.parametrize("num_partitions, parameter_partitioning_dims", [(1, 1), (2, 2)],
+                         ids=["data_parallel", "fsdp_and_tensor_parallel"])
+@pytest.mark.parametrize("optimizer", [optim.adamw, optim.adafactor], ids=["adamw", "adafactor"])
+def test_8_devices_match_one_device(tmp_path, num_partitions, parameter_partitioning_dims, optimizer):
+  run(tmp_path / "one", 4, optimizer=optimizer)
+  run(tmp_path / "eight", 4, num_devices=8, num_partitions=num_partitions,
+      parameter_partitioning_dims=parameter_partitioning_dims, optimizer=optimizer)
   one, eight = losses(tmp_path / "one"), losses(tmp_path / "eight")
   np.testing.assert_allclose([eight[s] for s in range(1, 5)], [one[s] for s in range(1, 5)], rtol=1e-4)
 
@@ -100,3 +106,13 @@ def test_batch_size_must_divide_the_data_axis(tmp_path):
     trainer.train(tiny_model(), scene_pairs.SceneCaptionPairs(IMAGE_SIZE, TEXT_LENGTH), model_dir=str(tmp_path),
                   train_steps=1, batch_size=16, optimizer=optim.adamw, learning_rate=1e-3,
                   partitioner=partitioning.Partitioner(devices=jax.devices()[:3]), progress=False)
+
+
+def test_a_parameter_the_mesh_cannot_split_is_named_before_compiling(tmp_path):
+  model = siglip.SigLIPModel(image=vit_lib.config("pico/4", image_size=IMAGE_SIZE),
+                             text=text_lib.config("pico", vocab_size=57, max_len=TEXT_LENGTH))
+  with pytest.raises(ValueError, match=r"parameter txt/Embed_0/embedding of shape \(57, 32\) cannot be split 2 "
+                                       r"ways on axis 0"):
+    trainer.train(model, scene_pairs.SceneCaptionPairs(IMAGE_SIZE, TEXT_LENGTH), model_dir=str(tmp_path),
+                  train_steps=1, batch_size=16, optimizer=optim.adamw, learning_rate=1e-3,
+                  partitioner=partitioning.Partitioner(num_partitions=2), progress=False)

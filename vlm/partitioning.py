@@ -86,6 +86,18 @@ class Partitioner:
     """A tree of logical PartitionSpecs (from `nn.get_partition_spec`) -> a tree of NamedShardings."""
     return jax.tree.map(self.sharding, logical_specs, is_leaf=lambda x: isinstance(x, P) or x is None)
 
+  def check_divisible(self, abstract_params: Any, shardings: Any) -> None:
+    """Names the first parameter whose shape the mesh cannot split evenly, before anything compiles."""
+    flat_params = jax.tree_util.tree_flatten_with_path(abstract_params)[0]
+    for (path, param), sharding in zip(flat_params, jax.tree.leaves(shardings)):
+      for dim, (size, axes) in enumerate(zip(param.shape, tuple(sharding.spec) + (None,) * param.ndim)):
+        ways = math.prod(self.mesh.shape[a] for a in ((axes,) if isinstance(axes, str) else axes or ()))
+        if size % ways:
+          name = "/".join(str(getattr(k, "key", k)) for k in path)
+          raise ValueError(f"parameter {name} of shape {tuple(param.shape)} cannot be split {ways} ways on axis "
+                           f"{dim} (mesh axes {axes}); pad that dimension to a multiple of {ways} or change "
+                           "NUM_PARTITIONS / PARAMETER_PARTITIONING_DIMS")
+
   def batch_sharding(self, ndim: int) -> NamedSharding:
     """Leading (batch) axis over 'data', the rest replicated."""
     return self.sharding(("batch",) + (None,) * (ndim - 1))

@@ -69,6 +69,7 @@ def build_step_functions(model: Model, optimizer: optax.GradientTransformation,
     boxed = jax.eval_shape(model.init_variables, jax.random.key(seed), batch_spec)["params"]
   param_shardings = partitioner.shardings(nn.get_partition_spec(boxed))
   abstract_params = nn.meta.unbox(boxed)
+  partitioner.check_divisible(abstract_params, param_shardings)
   abstract_opt = jax.eval_shape(optimizer.init, abstract_params)
   replicated = partitioner.sharding(None)
   # Optimizer moments shaped like their parameter are sharded like it; factored or scalar stats replicate.

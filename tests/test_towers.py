@@ -1,0 +1,84 @@
+"""Tower options that must not change the numbers (scan, remat), logical axis names, and size presets."""
+
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from encoders import siglip, siglip_checkpoints
+from encoders import text as text_lib
+from encoders import vit as vit_lib
+from tests import hf_fixtures
+from vlm import checkpoints, partitioning
+
+
+@pytest.fixture(scope="module")
+def loaded(tmp_path_factory):
+  directory = str(tmp_path_factory.mktemp("hf"))
+  hf_fixtures.save_siglip(directory)
+  return siglip_checkpoints.read(directory)
+
+
+@pytest.mark.parametrize("scan, remat", [(True, "none"), (True, "dots"), (False, "full")])
+def test_scan_and_remat_give_the_same_outputs_and_gradients(loaded, scan, remat):
+  config, params = loaded
+  pixels = jnp.asarray(hf_fixtures.images(2, 32))
+  variant = vit_lib.ViT(dataclasses.replace(config.image, scan=scan, remat=remat))
+  variant_params = checkpoints.stack_layers(params["img"]) if scan else params["img"]
+
+  def loss(module, p):
+    return jnp.sum(module.apply({"params": p}, pixels)["pooled"] ** 2)
+
+  base = vit_lib.ViT(config.image)
+  np.testing.assert_allclose(loss(variant, variant_params), loss(base, params["img"]), rtol=1e-5)
+  g_variant = jax.jit(jax.grad(lambda p: loss(variant, p)))(variant_params)
+  g_base = jax.jit(jax.grad(lambda p: loss(base, p)))(params["img"])
+  if scan:
+    g_variant = checkpoints.unstack_layers(g_variant)
+  # Scale by the largest gradient: some are exactly zero in theory (a key bias shifts every logit of a row
+  # equally) and hold only roundoff.
+  scale = max(float(np.abs(v).max()) for v in jax.tree.leaves(g_base))
+  for path, value in checkpoints.flatten(g_base).items():
+    np.testing.assert_allclose(checkpoints.flatten(g_variant)[path], value, rtol=1e-4, atol=1e-6 * scale,
+                               err_msg=path)
+
+
+def test_every_parameter_has_logical_axis_names():
+  model = siglip.SigLIPModel(image=vit_lib.config("pico/8", image_size=32, scan=True),
+                             text=text_lib.config("pico", vocab_size=50, max_len=8))
+  batch = {"image": jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32), "text": jax.ShapeDtypeStruct((2, 8), jnp.int32)}
+  boxed = jax.eval_shape(model.init_variables, jax.random.key(0), batch)["params"]
+  leaves = jax.tree.leaves(boxed, is_leaf=lambda x: isinstance(x, nn.Partitioned))
+  named = [leaf for leaf in leaves if isinstance(leaf, nn.Partitioned)]
+  unnamed = [leaf for leaf in leaves if not isinstance(leaf, nn.Partitioned)]
+  assert all(len(leaf.names) == leaf.value.ndim for leaf in named)
+  assert all(leaf.shape == () for leaf in unnamed)  # only the scalars t' and b
+  assert len(unnamed) == 2
+  scanned = [leaf for leaf in named if "layers" in leaf.names]
+  assert scanned and all(leaf.names[0] == "layers" for leaf in scanned)
+
+
+def test_fsdp_rules_shard_embed_over_data_and_tensor_parallel_over_model():
+  rules = partitioning.standard_logical_axis_rules(parameter_partitioning_dims=2)
+  assert nn.logical_to_mesh_axes(("embed", "mlp"), rules) == jax.sharding.PartitionSpec("data", "model")
+  # An activation's batch already takes 'data', so its embed stays unsharded.
+  assert nn.logical_to_mesh_axes(("batch", "length", "embed"), rules) == jax.sharding.PartitionSpec("data", None, None)
+  rules = partitioning.standard_logical_axis_rules()
+  assert nn.logical_to_mesh_axes(("embed", "heads", "kv"), rules) == jax.sharding.PartitionSpec(None, "model", None)
+
+
+@pytest.mark.parametrize("variant, width, depth, mlp, heads, patch", [
+    ("B/16", 768, 12, 3072, 12, 16), ("L/16", 1024, 24, 4096, 16, 16), ("So400m/14", 1152, 27, 4304, 16, 14),
+    ("g-opt/16", 1536, 40, 6144, 16, 16), ("G/14", 1664, 48, 8192, 16, 14)])
+def test_size_presets(variant, width, depth, mlp, heads, patch):
+  cfg = vit_lib.config(variant)
+  assert (cfg.width, cfg.depth, cfg.mlp_dim, cfg.num_heads, cfg.patch_size) == (width, depth, mlp, heads, patch)
+
+
+def test_vit_g14_plans_without_allocating():
+  cfg = vit_lib.config("G/14", image_size=224, scan=True, remat="dots")
+  params = jax.eval_shape(vit_lib.ViT(cfg).init, jax.random.key(0), jax.ShapeDtypeStruct((1, 224, 224, 3), jnp.float32))
+  assert 1.85e9 < partitioning.count_params(nn.meta.unbox(params)) < 1.9e9
