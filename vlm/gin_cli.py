@@ -14,7 +14,6 @@ import argparse
 import contextlib
 import os
 import sys
-import traceback
 from typing import Iterator, Sequence
 
 import gin

@@ -17,7 +17,7 @@ from vlm import gin_cli
 
 
 def main(argv=None) -> None:
-  parser = gin_cli.parser("vlm.train", __doc__.strip().splitlines()[0])
+  parser = gin_cli.parser("vlm.train", __doc__)
   args = gin_cli.parse(parser, argv)
   from vlm import summaries, trainer  # pylint: disable=import-outside-toplevel
   with gin_cli.user_errors(args.debug):
