@@ -32,29 +32,13 @@ def constrain(x: jax.Array, axes: Sequence[str | None]) -> jax.Array:
   return nn.with_logical_constraint(x, tuple(axes))
 
 
-def dense(
-    features: int | Sequence[int],
-    axes: Sequence[str | None],
-    *,
-    use_bias: bool = True,
-    axis: int | Sequence[int] = -1,
-    dtype: Dtype = jnp.float32,
-    param_dtype: Dtype = jnp.float32,
-    kernel_init: Initializer = default_kernel_init,
-    name: str | None = None,
-) -> nn.DenseGeneral:
-  """A DenseGeneral whose kernel axes are `axes` (inputs then outputs) and whose bias takes the output axes."""
-  n_out = 1 if isinstance(features, int) else len(features)
-  return nn.DenseGeneral(
-      features=features,
-      axis=axis,
-      use_bias=use_bias,
-      dtype=dtype,
-      param_dtype=param_dtype,
-      kernel_init=with_axes(kernel_init, axes),
-      bias_init=with_axes(nn.initializers.zeros, axes[-n_out:]),
-      name=name,
-  )
+def dense(features: int, axes: tuple[str | None, str | None], *, use_bias: bool = True,
+          dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32,
+          kernel_init: Initializer = default_kernel_init, name: str | None = None) -> nn.Dense:
+  """A Dense layer whose kernel has logical axes `axes` (input, output) and whose bias takes the output's."""
+  return nn.Dense(features, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype,
+                  kernel_init=with_axes(kernel_init, axes), bias_init=with_axes(nn.initializers.zeros, axes[1:]),
+                  name=name)
 
 
 def layer_norm(eps: float = 1e-6, *, dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32,
