@@ -37,8 +37,8 @@ class SigLIPConfig:
   @classmethod
   def from_json(cls, d: dict) -> "SigLIPConfig":
     d = {k: v for k, v in d.items() if k != "model"}
-    text = text_lib.TextConfig(**d.pop("text")) if d.get("text") else None
-    d.pop("text", None)
+    text = d.pop("text", None)
+    text = text_lib.TextConfig(**text) if text else None
     return cls(image=vit_lib.ViTConfig(**d.pop("image")), text=text, **d)
 
 
@@ -201,11 +201,11 @@ class Encoder:
 
   def encode_image(self, pixels) -> dict[str, np.ndarray]:
     """pixels: float [N, H, W, 3] normalised to [-1, 1]; H, W multiples of the patch size."""
-    pixels = _check_pixels(pixels, self.config.image.patch_size)
-    out = self._image_fn({"params": self.params}, pixels)
-    if "pooled" not in out:
+    if self.config.image.pool_type == "none":
       raise ValueError("this image tower has pool_type='none': it gives tokens only; use "
                        "encoders.vit.ViT directly for that")
+    pixels = _check_pixels(pixels, self.config.image.patch_size)
+    out = self._image_fn({"params": self.params}, pixels)
     return {k: np.asarray(v, np.float32) for k, v in out.items()}
 
   def encode_text(self, token_ids) -> dict[str, np.ndarray]:

@@ -160,9 +160,18 @@ def _to_hf(x: np.ndarray, kind: str) -> np.ndarray:
   return x
 
 
+# transformers' SiglipVisionConfig / SiglipTextConfig defaults: older config.json files leave out fields that
+# equal them.
+_HF_VISION_DEFAULTS = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+                           image_size=224, patch_size=16)
+_HF_TEXT_DEFAULTS = dict(vocab_size=32000, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                         num_attention_heads=12, max_position_embeddings=64)
+
+
 def _hf_config(hf: dict) -> siglip.SigLIPConfig:
   vision = hf.get("vision_config", hf) if hf.get("model_type") != "siglip_vision_model" else hf
-  for cfg, name in ((vision, "vision"),) + (((hf["text_config"], "text"),) if "text_config" in hf else ()):
+  vision = {**_HF_VISION_DEFAULTS, **(vision or {})}
+  for cfg, name in ((vision, "vision"),) + (((hf["text_config"] or {}, "text"),) if "text_config" in hf else ()):
     act = cfg.get("hidden_act", "gelu_pytorch_tanh")
     if act != "gelu_pytorch_tanh":
       raise CheckpointError(f"HF SigLIP {name} tower uses hidden_act={act!r}; only gelu_pytorch_tanh is supported")
@@ -173,7 +182,7 @@ def _hf_config(hf: dict) -> siglip.SigLIPConfig:
       layer_norm_eps=vision.get("layer_norm_eps", 1e-6))
   text = None
   if "text_config" in hf:
-    t = hf["text_config"]
+    t = {**_HF_TEXT_DEFAULTS, **(hf["text_config"] or {})}
     text = text_lib.TextConfig(
         vocab_size=t["vocab_size"], width=t["hidden_size"], depth=t["num_hidden_layers"],
         mlp_dim=t["intermediate_size"], num_heads=t["num_attention_heads"], max_len=t["max_position_embeddings"],
@@ -268,7 +277,7 @@ def read_big_vision(path: str) -> tuple[siglip.SigLIPConfig, Any]:
   if "img/embedding/kernel" not in flat:
     raise CheckpointError(f"{path}: no 'img/embedding/kernel' array; not a big_vision SigLIP checkpoint")
   depth, scanned = _count_blocks(flat, "img/")
-  if scanned:  # we keep per-layer names unless the config asks for scan
+  if scanned or _count_blocks(flat, "txt/")[1]:  # per-layer names unless the config asks for scan
     flat = checkpoints.flatten(checkpoints.unstack_layers(checkpoints.unflatten(flat)))
   block = "img/Transformer/encoderblock_0/"
   patch, _, _, width = flat["img/embedding/kernel"].shape
@@ -281,9 +290,7 @@ def read_big_vision(path: str) -> tuple[siglip.SigLIPConfig, Any]:
       head_dim=flat["img/head/kernel"].shape[1] if "img/head/kernel" in flat else None)
   text = None
   if "txt/Embed_0/embedding" in flat:
-    tdepth, tscanned = _count_blocks(flat, "txt/")
-    if tscanned:
-      flat = checkpoints.flatten(checkpoints.unstack_layers(checkpoints.unflatten(flat)))
+    tdepth, _ = _count_blocks(flat, "txt/")
     tblock = "txt/Transformer/encoderblock_0/"
     vocab, twidth = flat["txt/Embed_0/embedding"].shape
     text = text_lib.TextConfig(

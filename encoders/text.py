@@ -56,6 +56,9 @@ class TextTransformer(nn.Module):
   def __call__(self, token_ids: jax.Array) -> dict[str, jax.Array]:
     """token_ids: int [N, L] with L <= max_len."""
     cfg = self.config
+    if token_ids.shape[1] > cfg.max_len:
+      raise ValueError(f"texts of {token_ids.shape[1]} tokens are longer than the text tower's max_len "
+                       f"{cfg.max_len}; shorten TASK_FEATURE_LENGTHS['text'] or raise max_len")
     x = nn.Embed(cfg.vocab_size, cfg.width, dtype=cfg.dtype,
                  embedding_init=layers.with_axes(nn.initializers.normal(stddev=cfg.width ** -0.5),
                                                  ("vocab", "embed")),

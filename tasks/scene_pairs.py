@@ -32,16 +32,17 @@ def vocab_size(multiple: int = 8) -> int:
 
 @gin.configurable(module="tasks.scene_pairs")
 class SceneCaptionPairs:
-  """Batches {'image': float32 [B, S, S, 3] in [-1, 1], 'text': int32 [B, text_length]}."""
+  """Batches {'image': float32 [B, S, S, 3] in [-1, 1], 'text': int32 [B, task_feature_lengths['text']]}.
 
-  def __init__(self, image_size: int = 32, text_length: int = 16, split: str = "train", seed: int = 0,
-               max_objects: int = 3):
-    self.image_size, self.text_length, self.split = image_size, text_length, split
+  Captions longer than the text length are cut (keeping EOS); the default 40 holds every template's caption.
+  """
+
+  def __init__(self, image_size: int = 32, task_feature_lengths: dict[str, int] | None = None,
+               split: str = "train", seed: int = 0, max_objects: int = 3):
+    self.image_size, self.split = image_size, split
+    self.text_length = (task_feature_lengths or {}).get("text", 40)
     self.seed, self.max_objects = seed, max_objects
 
   def batch(self, step: int, batch_size: int) -> dict[str, np.ndarray]:
     raw = scenes.sample_batch(self.seed, step, batch_size, self.image_size, self.split, self.max_objects)
     return {"image": raw["image"], "text": vocabulary().encode_batch(raw["text"], self.text_length)}
-
-  def captions(self, step: int, batch_size: int) -> list[str]:
-    return scenes.sample_batch(self.seed, step, batch_size, self.image_size, self.split, self.max_objects)["text"]

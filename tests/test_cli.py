@@ -1,5 +1,6 @@
 """`python -m vlm.train` as a user runs it: one-line errors for bad input, a run that resumes when re-run."""
 
+import json
 import os
 import subprocess
 import sys
@@ -62,3 +63,7 @@ def test_tiny_run_trains_evaluates_and_resumes(tmp_path):
   assert "resuming from step 10" in second.stdout
   for name in ("metrics.jsonl", "loss.png", "config.gin", "model_config.json", "checkpoints", "train", "eval"):
     assert (tmp_path / name).exists(), name
+  records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert [r["step"] for r in records if "split" not in r] == [10, 20]  # the run file logs every 10 steps
+  evals = [r for r in records if r.get("split") == "eval"]
+  assert [r["step"] for r in evals] == [10, 20] and evals[-1]["i2t_R1"] >= 0

@@ -13,7 +13,8 @@ from encoders import vit as vit_lib
 from tasks import scene_pairs
 from vlm import checkpoints, optim, partitioning, summaries, trainer
 
-IMAGE_SIZE, TEXT_LENGTH = 16, 16
+IMAGE_SIZE, TEXT_LENGTH = 16, 40
+LENGTHS = {"text": TEXT_LENGTH}
 
 
 def tiny_model():
@@ -26,7 +27,7 @@ def run(model_dir, steps, *, data=None, checkpoint_period=4, lr=3e-3, num_device
   partitioner = partitioning.Partitioner(num_partitions, parameter_partitioning_dims,
                                          devices=jax.devices()[:num_devices])
   return trainer.train(
-      tiny_model(), data or scene_pairs.SceneCaptionPairs(IMAGE_SIZE, TEXT_LENGTH), model_dir=str(model_dir),
+      tiny_model(), data or scene_pairs.SceneCaptionPairs(IMAGE_SIZE, LENGTHS), model_dir=str(model_dir),
       train_steps=steps, batch_size=16, optimizer=optimizer, learning_rate=lr, partitioner=partitioner,
       checkpoint_period=checkpoint_period, log_period=1, progress=False, **kw)
 
@@ -78,7 +79,7 @@ class PoisonedData:
   """Clean batches, then a NaN image from step `bad_step` on."""
 
   def __init__(self, bad_step):
-    self.clean, self.bad_step = scene_pairs.SceneCaptionPairs(IMAGE_SIZE, TEXT_LENGTH), bad_step
+    self.clean, self.bad_step = scene_pairs.SceneCaptionPairs(IMAGE_SIZE, LENGTHS), bad_step
 
   def batch(self, step, batch_size):
     batch = self.clean.batch(step, batch_size)
@@ -103,7 +104,7 @@ def test_unwritable_model_dir_fails_before_training(tmp_path):
 
 def test_batch_size_must_divide_the_data_axis(tmp_path):
   with pytest.raises(ValueError, match="BATCH_SIZE=16 is not divisible by the 3 devices"):
-    trainer.train(tiny_model(), scene_pairs.SceneCaptionPairs(IMAGE_SIZE, TEXT_LENGTH), model_dir=str(tmp_path),
+    trainer.train(tiny_model(), scene_pairs.SceneCaptionPairs(IMAGE_SIZE, LENGTHS), model_dir=str(tmp_path),
                   train_steps=1, batch_size=16, optimizer=optim.adamw, learning_rate=1e-3,
                   partitioner=partitioning.Partitioner(devices=jax.devices()[:3]), progress=False)
 
@@ -113,6 +114,6 @@ def test_a_parameter_the_mesh_cannot_split_is_named_before_compiling(tmp_path):
                              text=text_lib.config("pico", vocab_size=57, max_len=TEXT_LENGTH))
   with pytest.raises(ValueError, match=r"parameter txt/Embed_0/embedding of shape \(57, 32\) cannot be split 2 "
                                        r"ways on axis 0"):
-    trainer.train(model, scene_pairs.SceneCaptionPairs(IMAGE_SIZE, TEXT_LENGTH), model_dir=str(tmp_path),
+    trainer.train(model, scene_pairs.SceneCaptionPairs(IMAGE_SIZE, LENGTHS), model_dir=str(tmp_path),
                   train_steps=1, batch_size=16, optimizer=optim.adamw, learning_rate=1e-3,
                   partitioner=partitioning.Partitioner(num_partitions=2), progress=False)

@@ -36,15 +36,16 @@ def embed(predict, params, batch: dict[str, np.ndarray], chunk: int = 256) -> di
 class SceneZeroShotRetrieval:
   """Zero-shot accuracy (seen / held-out combinations) and retrieval R@1 on generated scenes."""
 
-  def __init__(self, image_size: int = 32, text_length: int = 16, images_per_class: int = 20,
-               retrieval_pairs: int = 512, seed: int = 1234):
+  def __init__(self, image_size: int = 32, task_feature_lengths: dict[str, int] | None = None,
+               images_per_class: int = 20, retrieval_pairs: int = 512, seed: int = 1234):
+    pairs = scene_pairs.SceneCaptionPairs(image_size, task_feature_lengths, split="eval", seed=seed)
+    text_length = pairs.text_length
     vocab = scene_pairs.vocabulary()
     self.combos = scenes.all_combos()
     self.prompts = vocab.encode_batch([scenes.class_prompt(c, s) for c, s in self.combos], text_length)
     zs = scenes.zero_shot_batch(seed, self.combos, images_per_class, image_size)
     self.zs_images, self.zs_labels = zs["image"], zs["label"]
     self.held_out = np.array([self.combos[i] in scenes.HELD_OUT_COMBOS for i in self.zs_labels])
-    pairs = scene_pairs.SceneCaptionPairs(image_size, text_length, split="eval", seed=seed)
     self.pairs = pairs.batch(0, retrieval_pairs)
 
     self._predict = {}  # model -> jitted predict_batch, compiled once per run

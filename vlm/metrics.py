@@ -1,7 +1,7 @@
 """Transfer metrics, as the benchmarks define them. Inputs are numpy; outputs are the percentages papers print.
 
-This first part holds the embedding metrics SigLIP is judged by (retrieval and zero-shot classification);
-the captioning and VQA metrics live beside them.
+So far the embedding metrics SigLIP is judged by (retrieval and zero-shot classification); the captioning,
+VQA and document metrics of DESIGN.md come with the evaluation issue.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Optimizers and learning-rate schedules, as gin-configurable optax factories.
 
-A run file picks one: `train.optimizer = @vlm.optim.adamw()` with `vlm.optim.adamw.learning_rate = 1e-3`.
+A run file picks one by reference, not by call: `vlm.trainer.train.optimizer = @vlm.optim.adamw`; the trainer
+calls it with `learning_rate` (its `learning_rate` binding, e.g. `@vlm.optim.schedule()`).
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ def main(argv=None) -> None:
   from vlm import summaries, trainer  # pylint: disable=import-outside-toplevel
   with gin_cli.user_errors(args.debug):
     model_dir = gin.query_parameter("%MODEL_DIR")
-    os.makedirs(model_dir, exist_ok=True)
+    trainer.check_model_dir(model_dir)
     with open(os.path.join(model_dir, "config.gin"), "w") as f:
       f.write(gin.config_str())
     results = trainer.train()

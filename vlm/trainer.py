@@ -13,6 +13,7 @@ so a resumed run reads exactly the batches the uninterrupted one would have.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import time
@@ -105,7 +106,19 @@ def build_step_functions(model: Model, optimizer: optax.GradientTransformation,
       abstract_state=abstract_state)
 
 
-def _check_model_dir(model_dir: str) -> None:
+def _write_or_check_model_config(model_dir: str, config: dict) -> None:
+  """Writes model_config.json, or checks that an existing run in MODEL_DIR trained the same model."""
+  path = os.path.join(model_dir, checkpoints.MODEL_CONFIG_FILE)
+  if os.path.exists(path):
+    with open(path) as f:
+      if json.load(f) != json.loads(json.dumps(config)):
+        raise ValueError(f"MODEL_DIR {model_dir} holds a run of a different model ({path} differs from this "
+                         "configuration); use another MODEL_DIR")
+    return
+  checkpoints.write_json(config, path)
+
+
+def check_model_dir(model_dir: str) -> None:
   """Fails before any compile if MODEL_DIR cannot be written."""
   try:
     os.makedirs(model_dir, exist_ok=True)
@@ -135,17 +148,20 @@ def train(model: Model = gin.REQUIRED, train_data: Dataset = gin.REQUIRED, *, mo
   Returns:
     the last evaluation's metrics (empty without an evaluator).
   """
-  _check_model_dir(model_dir)
+  check_model_dir(model_dir)
   partitioner = partitioner or partitioning.Partitioner()
   partitioner.check_batch_size(batch_size)
   schedule = learning_rate if callable(learning_rate) else (lambda _: learning_rate)
   tx = optimizer(learning_rate=learning_rate)
-  checkpoints.write_json(model.config_json(), os.path.join(model_dir, checkpoints.MODEL_CONFIG_FILE))
+  _write_or_check_model_config(model_dir, model.config_json())
 
   fns = build_step_functions(model, tx, partitioner, train_data.batch(0, batch_size), seed)
   n_params = partitioning.count_params(fns.abstract_state.params)
   ckpt = checkpoints.Checkpointer(model_dir, checkpoint_period, keep=keep_checkpoints)
   start = ckpt.latest_step()
+  if start is not None and start > train_steps:
+    raise ValueError(f"MODEL_DIR {model_dir} already holds a checkpoint at step {start}, past TRAIN_STEPS="
+                     f"{train_steps}; raise TRAIN_STEPS or use another MODEL_DIR")
   with partitioner.context():
     if start is None:
       state, start = fns.init(jax.random.key(seed)), 0
@@ -161,7 +177,7 @@ def train(model: Model = gin.REQUIRED, train_data: Dataset = gin.REQUIRED, *, mo
                   schedule, log_period, progress, lambda step, st: _evaluate(model, st, evaluator, step, writer,
                                                                              partitioner, eval_period))
     ckpt.maybe_save(train_steps, state, force=True)
-    if evaluator is not None:
+    if evaluator is not None and start < train_steps:  # a finished run re-run evaluates nothing new
       results = _evaluate(model, state, evaluator, train_steps, writer, partitioner, None, force=True)
   finally:
     ckpt.close()
@@ -192,7 +208,7 @@ def _loop(state, start, train_steps, batch_size, fns, partitioner, train_data, c
       if done % log_period == 0 or done == train_steps:
         elapsed = time.perf_counter() - tic
         means = {k: float(np.mean([m[k] for m in window])) for k in window[0]}
-        means.update(learning_rate=float(schedule(done)), steps_per_sec=len(window) / elapsed,
+        means.update(learning_rate=float(schedule(done - 1)),  # the rate of this step's update (optax counts from 0) steps_per_sec=len(window) / elapsed,
                      examples_per_sec=len(window) * batch_size / elapsed)
         writer.write(done, means)
         window, tic = [], time.perf_counter()
