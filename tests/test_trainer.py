@@ -40,6 +40,9 @@ def test_tiny_siglip_learns_and_writes_its_outputs(tmp_path):
   run(tmp_path, 40, checkpoint_period=20)
   curve = losses(tmp_path)
   assert sorted(curve) == list(range(1, 41))
+  first = summaries.read_metrics(str(tmp_path))[0]
+  for key in ("loss", "learning_rate", "grad_norm", "param_norm", "steps_per_sec", "examples_per_sec"):
+    assert np.isfinite(first[key]), key
   assert np.mean([curve[s] for s in range(36, 41)]) < 0.7 * np.mean([curve[s] for s in range(1, 6)])
   assert checkpoints.Checkpointer(str(tmp_path), 1).latest_step() == 40
   assert os.listdir(tmp_path / "train") and json.load(open(tmp_path / "model_config.json"))["model"] == "siglip"

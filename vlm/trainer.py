@@ -208,7 +208,8 @@ def _loop(state, start, train_steps, batch_size, fns, partitioner, train_data, c
       if done % log_period == 0 or done == train_steps:
         elapsed = time.perf_counter() - tic
         means = {k: float(np.mean([m[k] for m in window])) for k in window[0]}
-        means.update(learning_rate=float(schedule(done - 1)),  # the rate of this step's update (optax counts from 0) steps_per_sec=len(window) / elapsed,
+        # learning_rate: the rate this step's update used (optax counts updates from 0).
+        means.update(learning_rate=float(schedule(done - 1)), steps_per_sec=len(window) / elapsed,
                      examples_per_sec=len(window) * batch_size / elapsed)
         writer.write(done, means)
         window, tic = [], time.perf_counter()
