@@ -21,6 +21,7 @@ INSTALL_REQUIRES = [
 TEST_REQUIRES = [
     "torch==2.13.0",  # CPU build; the parity reference
     "transformers==5.23.0",
+    "pycocoevalcap==1.2",  # the CIDEr reference scorer
     "pytest==9.0.3",
 ]
 

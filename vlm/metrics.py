@@ -1,12 +1,23 @@
-"""Transfer metrics, as the benchmarks define them. Inputs are numpy; outputs are the percentages papers print.
+"""Transfer metrics, as the benchmarks define them. Outputs are the numbers papers print (percent; CIDEr x100).
 
-So far the embedding metrics SigLIP is judged by (retrieval and zero-shot classification); the captioning,
-VQA and document metrics of DESIGN.md come with the evaluation issue.
+Embedding metrics (retrieval, zero-shot, linear probe) take numpy arrays; the text metrics (CIDEr, VQA accuracy,
+ANLS, relaxed accuracy) take a list of predicted strings and their references, each written from the benchmark's
+own evaluation code so the figures are comparable with published ones.
 """
 
 from __future__ import annotations
 
+import collections
+import math
+import re
+from collections.abc import Sequence
+
 import numpy as np
+
+try:
+  import editdistance  # C++ Levenshtein; arrives with seqio
+except ImportError:
+  editdistance = None
 
 
 def recall_at_k(similarity: np.ndarray, k: int = 1) -> float:
@@ -43,3 +54,332 @@ def zero_shot_accuracy(image_embeddings: np.ndarray, class_embeddings: np.ndarra
   """
   predictions = np.argmax(np.asarray(image_embeddings) @ np.asarray(class_embeddings).T, axis=1)
   return float(100.0 * np.mean(predictions == np.asarray(labels)))
+
+
+def linear_probe(train_features: np.ndarray, train_labels: np.ndarray, test_features: np.ndarray,
+                 test_labels: np.ndarray, l2: float = 1.0) -> float:
+  """Few-shot linear probe: closed-form ridge regression onto one-hot targets; percent of test images right.
+
+  Sweep `l2` on held-out data for a paper figure: the best strength depends on the feature scale and shot count.
+
+  Args:
+    train_features: [N, D]; train_labels: [N] class ids (any hashable ints; those seen here are the classes).
+    test_features: [M, D]; test_labels: [M].
+    l2: ridge strength (> 0); the bias is not penalised.
+
+  Returns:
+    Test accuracy in percent.
+  """
+  x = np.asarray(train_features, np.float64)
+  x_test = np.asarray(test_features, np.float64)
+  train_labels, test_labels = np.asarray(train_labels), np.asarray(test_labels)
+  if x.ndim != 2 or x_test.ndim != 2 or x.shape[1] != x_test.shape[1]:
+    raise ValueError(f"linear_probe needs [N, D] train and test features; got {x.shape} and {x_test.shape}")
+  if len(x) == 0 or len(x_test) == 0:
+    raise ValueError("linear_probe got an empty train or test set")
+  if len(train_labels) != len(x) or len(test_labels) != len(x_test):
+    raise ValueError(f"linear_probe: {len(x)}/{len(x_test)} train/test features but "
+                     f"{len(train_labels)}/{len(test_labels)} labels")
+  if not l2 > 0:
+    raise ValueError(f"linear_probe needs l2 > 0; got {l2}")
+  classes, index = np.unique(train_labels, return_inverse=True)
+  targets = np.eye(len(classes))[index]  # [N, C]
+  # Centring both sides fits an unpenalised bias in closed form: it is the class frequencies at the mean feature.
+  x_mean, t_mean = x.mean(axis=0), targets.mean(axis=0)
+  xc, tc = x - x_mean, targets - t_mean
+  n, d = xc.shape
+  if n < d:  # few-shot: the N x N dual system gives the same weights far more cheaply than the D x D one
+    w = xc.T @ np.linalg.solve(xc @ xc.T + l2 * np.eye(n), tc)
+  else:
+    w = np.linalg.solve(xc.T @ xc + l2 * np.eye(d), xc.T @ tc)
+  predictions = classes[np.argmax((x_test - x_mean) @ w + t_mean, axis=1)]
+  return float(100.0 * np.mean(predictions == test_labels))
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Text metrics: predictions are strings, one per example.
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def _check_pairs(metric: str, predictions, references, nested: bool = True) -> None:
+  """Raises a one-line ValueError unless there is one non-empty reference entry per prediction."""
+  if isinstance(predictions, str) or isinstance(references, str):
+    raise ValueError(f"{metric} takes a list of predictions and a list of references, not a single string")
+  if len(predictions) == 0:
+    raise ValueError(f"{metric} got no predictions")
+  if len(predictions) != len(references):
+    raise ValueError(f"{metric} got {len(predictions)} predictions but {len(references)} references")
+  if nested:
+    for i, refs in enumerate(references):
+      if isinstance(refs, str) or len(refs) == 0:
+        raise ValueError(f"{metric}: references[{i}] must be a non-empty list of strings; got {refs!r}")
+
+
+# CIDEr-D (Vedantam et al., 2015) as coco-caption's pycocoevalcap computes it.
+
+_PTB_DROPPED_ANYWHERE = re.compile(r"[\"()\[\]{}]|--|(?<!\d),|,(?!\d)")
+_PTB_CLITICS = ("n't", "'s", "'re", "'ve", "'ll", "'d", "'m")
+_PTB_SPLIT_CLITIC = re.compile(r"^(.+?)(" + "|".join(_PTB_CLITICS) + ")$")
+_PTB_DROPPED_LEFT = "'`?!:;"  # no period: ".5" is a number
+_PTB_DROPPED_RIGHT = "'`.?!:;"
+
+
+def ptb_tokenize(text: str) -> str:
+  """Pure-Python stand-in for coco-caption's Java PTBTokenizer (-lowerCase) plus its punctuation filter.
+
+  coco-caption tokenises with Stanford PTBTokenizer and then drops the tokens '' ' `` ` -LRB- -RRB- -LCB- -RCB-
+  . ? ! , : - -- ... ; from both candidates and references. This keeps what that pipeline keeps: lowercase words,
+  clitics split off as PTB does ("isn't" -> "is n't", "man's" -> "man 's"), hyphenated words, and numbers such as
+  "1,000" or "3.5"; it drops brackets, quotes, stand-alone dashes and the listed marks at word edges. Known gaps:
+  PTB keeps abbreviation periods ("mr.") and splits "cannot" / "gonna"; those differ here (rare in captions).
+  Already-tokenised text comes back unchanged.
+
+  Args:
+    text: a caption.
+
+  Returns:
+    The caption as space-separated tokens.
+  """
+  tokens = []
+  for word in _PTB_DROPPED_ANYWHERE.sub(" ", text.lower()).split():
+    word = word.rstrip(_PTB_DROPPED_RIGHT)
+    if word not in _PTB_CLITICS:  # a bare "'s" (already-tokenised text) keeps its apostrophe; other quotes go
+      word = word.lstrip(_PTB_DROPPED_LEFT)
+    if not word.strip("-."):  # "-", "--", "..." on their own
+      continue
+    clitic = _PTB_SPLIT_CLITIC.match(word)
+    tokens.extend(clitic.groups() if clitic else (word,))
+  return " ".join(tokens)
+
+
+def _ngram_counts(tokens: list[str], max_n: int) -> collections.Counter:
+  return collections.Counter(tuple(tokens[i:i + n]) for n in range(1, max_n + 1) for i in range(len(tokens) - n + 1))
+
+
+def _tfidf(counts: collections.Counter, doc_freq: collections.Counter, log_num_docs: float, max_n: int):
+  """Per-order tf-idf vectors and their norms; idf = log(#images) - log(max(1, #images whose refs hold it))."""
+  vectors = [{} for _ in range(max_n)]
+  for ngram, tf in counts.items():
+    vectors[len(ngram) - 1][ngram] = tf * (log_num_docs - math.log(max(1.0, doc_freq[ngram])))
+  norms = [math.sqrt(sum(v * v for v in vec.values())) for vec in vectors]
+  return vectors, norms
+
+
+def _cider_d_scores(candidates: list[list[str]], references: list[list[list[str]]], max_n: int = 4,
+                    sigma: float = 6.0) -> list[float]:
+  """Per-image CIDEr-D on tokenised text, on coco-caption's scale (a perfect, distinctive caption scores 10)."""
+  ref_counts = [[_ngram_counts(r, max_n) for r in refs] for refs in references]
+  # Document frequency: in how many images' reference sets an n-gram occurs (idf is from the evaluated set).
+  doc_freq = collections.Counter(g for refs in ref_counts for g in set().union(*refs))
+  log_num_docs = math.log(len(candidates))
+  scores = []
+  for candidate, refs, counts in zip(candidates, references, ref_counts):
+    vec, norm = _tfidf(_ngram_counts(candidate, max_n), doc_freq, log_num_docs, max_n)
+    total = np.zeros(max_n)
+    for ref, ref_ngrams in zip(refs, counts):
+      ref_vec, ref_norm = _tfidf(ref_ngrams, doc_freq, log_num_docs, max_n)
+      # coco-caption measures length in bigrams, not words; the gap is the same whenever both captions have a
+      # word, and an empty caption scores 0 at every order anyway.
+      penalty = math.exp(-((len(candidate) - len(ref)) ** 2) / (2 * sigma**2))
+      for n in range(max_n):
+        if norm[n] == 0 or ref_norm[n] == 0:
+          continue  # nothing to match at this order (all weights are >= 0, so the dot product is 0 too)
+        # The "-D" clipping: a candidate gains nothing by repeating an n-gram more often than the reference.
+        dot = sum(min(v, ref_vec[n].get(g, 0.0)) * ref_vec[n].get(g, 0.0) for g, v in vec[n].items())
+        total[n] += penalty * dot / (norm[n] * ref_norm[n])
+    scores.append(10.0 * float(np.mean(total)) / len(refs))
+  return scores
+
+
+def cider(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> float:
+  """Corpus CIDEr-D, x100 as papers print it ("CIDEr 145.0").
+
+  The idf statistics come from the references of the evaluated set itself, as in coco-caption, so the figure
+  depends on the whole set (one image alone always scores 0). Text goes through `ptb_tokenize` first.
+
+  Args:
+    predictions: one caption per image.
+    references: per image, its reference captions (any number >= 1).
+
+  Returns:
+    100 x the mean per-image CIDEr-D.
+  """
+  _check_pairs("cider", predictions, references)
+  candidates = [ptb_tokenize(p).split() for p in predictions]
+  refs = [[ptb_tokenize(r).split() for r in rs] for rs in references]
+  return 100.0 * float(np.mean(_cider_d_scores(candidates, refs)))
+
+
+# VQA accuracy, as the official VQA v2 evaluation (GT-Vision-Lab/VQA, vqaEval.py) computes it.
+
+# The official contractions map (missing apostrophes restored). Its keys with a capital "I" never match lowercased
+# text and its identity entries change nothing, so they are left out; "somebody'd=somebodyd" is the official (sic).
+_VQA_CONTRACTIONS = dict(pair.split("=") for pair in """
+    aint=ain't arent=aren't cant=can't couldve=could've couldnt=couldn't couldn'tve=couldn't've
+    couldnt've=couldn't've didnt=didn't doesnt=doesn't dont=don't hadnt=hadn't hadnt've=hadn't've
+    hadn'tve=hadn't've hasnt=hasn't havent=haven't hed=he'd hed've=he'd've he'dve=he'd've hes=he's howd=how'd
+    howll=how'll hows=how's isnt=isn't itd=it'd itd've=it'd've it'dve=it'd've itll=it'll maam=ma'am
+    mightnt=mightn't mightnt've=mightn't've mightn'tve=mightn't've mightve=might've mustnt=mustn't
+    mustve=must've neednt=needn't notve=not've oclock=o'clock oughtnt=oughtn't ow's'at='ow's'at
+    'ows'at='ow's'at 'ow'sat='ow's'at shant=shan't shed've=she'd've she'dve=she'd've shouldve=should've
+    shouldnt=shouldn't shouldnt've=shouldn't've shouldn'tve=shouldn't've somebody'd=somebodyd
+    somebodyd've=somebody'd've somebody'dve=somebody'd've somebodyll=somebody'll somebodys=somebody's
+    someoned=someone'd someoned've=someone'd've someone'dve=someone'd've someonell=someone'll
+    someones=someone's somethingd=something'd somethingd've=something'd've something'dve=something'd've
+    somethingll=something'll thats=that's thered=there'd thered've=there'd've there'dve=there'd've
+    therere=there're theres=there's theyd=they'd theyd've=they'd've they'dve=they'd've theyll=they'll
+    theyre=they're theyve=they've twas='twas wasnt=wasn't wed've=we'd've we'dve=we'd've weve=we've
+    werent=weren't whatll=what'll whatre=what're whats=what's whatve=what've whens=when's whered=where'd
+    wheres=where's whereve=where've whod=who'd whod've=who'd've who'dve=who'd've wholl=who'll whos=who's
+    whove=who've whyll=why'll whyre=why're whys=why's wont=won't wouldve=would've wouldnt=wouldn't
+    wouldnt've=wouldn't've wouldn'tve=wouldn't've yall=y'all yall'll=y'all'll y'allll=y'all'll
+    yall'd've=y'all'd've y'alld've=y'all'd've y'all'dve=y'all'd've youd=you'd youd've=you'd've
+    you'dve=you'd've youll=you'll youre=you're youve=you've
+    """.split())
+_VQA_NUMBERS = {"none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5",
+                "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10"}
+_VQA_ARTICLES = frozenset({"a", "an", "the"})
+_VQA_PUNCTUATION = (";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`", ",",
+                    "?", "!")
+_VQA_DIGIT_COMMA_DIGIT = re.compile(r"\d,\d")
+# The official pattern "(?!<=\d)(\.)(?!\d)" meant a look-behind but wrote a look-ahead that never fails here, so in
+# effect it deletes every period not followed by a digit: "yes." -> "yes", "3.5" stays, "5." -> "5".
+_VQA_PERIOD = re.compile(r"\.(?!\d)")
+
+
+def vqa_normalize(answer: str) -> str:
+  """The official VQA answer normalisation: punctuation, then lowercase, number words, articles, contractions.
+
+  A mark from the official list is deleted when a space touches it anywhere in the answer, or when the answer holds
+  a digit-comma-digit ("1,000" -> "1000"); otherwise it becomes a space ("t-shirt" -> "t shirt"). Apostrophes and
+  colons are kept. Number words up to ten become digits ("two" -> "2", "none" -> "0").
+
+  Args:
+    answer: a predicted or human answer.
+
+  Returns:
+    The normalised answer, words joined by single spaces.
+  """
+  text = answer.replace("\n", " ").replace("\t", " ").strip()
+  delete_all = _VQA_DIGIT_COMMA_DIGIT.search(text) is not None
+  out = text
+  for mark in _VQA_PUNCTUATION:
+    deleted = delete_all or mark + " " in text or " " + mark in text  # decided on the answer as given, as official
+    out = out.replace(mark, "" if deleted else " ")
+  words = [_VQA_NUMBERS.get(w, w) for w in _VQA_PERIOD.sub("", out).lower().split()]
+  return " ".join(_VQA_CONTRACTIONS.get(w, w) for w in words if w not in _VQA_ARTICLES)
+
+
+def vqa_accuracy(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> float:
+  """VQA v2 accuracy: min(1, #humans who gave the answer / 3), averaged over the leave-one-human-out subsets.
+
+  With the usual 10 answers, 1 / 2 / 3 / 4+ matching humans score 30 / 60 / 90 / 100 percent. Unlike the official
+  script, which leans on its annotation files being pre-normalised and only strips punctuation from references when
+  the humans disagree, references get the same `vqa_normalize` as predictions, so raw answers from any source
+  compare fairly (identical results on pre-normalised references). A single reference has no subset to leave it out
+  of and is scored by exact match.
+
+  Args:
+    predictions: one answer per question.
+    references: per question, the human answers (10 in VQA v2; any number >= 1).
+
+  Returns:
+    Mean accuracy in percent.
+  """
+  _check_pairs("vqa_accuracy", predictions, references)
+  scores = []
+  for prediction, answers in zip(predictions, references):
+    prediction = vqa_normalize(prediction)
+    matches = sum(vqa_normalize(a) == prediction for a in answers)
+    if len(answers) == 1:
+      scores.append(float(matches))
+      continue
+    # Leaving out one of the `matches` humans gives min(1, (matches-1)/3), leaving out any other min(1, matches/3).
+    n = len(answers)
+    scores.append((matches * min(1.0, (matches - 1) / 3) + (n - matches) * min(1.0, matches / 3)) / n)
+  return float(100.0 * np.mean(scores))
+
+
+# ANLS (Biten et al., 2019; ST-VQA and DocVQA).
+
+_ANLS_THRESHOLD = 0.5
+
+
+def _levenshtein(a: str, b: str) -> int:
+  """Edit distance (insert / delete / substitute, each cost 1) by the two-row dynamic programme."""
+  previous = list(range(len(b) + 1))
+  for i, ca in enumerate(a, 1):
+    current = [i]
+    for j, cb in enumerate(b, 1):
+      current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
+    previous = current
+  return previous[-1]
+
+
+def _edit_distance(a: str, b: str) -> int:
+  return editdistance.eval(a, b) if editdistance is not None else _levenshtein(a, b)
+
+
+def _anls_similarity(prediction: str, reference: str) -> float:
+  """1 - normalised Levenshtein distance, or 0 once the distance reaches the threshold (the answer is wrong)."""
+  longest = max(len(prediction), len(reference))
+  if longest == 0:
+    return 1.0
+  distance = _edit_distance(prediction, reference) / longest
+  return 1.0 - distance if distance < _ANLS_THRESHOLD else 0.0
+
+
+def anls(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> float:
+  """Average Normalized Levenshtein Similarity, percent; case-insensitive, surrounding whitespace ignored.
+
+  Args:
+    predictions: one answer per question.
+    references: per question, the accepted answers; the closest one counts.
+
+  Returns:
+    100 x mean over questions of max over references of (1 - NL if NL < 0.5 else 0).
+  """
+  _check_pairs("anls", predictions, references)
+  scores = [max(_anls_similarity(p.strip().lower(), r.strip().lower()) for r in refs)
+            for p, refs in zip(predictions, references)]
+  return float(100.0 * np.mean(scores))
+
+
+# Relaxed accuracy (ChartQA, Masry et al., 2022).
+
+_RELAXED_TOLERANCE = 0.05
+# Plain or thousands-grouped decimals: "12", "-3.5", ".5", "1,234,567.8". Words like "nan" or "inf" are not numbers.
+_NUMBER = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)?(?:\.\d+)?")
+
+
+def _as_number(text: str) -> float | None:
+  """The value of a numeric answer, ignoring a trailing percent sign and thousands commas; None if not numeric."""
+  text = text.strip().removesuffix("%").strip()
+  if not any(c.isdigit() for c in text) or not _NUMBER.fullmatch(text):
+    return None
+  return float(text.replace(",", ""))
+
+
+def _relaxed_match(prediction: str, reference: str) -> bool:
+  target, value = _as_number(reference), _as_number(prediction)
+  if target is not None and value is not None:
+    # Relative error is undefined at 0, so a zero reference needs an exact zero.
+    return value == 0 if target == 0 else abs(value - target) <= _RELAXED_TOLERANCE * abs(target)
+  return prediction.strip().lower() == reference.strip().lower()
+
+
+def relaxed_accuracy(predictions: Sequence[str], references: Sequence[str]) -> float:
+  """ChartQA relaxed accuracy: numbers within 5% of the reference count as right, other answers must match exactly.
+
+  "45%" and "45", or "1,200" and "1200", are the same number here (ChartQA answers mix the forms); non-numeric
+  answers compare case-insensitively after trimming whitespace.
+
+  Args:
+    predictions: one answer per question.
+    references: one reference answer per question.
+
+  Returns:
+    Percent of questions answered right.
+  """
+  _check_pairs("relaxed_accuracy", predictions, references, nested=False)
+  return float(100.0 * np.mean([_relaxed_match(p, r) for p, r in zip(predictions, references)]))
