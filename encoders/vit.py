@@ -105,7 +105,7 @@ class MAPHead(nn.Module):
     probe = self.param("probe", layers.with_axes(nn.initializers.xavier_uniform(), (None, None, "embed")),
                        (1, 1, embed), jnp.float32)
     probe = jnp.broadcast_to(probe.astype(self.dtype), (batch, 1, embed))
-    x = layers.MultiHeadAttention(self.num_heads, dtype=self.dtype,
+    x = layers.MultiHeadAttention(self.num_heads, embed, dtype=self.dtype,
                                   name="MultiHeadDotProductAttention_0")(probe, x)
     y = layers.layer_norm(self.eps, dtype=self.dtype, name="LayerNorm_0")(x)
     x = x + layers.MlpBlock(self.mlp_dim, dtype=self.dtype, name="MlpBlock_0")(y)

@@ -51,3 +51,35 @@ def hf_text(model, ids: np.ndarray):
   with torch.no_grad():
     out = model.text_model(input_ids=torch.from_numpy(ids).long())
   return out.pooler_output.numpy(), out.last_hidden_state.numpy()
+
+
+def save_t5(directory: str, feed_forward_proj: str, tie_word_embeddings: bool, num_layers: int = 2,
+            num_decoder_layers: int = 3, seed: int = 0) -> transformers.T5ForConditionalGeneration:
+  """A perturbed random T5 (gated MLP); depths differ so encoder/decoder tables cannot be swapped."""
+  torch.manual_seed(seed)
+  config = transformers.T5Config(
+      vocab_size=97, d_model=32, d_kv=8, d_ff=48, num_layers=num_layers, num_decoder_layers=num_decoder_layers,
+      num_heads=4, relative_attention_num_buckets=8, relative_attention_max_distance=20,
+      feed_forward_proj=feed_forward_proj, tie_word_embeddings=tie_word_embeddings, dropout_rate=0.0,
+      decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+  model = transformers.T5ForConditionalGeneration(config)
+  gen = torch.Generator().manual_seed(seed)
+  with torch.no_grad():
+    for p in model.parameters():
+      p.add_(0.2 * torch.randn(p.shape, generator=gen))
+  model.eval().save_pretrained(directory)
+  return model
+
+
+def t5_logits(model, encoder_ids: np.ndarray, decoder_ids: np.ndarray) -> np.ndarray:
+  with torch.no_grad():
+    return model(input_ids=torch.tensor(encoder_ids), attention_mask=torch.tensor(encoder_ids != 0),
+                 decoder_input_ids=torch.tensor(decoder_ids)).logits.numpy()
+
+
+def t5_greedy(model, encoder_ids: np.ndarray, max_new_tokens: int) -> np.ndarray:
+  """HF greedy decoding without the start token (no KV cache: HF's cache breaks when depths differ)."""
+  with torch.no_grad():
+    out = model.generate(input_ids=torch.tensor(encoder_ids), attention_mask=torch.tensor(encoder_ids != 0),
+                         max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, use_cache=False)
+  return out.numpy()[:, 1:]

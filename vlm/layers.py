@@ -15,6 +15,7 @@ from typing import Callable, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Dtype = jnp.dtype | str
 Initializer = Callable[..., jax.Array]
@@ -91,14 +92,13 @@ class HeadsProjection(nn.Module):
   use_bias: bool = True
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
-  kernel_init: Initializer = default_kernel_init
+  kernel_init: Initializer | None = None  # default: xavier with fan-in embed, fan-out (heads, head_dim)
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     shape = (x.shape[-1], self.num_heads, self.head_dim)
-    # Fan-in is the embed axis alone (a DenseGeneral over embed -> (heads, head_dim)).
-    init = nn.initializers.variance_scaling(1.0, "fan_avg", "uniform", in_axis=0, out_axis=(1, 2)) \
-        if self.kernel_init is default_kernel_init else self.kernel_init
+    init = self.kernel_init or nn.initializers.variance_scaling(1.0, "fan_avg", "uniform", in_axis=0,
+                                                                out_axis=(1, 2))
     kernel = self.param("kernel", with_axes(init, ("embed", "heads", "kv")), shape, self.param_dtype)
     y = jnp.einsum("bte,ehd->bhtd", x.astype(self.dtype), kernel.astype(self.dtype))
     if self.use_bias:
@@ -113,13 +113,13 @@ class HeadsOutput(nn.Module):
   use_bias: bool = True
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
-  kernel_init: Initializer = default_kernel_init
+  kernel_init: Initializer | None = None  # default: xavier with fan-in (heads, head_dim), fan-out embed
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     shape = (x.shape[1], x.shape[3], self.features)
-    init = nn.initializers.variance_scaling(1.0, "fan_avg", "uniform", in_axis=(0, 1), out_axis=2) \
-        if self.kernel_init is default_kernel_init else self.kernel_init
+    init = self.kernel_init or nn.initializers.variance_scaling(1.0, "fan_avg", "uniform", in_axis=(0, 1),
+                                                                out_axis=2)
     kernel = self.param("kernel", with_axes(init, ("heads", "kv", "embed")), shape, self.param_dtype)
     y = jnp.einsum("bhtd,hde->bte", x, kernel.astype(self.dtype))
     if self.use_bias:
@@ -129,33 +129,76 @@ class HeadsOutput(nn.Module):
 
 
 class MultiHeadAttention(nn.Module):
-  """Multi-head attention with separate query/key/value/out projections.
+  """Multi-head attention with separate query/key/value/out projections: the one attention of the project.
 
   Kernels are [embed, heads, kv] and [heads, kv, embed] (big_vision / flaxformer layout), so checkpoints
-  from those systems load by reshaping nothing.
+  from those systems load by reshaping nothing. Besides the plain call, decoding uses `project_kv` (keys and
+  values of a sequence, computed once: cross-attention over the encoder) and `decode_step` (one new query
+  position appended to a KV cache).
   """
   num_heads: int
-  head_dim: int | None = None  # default: embed // num_heads
+  features: int  # the model width: the output projection maps back to it
+  head_dim: int | None = None  # default: features // num_heads
   use_bias: bool = True
-  scale_logits: bool = True  # 1/sqrt(head_dim); T5 folds it into the initialisation instead
+  scale_logits: bool = True  # 1/sqrt(head_dim); T5 folds it into the query's initialisation instead
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
-  kernel_init: Initializer = default_kernel_init
 
-  @nn.compact
+  def setup(self):
+    head_dim = self.head_dim or self.features // self.num_heads
+    kw = dict(use_bias=self.use_bias, dtype=self.dtype, param_dtype=self.param_dtype)
+    inits = {}  # None: each projection's default (xavier over its fan-in/fan-out axes)
+    if not self.scale_logits:
+      # T5 / UL2: fan-in normal, and the logits' 1/sqrt(head_dim) is folded into the query's init.
+      fan_in = functools.partial(nn.initializers.variance_scaling, 1.0, "fan_in", "normal")
+      inits = dict(query=_scaled(fan_in(in_axis=0, out_axis=(1, 2)), head_dim ** -0.5),
+                   key=fan_in(in_axis=0, out_axis=(1, 2)), value=fan_in(in_axis=0, out_axis=(1, 2)),
+                   out=fan_in(in_axis=(0, 1), out_axis=2))
+    self.query = HeadsProjection(self.num_heads, head_dim, kernel_init=inits.get("query"), **kw)
+    self.key = HeadsProjection(self.num_heads, head_dim, kernel_init=inits.get("key"), **kw)
+    self.value = HeadsProjection(self.num_heads, head_dim, kernel_init=inits.get("value"), **kw)
+    self.out = HeadsOutput(self.features, kernel_init=inits.get("out"), **kw)
+    self.scale = head_dim ** -0.5 if self.scale_logits else 1.0
+
   def __call__(self, inputs_q: jax.Array, inputs_kv: jax.Array, *, mask: jax.Array | None = None,
                bias: jax.Array | None = None) -> jax.Array:
-    """inputs_q: [batch, q_len, embed]; inputs_kv: [batch, kv_len, embed] -> [batch, q_len, embed]."""
-    embed = inputs_q.shape[-1]
-    head_dim = self.head_dim or embed // self.num_heads
-    kw = dict(use_bias=self.use_bias, dtype=self.dtype, param_dtype=self.param_dtype,
-              kernel_init=self.kernel_init)
-    query = HeadsProjection(self.num_heads, head_dim, name="query", **kw)(inputs_q)
-    key = HeadsProjection(self.num_heads, head_dim, name="key", **kw)(inputs_kv)
-    value = HeadsProjection(self.num_heads, head_dim, name="value", **kw)(inputs_kv)
-    scale = head_dim ** -0.5 if self.scale_logits else 1.0
-    out = dot_product_attention(query, key, value, bias=bias, mask=mask, scale=scale)
-    return HeadsOutput(embed, name="out", **kw)(out)
+    """inputs_q: [batch, q_len, embed]; inputs_kv: [batch, kv_len, embed] -> [batch, q_len, features]."""
+    key, value = self.project_kv(inputs_kv)
+    return self.attend(inputs_q, key, value, mask=mask, bias=bias)
+
+  def project_kv(self, inputs_kv: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """[batch, kv_len, embed] -> key, value, each [batch, heads, kv_len, head_dim]."""
+    return self.key(inputs_kv), self.value(inputs_kv)
+
+  def attend(self, inputs_q: jax.Array, key: jax.Array, value: jax.Array, *, mask: jax.Array | None = None,
+             bias: jax.Array | None = None) -> jax.Array:
+    """Attention of inputs_q [batch, q_len, embed] over projected keys/values -> [batch, q_len, features]."""
+    out = dot_product_attention(self.query(inputs_q), key, value, bias=bias, mask=mask, scale=self.scale)
+    return self.out(out)
+
+  def decode_step(self, inputs_q: jax.Array, cache: tuple[jax.Array, jax.Array], index: jax.Array, *,
+                  mask: jax.Array | None = None, bias: jax.Array | None = None
+                  ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+    """Self-attention for one new position while decoding.
+
+    Args:
+      inputs_q: [batch, 1, embed], the new position (it is also the key/value written to the cache).
+      cache: (key, value), each [batch, heads, max_len, head_dim]; positions after `index` are garbage and
+        must be masked out by `mask`.
+      index: int32 scalar, the position of inputs_q.
+      mask, bias: broadcastable to [batch, heads, 1, max_len].
+
+    Returns:
+      ([batch, 1, features], the updated cache).
+    """
+    key, value = self.project_kv(inputs_q)
+    cache = tuple(jax.lax.dynamic_update_slice_in_dim(c, new.astype(c.dtype), index, axis=2)
+                  for c, new in zip(cache, (key, value)))
+    return self.attend(inputs_q, *cache, mask=mask, bias=bias), cache
+
+
+def _scaled(init: Initializer, factor: float) -> Initializer:
+  return lambda *args, **kwargs: init(*args, **kwargs) * factor
 
 
 class MlpBlock(nn.Module):
@@ -176,6 +219,87 @@ class MlpBlock(nn.Module):
     return dense(embed, ("mlp", "embed"), name="Dense_1", **kw)(h)
 
 
+class GatedMlp(nn.Module):
+  """act(x W_0) * (x W_1) -> W_o, no biases: the T5 v1.1 / UL2 MLP (SiLU for UL2, tanh-GELU for T5 v1.1)."""
+  mlp_dim: int
+  activation: Callable[[jax.Array], jax.Array] = jax.nn.silu
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """x: [batch, length, embed] -> same shape."""
+    kw = dict(use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype,
+              kernel_init=nn.initializers.variance_scaling(1.0, "fan_in", "normal"))
+    gate = self.activation(dense(self.mlp_dim, ("embed", "mlp"), name="wi_0", **kw)(x))
+    h = constrain(gate * dense(self.mlp_dim, ("embed", "mlp"), name="wi_1", **kw)(x), ("batch", "length", "mlp"))
+    return dense(x.shape[-1], ("mlp", "embed"), name="wo", **kw)(h)
+
+
+def rms_norm(eps: float = 1e-6, *, dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32,
+             name: str | None = None) -> nn.RMSNorm:
+  """T5's LayerNorm: x / rms(x) * scale, no mean subtraction, no bias; statistics in float32."""
+  return nn.RMSNorm(epsilon=eps, dtype=dtype, param_dtype=param_dtype,
+                    scale_init=with_axes(nn.initializers.ones, ("embed",)), name=name)
+
+
+def embed(num_embeddings: int, features: int, *, dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32,
+          name: str | None = None) -> nn.Embed:
+  """Token embedding table [vocab, embed] (its `attend` gives tied output logits)."""
+  return nn.Embed(num_embeddings, features, dtype=dtype, param_dtype=param_dtype,
+                  embedding_init=with_axes(nn.initializers.normal(1.0), ("vocab", "embed")), name=name)
+
+
+def relative_position_buckets(relative_position: np.ndarray, *, bidirectional: bool, num_buckets: int,
+                              max_distance: int) -> np.ndarray:
+  """T5's bucketing of key_position - query_position: exact for small distances, log-spaced up to max_distance.
+
+  Computed in numpy float32 with the same operations as the reference implementations, so that distances on
+  a bucket boundary (where log2 ratios are whole numbers) land in the same bucket as in HF / T5X.
+  """
+  relative_position = np.asarray(relative_position, np.int64)
+  buckets = np.zeros_like(relative_position)
+  if bidirectional:
+    num_buckets //= 2
+    buckets += (relative_position > 0) * num_buckets  # keys after the query get the upper half
+    distance = np.abs(relative_position)
+  else:
+    distance = np.maximum(-relative_position, 0)  # a causal decoder never looks ahead
+  max_exact = num_buckets // 2
+  with np.errstate(divide="ignore"):  # log(0) on the exact (small) branch, never used
+    scaled = np.log(distance.astype(np.float32) / np.float32(max_exact)) / np.float32(
+        np.log(max_distance / max_exact)) * np.float32(num_buckets - max_exact)
+  large = np.minimum(max_exact + np.nan_to_num(scaled, neginf=0).astype(np.int64), num_buckets - 1)
+  return buckets + np.where(distance < max_exact, distance, large)
+
+
+class RelativePositionBias(nn.Module):
+  """Per-head learned bias by relative-position bucket, one table per stack (T5): [heads, buckets]."""
+  num_heads: int
+  num_buckets: int = 32
+  max_distance: int = 128
+  bidirectional: bool = True
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, q_len: int, k_len: int, q_offset: jax.Array | int = 0) -> jax.Array:
+    """Bias [1, heads, q_len, k_len] for queries at positions q_offset + 0..q_len-1 and keys at 0..k_len-1.
+
+    `q_offset` may be traced (a decoding step): the buckets of every relative position a query can see are
+    tabulated statically and the traced offset only indexes the table.
+    """
+    table = self.param("rel_embedding", with_axes(nn.initializers.normal(1.0), ("heads", "relpos_buckets")),
+                       (self.num_heads, self.num_buckets), self.param_dtype)
+    max_offset = k_len - 1  # a query position never exceeds the last key position
+    relative = np.arange(-(max_offset + q_len - 1), k_len)  # every key - query the call can produce
+    buckets = relative_position_buckets(relative, bidirectional=self.bidirectional,
+                                        num_buckets=self.num_buckets, max_distance=self.max_distance)
+    # index of (key k - query q) in `relative` is k - q + max_offset + q_len - 1
+    index = (jnp.arange(k_len)[None, :] - jnp.arange(q_len)[:, None] - q_offset + max_offset + q_len - 1)
+    bucket = jnp.asarray(buckets, jnp.int32)[index]  # [q_len, k_len]
+    return jnp.take(table, bucket, axis=1)[None]  # [1, heads, q_len, k_len]
+
+
 class EncoderBlock(nn.Module):
   """Pre-LN transformer block: x + Attn(LN(x)), then x + MLP(LN(x)). Shared by the ViT and the text tower."""
   mlp_dim: int
@@ -191,7 +315,8 @@ class EncoderBlock(nn.Module):
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     x = constrain(x, ("batch", "length", "embed"))
     y = layer_norm(self.eps, name="LayerNorm_0", **kw)(x)
-    y = MultiHeadAttention(self.num_heads, name="MultiHeadDotProductAttention_0", **kw)(y, y, mask=mask)
+    y = MultiHeadAttention(self.num_heads, x.shape[-1], name="MultiHeadDotProductAttention_0", **kw)(
+        y, y, mask=mask)
     x = x + y
     y = layer_norm(self.eps, name="LayerNorm_1", **kw)(x)
     y = MlpBlock(self.mlp_dim, name="MlpBlock_0", **kw)(y)

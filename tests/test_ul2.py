@@ -1,0 +1,130 @@
+"""UL2 / T5: parity with HF transformers, cached decoding, checkpoints and the loss."""
+
+import numpy as np
+import pytest
+import jax
+import jax.numpy as jnp
+
+from tests import hf_fixtures
+from vlm import ul2
+from vlm import ul2_checkpoints
+from vlm.checkpoints import CheckpointError
+
+
+def _ids(seed: int = 0):
+  rng = np.random.default_rng(seed)
+  encoder = rng.integers(2, 97, (3, 30))
+  encoder[1, 20:] = 0  # padded rows
+  encoder[2, 5:] = 0
+  decoder = rng.integers(2, 97, (3, 12))
+  decoder[:, 0] = 0  # the start token
+  return encoder, decoder
+
+
+@pytest.fixture(scope="module", params=[("gated-silu", False), ("gated-gelu", True)],
+                ids=["gated-silu-untied", "gated-gelu-tied"])
+def hf_t5(request, tmp_path_factory):
+  proj, tie = request.param
+  directory = str(tmp_path_factory.mktemp(proj))
+  return hf_fixtures.save_t5(directory, proj, tie), ul2.load(directory)
+
+
+def test_logits_match_hf(hf_t5):
+  hf, ours = hf_t5
+  encoder, decoder = _ids()
+  ref = hf_fixtures.t5_logits(hf, encoder, decoder)
+  got = ours.logits(encoder, decoder)
+  assert got.shape == ref.shape and got.dtype == np.float32
+  np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+
+
+def test_greedy_matches_hf(hf_t5):
+  hf, ours = hf_t5
+  encoder, _ = _ids(1)
+  ref = hf_fixtures.t5_greedy(hf, encoder, 10)
+  got = ours.generate(encoder, max_new_tokens=10)
+  assert got.dtype == np.int32 and got.shape == (3, 10)
+  np.testing.assert_array_equal(got[:, :ref.shape[1]], ref)
+
+
+def test_cached_greedy_equals_uncached_argmax_loop(hf_t5):
+  _, ours = hf_t5
+  encoder, _ = _ids(2)
+  steps = 8
+  got = ours.generate(encoder, max_new_tokens=steps)
+  decoder = np.zeros((3, 1), np.int32)
+  finished = np.zeros(3, bool)
+  expected = np.zeros((3, steps), np.int32)
+  for t in range(steps):  # recompute the whole prefix every step, no cache
+    token = ours.logits(encoder, decoder)[:, -1].argmax(-1)
+    expected[:, t] = np.where(finished, 0, token)
+    finished |= token == ul2.EOS_ID
+    decoder = np.concatenate([decoder, token[:, None]], axis=1)
+  np.testing.assert_array_equal(got, expected)
+
+
+def test_decoding_methods_agree_with_greedy(hf_t5):
+  _, ours = hf_t5
+  encoder, _ = _ids(3)
+  greedy = ours.generate(encoder, 8)
+  np.testing.assert_array_equal(ours.generate(encoder, 8, method="beam", beam_size=1, alpha=0.0), greedy)
+  np.testing.assert_array_equal(ours.generate(encoder, 8, method="sample", temperature=0.0), greedy)
+  beams = ours.generate(encoder, 8, method="beam", beam_size=4)  # beam >= greedy: tests/test_decoding.py
+  assert beams.shape == greedy.shape and beams.dtype == np.int32
+
+
+def test_bad_input_is_one_clear_error(hf_t5):
+  _, ours = hf_t5
+  encoder, decoder = _ids()
+  with pytest.raises(ValueError, match="outside the vocabulary"):
+    ours.logits(encoder + 200, decoder)
+  with pytest.raises(ValueError, match="decoding method 'nucleus'"):
+    ours.generate(encoder, 4, method="nucleus")
+  with pytest.raises(ValueError, match="max_new_tokens"):
+    ours.generate(encoder, 0)
+
+
+def test_hf_export_round_trips(tmp_path):
+  config = ul2.config("pico", vocab_size=64)
+  rng = np.random.default_rng(0)
+  params = jax.tree.map(lambda x: rng.normal(size=x.shape).astype(np.float32), ul2.abstract_params(config))
+  ul2_checkpoints.write_hf(config, params, str(tmp_path))
+  got_config, got = ul2_checkpoints.read_hf(str(tmp_path))
+  assert got_config == config
+  jax.tree.map(np.testing.assert_array_equal, got, params)
+
+
+def test_relu_t5_is_refused_clearly(tmp_path):
+  hf_fixtures.save_t5(str(tmp_path), "relu", True)
+  with pytest.raises(CheckpointError, match="feed_forward_proj='relu'"):
+    ul2.load(tmp_path)
+
+
+def test_reference_sizes():
+  counts = {size: sum(x.size for x in jax.tree.leaves(ul2.abstract_params(ul2.config(size))))
+            for size in ("small", "3B")}
+  assert 70e6 < counts["small"] < 80e6  # T5 v1.1 small: 77M with its 32128-token vocabulary
+  assert 2.8e9 < counts["3B"] < 3.0e9
+
+
+def test_label_smoothing_and_z_loss():
+  rng = np.random.default_rng(0)
+  logits = jnp.asarray(rng.normal(size=(2, 5, 11)), jnp.float32)
+  targets = jnp.asarray(rng.integers(0, 11, (2, 5)))
+  weights = jnp.ones((2, 5)).at[1, 3:].set(0)
+  plain, _ = ul2.cross_entropy(logits, targets, weights)
+  log_probs = jax.nn.log_softmax(logits)
+  nll = -np.take_along_axis(np.asarray(log_probs), np.asarray(targets)[..., None], -1)[..., 0]
+  np.testing.assert_allclose(plain, (nll * weights).sum() / weights.sum(), rtol=1e-6)
+  # Smoothed: cross-entropy against the smoothed distribution minus its entropy (0 for a perfect fit).
+  eps = 0.1
+  soft = np.full((2, 5, 11), eps / 10)
+  np.put_along_axis(soft, np.asarray(targets)[..., None], 1 - eps, -1)
+  entropy = -(soft * np.log(soft)).sum(-1)
+  smoothed = (-(soft * np.asarray(log_probs)).sum(-1) - entropy)
+  got, _ = ul2.cross_entropy(logits, targets, weights, label_smoothing=eps)
+  np.testing.assert_allclose(got, (smoothed * weights).sum() / weights.sum(), rtol=1e-5)
+  log_z = jax.nn.logsumexp(logits, -1)
+  got, metrics = ul2.cross_entropy(logits, targets, weights, z_loss=1e-2)
+  np.testing.assert_allclose(metrics["z_loss"], (1e-2 * log_z ** 2 * weights).sum() / weights.sum(), rtol=1e-6)
+  np.testing.assert_allclose(got, plain + metrics["z_loss"], rtol=1e-6)
