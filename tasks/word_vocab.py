@@ -106,6 +106,14 @@ class WordVocabulary:
       words.append(self._id_to_word[token])
     return " ".join(words)
 
+  def to_json(self) -> dict:
+    """The vocabulary as a checkpoint's model_config.json records it."""
+    return {"type": "words", "words": self.words}
+
+  @classmethod
+  def from_json(cls, obj: dict) -> "WordVocabulary":
+    return cls(obj["words"])
+
   def encode_batch(self, texts: Sequence[str], length: int) -> np.ndarray:
     """Encodes a batch of texts to a fixed length.
 

@@ -194,7 +194,8 @@ def restore_params(model_dir: str, abstract_params: Any) -> Any:
     raise CheckpointError(f"{model_dir}: no complete checkpoint under {ckpt.directory}")
   sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), abstract_params)
-  restored = ckpt.manager.restore(
-      step, args=ocp.args.PyTreeRestore(item={"params": target}, partial_restore=True))
+  item = {"params": target}
+  restored = ckpt.manager.restore(step, args=ocp.args.PyTreeRestore(
+      item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item), partial_restore=True))
   ckpt.close()
   return restored["params"]

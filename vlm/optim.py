@@ -6,6 +6,8 @@ calls it with `learning_rate` (its `learning_rate` binding, e.g. `@vlm.optim.sch
 
 from __future__ import annotations
 
+import re
+
 import gin
 import jax
 import jax.numpy as jnp
@@ -65,3 +67,31 @@ def adafactor(learning_rate: float | optax.Schedule = 1e-2, decay_rate: float = 
 def _matrices(params):
   """Weight decay mask: kernels and embeddings, not biases, norms, or the SigLIP scalars."""
   return jax.tree.map(lambda p: p.ndim > 1, params)
+
+
+def freeze(tx: optax.GradientTransformation, frozen_params: str | None) -> optax.GradientTransformation:
+  """Wraps `tx` so that parameters whose path fully matches the regex `frozen_params` stay fixed.
+
+  Paths are '/'-joined names ('img/Transformer/encoderblock_0/MlpBlock_0/Dense_0/kernel'); `img/.*`
+  freezes PaLI's ViT. Frozen parameters get neither updates nor optimizer state (optax.multi_transform
+  masks them out of `tx`), so a frozen 2B ViT costs no Adam moments.
+  """
+  if not frozen_params:
+    return tx
+  pattern = re.compile(frozen_params)
+
+  def labels(params):
+    tree = jax.tree_util.tree_map_with_path(
+        lambda path, _: "frozen" if pattern.fullmatch(path_name(path)) else "trained", params)
+    leaves = jax.tree.leaves(tree)
+    if leaves and "frozen" not in leaves:  # (optax also calls this on empty placeholder trees)
+      raise ValueError(f"frozen_params={frozen_params!r} matches no parameter path (paths look like "
+                       f"{path_name(jax.tree_util.tree_flatten_with_path(params)[0][0][0])!r})")
+    return tree
+
+  return optax.multi_transform({"trained": tx, "frozen": optax.set_to_zero()}, labels)
+
+
+def path_name(path) -> str:
+  """A tree path as the '/'-joined parameter name."""
+  return "/".join(str(getattr(key, "key", getattr(key, "name", key))) for key in path)

@@ -1,0 +1,158 @@
+"""PaLI assembly: visual-token prefix, decoding and scoring, several images, warm starts, freezing, learning."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from encoders import siglip
+from encoders import text as text_lib
+from encoders import vit as vit_lib
+from tasks import scene_pali, scene_tasks
+from tests import hf_fixtures
+from vlm import checkpoints, model as model_lib, optim, partitioning, trainer, ul2, ul2_checkpoints
+
+IMAGE_SIZE = 16
+LENGTHS = {"inputs": 12, "targets": 6}
+
+
+def tiny(**kw):
+  return model_lib.PaLIModel(vit=vit_lib.config("pico/4", image_size=IMAGE_SIZE, pool_type="none"),
+                             ul2=ul2.config("pico", vocab_size=scene_pali.vocab_size()), max_decode_len=6, **kw)
+
+
+def batch(n=4, task="vqa", split="train"):
+  return scene_pali.SceneTaskBatches(IMAGE_SIZE, LENGTHS, task, split=split).batch(0, n)
+
+
+@pytest.fixture(scope="module")
+def model_and_params():
+  model = tiny()
+  params = model.init_variables(jax.random.key(0), batch())["params"]
+  return model, jax.tree.map(lambda x: x + 0.05 * jax.random.normal(jax.random.key(1), x.shape), params)
+
+
+def test_visual_tokens_prefix_the_encoder(model_and_params):
+  model, params = model_and_params
+  b = batch()
+  encoded, mask = model.module.apply({"params": params}, b["image"], b["encoder_input_tokens"],
+                                     method=model_lib.PaLI.encode)
+  visual = (IMAGE_SIZE // 4) ** 2
+  assert encoded.shape == (4, visual + LENGTHS["inputs"], 32)
+  np.testing.assert_array_equal(mask[:, :visual], True)
+  np.testing.assert_array_equal(mask[:, visual:], b["encoder_input_tokens"] != 0)
+  # The image matters: another image changes the encoding of the same prompt.
+  other, _ = model.module.apply({"params": params}, b["image"][::-1], b["encoder_input_tokens"],
+                                method=model_lib.PaLI.encode)
+  assert not np.allclose(encoded[0, visual:], other[0, visual:])
+
+
+def test_greedy_decode_equals_argmax_of_teacher_forced_logits(model_and_params):
+  model, params = model_and_params
+  b = batch()
+  result = model.predict_batch(params, b, max_decode_len=5)
+  tokens = np.asarray(result.tokens)
+  logits = model.module.apply({"params": params}, b["image"], b["encoder_input_tokens"], ul2.shift_right(tokens))
+  finished = np.cumsum(tokens == ul2.EOS_ID, 1) - (tokens == ul2.EOS_ID) > 0
+  np.testing.assert_array_equal(np.where(finished, 0, np.argmax(logits, -1)), tokens)
+  # score_batch gives the decoded sequences the log-likelihood decoding reported.
+  scores = model.score_batch(params, {**b, "decoder_target_tokens": tokens})
+  np.testing.assert_allclose(scores, result.scores, rtol=1e-4, atol=1e-4)
+
+
+def test_several_images_per_example(model_and_params):
+  model, params = model_and_params
+  b = batch(2)
+  frames = np.stack([b["image"], b["image"][::-1]], axis=1)  # [B, 2, H, W, 3]
+  encoded, mask = model.module.apply({"params": params}, frames, b["encoder_input_tokens"],
+                                     method=model_lib.PaLI.encode)
+  assert encoded.shape[1] == 2 * (IMAGE_SIZE // 4) ** 2 + LENGTHS["inputs"] and mask.shape == encoded.shape[:2]
+  loss, _ = model.loss_fn(params, {**b, "image": frames})
+  assert np.isfinite(loss)
+
+
+def test_warm_start_from_siglip_and_t5(tmp_path):
+  # A SigLIP trained elsewhere at 32 px (its ViT moves to PaLI at 16 px: posemb resized) and a HF T5.
+  siglip_config = siglip.SigLIPConfig(image=vit_lib.config("pico/4", image_size=32),
+                                      text=text_lib.config("pico", vocab_size=64, max_len=8))
+  siglip_params = siglip.TwoTower(siglip_config).init(jax.random.key(3), jnp.zeros((1, 32, 32, 3)),
+                                                      jnp.zeros((1, 8), jnp.int32))["params"]
+  siglip_dir = tmp_path / "siglip.npz"
+  np.savez(siglip_dir, **{k.replace("/", "/"): np.asarray(v) for k, v in
+                          checkpoints.flatten(jax.tree.map(np.asarray, nn_unbox(siglip_params))).items()})
+  t5_dir = tmp_path / "t5"
+  pali_ul2 = ul2.config("pico", vocab_size=97, num_buckets=8, max_distance=20, d_model=32, head_dim=8,
+                        num_heads=4, d_ff=48, num_encoder_layers=2, num_decoder_layers=3)
+  hf_fixtures.save_t5(str(t5_dir), "gated-silu", False)
+  _, t5_params = ul2_checkpoints.read(str(t5_dir))
+  model = model_lib.PaLIModel(vit=vit_lib.config("pico/4", image_size=IMAGE_SIZE, pool_type="none"),
+                              ul2=dataclass_replace(pali_ul2, tie_embeddings=True),
+                              siglip_checkpoint=str(siglip_dir), ul2_checkpoint=str(t5_dir))
+  params = model.init_variables(jax.random.key(0), batch())["params"]
+  warm = model.warm_start(jax.tree.map(np.asarray, nn_unbox(params)))
+  jax.tree.map(np.testing.assert_array_equal, warm["ul2"], t5_params)
+  flat_siglip = checkpoints.flatten(jax.tree.map(np.asarray, nn_unbox(siglip_params["img"])))
+  flat_warm = checkpoints.flatten(warm["img"])
+  assert "MAPHead_0/probe" not in flat_warm
+  np.testing.assert_array_equal(flat_warm["Transformer/encoder_norm/scale"],
+                                flat_siglip["Transformer/encoder_norm/scale"])
+  assert flat_warm["pos_embedding"].shape == (1, (IMAGE_SIZE // 4) ** 2, 32)
+  # A UL2 of another geometry is refused with the parameter at fault.
+  wrong = model_lib.PaLIModel(vit=model.config.vit, ul2=ul2.config("pico", vocab_size=97),
+                              ul2_checkpoint=str(t5_dir))
+  wrong_params = wrong.init_variables(jax.random.key(0), batch())["params"]
+  with pytest.raises(checkpoints.CheckpointError):
+    wrong.warm_start(jax.tree.map(np.asarray, nn_unbox(wrong_params)))
+
+
+def nn_unbox(tree):
+  import flax.linen as nn  # pylint: disable=import-outside-toplevel
+  return nn.meta.unbox(tree)
+
+
+def dataclass_replace(config, **kw):
+  import dataclasses  # pylint: disable=import-outside-toplevel
+  return dataclasses.replace(config, **kw)
+
+
+def test_frozen_vit_gets_no_update_and_no_optimizer_state(tmp_path):
+  data = scene_pali.SceneTaskBatches(IMAGE_SIZE, LENGTHS, "vqa")
+  model = tiny()
+  partitioner = partitioning.Partitioner(devices=jax.devices()[:1])
+  tx = optim.freeze(optim.adamw(learning_rate=1e-2), "img/.*")
+  fns = trainer.build_step_functions(model, tx, partitioner, data.batch(0, 8))
+  with partitioner.context():
+    state = fns.init(jax.random.key(0))
+    before = jax.device_get(state.params)
+    for step in range(2):
+      state, _ = fns.train_step(state, partitioning.global_batch(partitioner, data.batch(step, 8)))
+  after = jax.device_get(state.params)
+  jax.tree.map(np.testing.assert_array_equal, after["img"], before["img"])
+  assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(after["ul2"]), jax.tree.leaves(before["ul2"])))
+  moments = sum(x.size for x in jax.tree.leaves(state.opt_state) if hasattr(x, "size") and x.ndim)
+  trained = sum(x.size for x in jax.tree.leaves(after["ul2"])) + sum(x.size for x in
+                                                                    jax.tree.leaves(after["img_projection"]))
+  assert moments == 2 * trained  # Adam's two moments, for the trained parameters only
+  with pytest.raises(ValueError, match="matches no parameter"):
+    trainer.build_step_functions(model, optim.freeze(optim.adamw(), "nothing/.*"), partitioner, data.batch(0, 8))
+
+
+def test_wrong_vit_pooling_is_refused():
+  with pytest.raises(ValueError, match="pool_type='none'"):
+    model_lib.PaLIConfig(vit=vit_lib.config("pico/4"), ul2=ul2.config("pico"))
+
+
+@pytest.mark.slow
+def test_tiny_pali_beats_the_majority_answer(tmp_path):
+  """A few hundred steps on generated VQA: answers on held-out scenes clearly beat the majority answer."""
+  from vlm import evaluation  # pylint: disable=import-outside-toplevel
+  lengths = {"inputs": 16, "targets": 4}
+  model = model_lib.PaLIModel(vit=vit_lib.config("mu/4", image_size=32, pool_type="none"),
+                              ul2=ul2.config("tiny", vocab_size=scene_pali.vocab_size()), max_decode_len=4)
+  results = trainer.train(
+      model, scene_pali.SceneTaskBatches(32, lengths, "vqa"), model_dir=str(tmp_path), train_steps=300,
+      batch_size=64, optimizer=optim.adamw, learning_rate=optim.schedule(3e-3, 50, "cosine", 300),
+      partitioner=partitioning.Partitioner(devices=jax.devices()[:1]), checkpoint_period=300, progress=False,
+      evaluator=evaluation.SceneTaskEvaluation(32, lengths, ("vqa",), examples_per_task=400))
+  assert results["vqa_accuracy"] > results["vqa_majority_baseline"] + 5, results
+  assert results["vqa_colour"] > 2 * results["vqa_colour_majority"], results

@@ -1,0 +1,235 @@
+"""PaLI-3: a SigLIP ViT's patch tokens, linearly projected, as the prefix of a UL2 encoder's input.
+
+  image(s) [B, (N,) H, W, 3] -> ViT (no pooling) -> [B, N*T, vit_width] -> img_projection -> [B, N*T, d_model]
+  prompt tokens [B, L] -> UL2 token embedding -> [B, L, d_model]
+  concat -> UL2 encoder (full attention, text padding masked) -> decoder -> answer tokens
+
+Several images per example (video frames) concatenate their tokens in order. The ViT can be frozen per stage
+(`vlm.optim.freeze`, by parameter path), warm-started from a SigLIP checkpoint and the UL2 from a T5/UL2 one.
+`PaLIModel` is the trainer's interface: loss_fn, predict_batch (decoding), score_batch (log-likelihood).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import flax.linen as nn
+import gin
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from encoders import vit as vit_lib
+from vlm import checkpoints
+from vlm import decoding
+from vlm import layers
+from vlm import ul2 as ul2_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class PaLIConfig:
+  vit: vit_lib.ViTConfig
+  ul2: ul2_lib.UL2Config
+
+  def __post_init__(self):
+    if self.vit.pool_type != "none" or self.vit.head_dim is not None:
+      raise ValueError("PaLI feeds the ViT's patch tokens to the UL2: build the ViT with pool_type='none' and "
+                       "no head (encoders.vit.config(..., pool_type='none'))")
+
+  def to_json(self) -> dict:
+    return {"model": "pali", "vit": dataclasses.asdict(self.vit), "ul2": dataclasses.asdict(self.ul2)}
+
+  @classmethod
+  def from_json(cls, obj: dict) -> "PaLIConfig":
+    return cls(vit=vit_lib.ViTConfig(**obj["vit"]), ul2=ul2_lib.UL2Config(**obj["ul2"]))
+
+
+class PaLI(nn.Module):
+  """Parameters: 'img' (the ViT, SigLIP's names), 'img_projection', 'ul2' (the encoder-decoder)."""
+  config: PaLIConfig
+
+  def setup(self):
+    cfg = self.config
+    self.img = vit_lib.ViT(cfg.vit)
+    # (None, 'embed'): the ViT width and d_model are both 'embed' to the rules; naming both would map two
+    # dimensions of one kernel to the same mesh axis under FSDP. The projection is small; replicate its input.
+    self.img_projection = layers.dense(cfg.ul2.d_model, (None, "embed"), dtype=cfg.ul2.dtype)
+    self.ul2 = ul2_lib.UL2(cfg.ul2)
+
+  def __call__(self, images: jax.Array, encoder_input_tokens: jax.Array,
+               decoder_input_tokens: jax.Array) -> jax.Array:
+    """Teacher-forced logits [batch, dec_len, vocab] float32."""
+    encoded, mask = self.encode(images, encoder_input_tokens)
+    return self.ul2.decode(decoder_input_tokens, encoded, mask)
+
+  def encode(self, images: jax.Array, encoder_input_tokens: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """images [B, H, W, 3] or [B, N, H, W, 3] in [-1, 1]; prompt [B, L] (0 = padding).
+
+    Returns (encoded [B, N*T + L, d_model], mask [B, N*T + L]); visual tokens are never masked.
+    """
+    size = self.config.vit.image_size
+    if images.shape[-3:-1] != (size, size):
+      raise ValueError(f"images are {images.shape[-3]}x{images.shape[-2]} but this PaLI's ViT takes {size}x{size} "
+                       "(its position-embedding grid); resize them first (vlm.infer --resize squash|pad does)")
+    batch = images.shape[0]
+    frames = images.reshape((-1,) + images.shape[-3:])  # [B*N, H, W, 3]
+    visual = self.img(frames)["tokens"]  # [B*N, T, vit_width]
+    visual = self.img_projection(visual.reshape(batch, -1, visual.shape[-1]))  # [B, N*T, d_model]
+    text = self.ul2.embed_tokens(encoder_input_tokens)  # [B, L, d_model]
+    x = jnp.concatenate([visual.astype(text.dtype), text], axis=1)
+    mask = jnp.concatenate([jnp.ones(visual.shape[:2], bool), encoder_input_tokens != ul2_lib.PAD_ID], axis=1)
+    return self.ul2.encode_embeddings(x, mask), mask
+
+  def init_cache(self, encoded, encoder_mask, max_decode_len: int) -> dict:
+    return self.ul2.init_cache(encoded, encoder_mask, max_decode_len)
+
+  def decode_step(self, token_ids, index, state):
+    return self.ul2.decode_step(token_ids, index, state)
+
+
+@gin.configurable(module="vlm.model")
+class PaLIModel:
+  """The trainer's interface over PaLI.
+
+  Batches hold 'image' and T5X's encoder-decoder features: encoder_input_tokens (the prompt),
+  decoder_target_tokens, optionally decoder_input_tokens and decoder_loss_weights (see ul2.decoder_features).
+
+  Args:
+    vit: the image tower (pool_type 'none').
+    ul2: the encoder-decoder.
+    label_smoothing, z_loss: of the token cross-entropy.
+    siglip_checkpoint: warm-start the ViT from this SigLIP checkpoint (HF, big_vision .npz or a MODEL_DIR;
+      the position embedding is resized to this ViT's grid).
+    ul2_checkpoint: warm-start the UL2 from this T5 / UL2 checkpoint (HF directory or a MODEL_DIR).
+    max_decode_len, decode_method, decode_options: what predict_batch uses unless told otherwise.
+    vocabulary: the run's vocabulary (with to_json()); recorded in model_config.json so `vlm.infer` can
+      tokenise prompts and print answers from the checkpoint alone.
+    prompt_length: the prompt tokens the model was trained with (TASK_FEATURE_LENGTHS['inputs']); recorded
+      for inference, which pads prompts to it and refuses (or truncates) longer ones.
+  """
+
+  def __init__(self, vit: vit_lib.ViTConfig = gin.REQUIRED, ul2: ul2_lib.UL2Config = gin.REQUIRED,
+               label_smoothing: float = 0.0, z_loss: float = 1e-4, siglip_checkpoint: str | None = None,
+               ul2_checkpoint: str | None = None, max_decode_len: int = 32, decode_method: str = "greedy",
+               decode_options: dict | None = None, vocabulary: Any = None, prompt_length: int | None = None):
+    self.config = PaLIConfig(vit=vit, ul2=ul2)
+    self.module = PaLI(self.config)
+    self.label_smoothing, self.z_loss = label_smoothing, z_loss
+    self.siglip_checkpoint, self.ul2_checkpoint = siglip_checkpoint, ul2_checkpoint
+    self.max_decode_len, self.decode_method = max_decode_len, decode_method
+    self.decode_options = dict(decode_options or {})
+    self.vocabulary, self.prompt_length = vocabulary, prompt_length
+
+  def init_variables(self, rng: jax.Array, batch: dict) -> dict:
+    image = jnp.zeros((1,) + tuple(batch["image"].shape[1:]), jnp.float32)
+    prompt = jnp.ones((1,) + tuple(batch["encoder_input_tokens"].shape[1:]), jnp.int32)
+    targets = jnp.ones((1,) + tuple(batch["decoder_target_tokens"].shape[1:]), jnp.int32)
+    return self.module.init(rng, image, prompt, targets)
+
+  def _logits(self, params, batch):
+    targets, decoder_inputs, weights = ul2_lib.decoder_features(batch)
+    logits = self.module.apply({"params": params}, batch["image"], batch["encoder_input_tokens"], decoder_inputs)
+    return logits, targets, weights
+
+  def loss_fn(self, params, batch: dict, rng: jax.Array | None = None):
+    del rng  # no dropout
+    logits, targets, weights = self._logits(params, batch)
+    return ul2_lib.cross_entropy(logits, targets, weights, label_smoothing=self.label_smoothing,
+                                 z_loss=self.z_loss)
+
+  def score_batch(self, params, batch: dict) -> jax.Array:
+    """Log-likelihood [batch] of the given targets (classification by scoring candidate answers)."""
+    logits, targets, weights = self._logits(params, batch)
+    return ul2_lib.sequence_log_likelihood(logits, targets, weights)
+
+  def predict_batch(self, params, batch: dict, *, max_decode_len: int | None = None, method: str | None = None,
+                    **options) -> decoding.DecodeResult:
+    """Decodes answers for batch['image'] and batch['encoder_input_tokens']; the encoder runs once."""
+    variables = {"params": params}
+    encoded, mask = self.module.apply(variables, batch["image"], batch["encoder_input_tokens"],
+                                      method=PaLI.encode)
+    max_len = max_decode_len or self.max_decode_len
+    state = self.module.apply(variables, encoded, mask, max_len, method=PaLI.init_cache)
+
+    def tokens_to_logits(token_ids, index, state):
+      return self.module.apply(variables, token_ids, index, state, method=PaLI.decode_step)
+
+    return decoding.decode(tokens_to_logits, state, method=method or self.decode_method, max_decode_len=max_len,
+                           eos_id=ul2_lib.EOS_ID, start_id=ul2_lib.PAD_ID, **{**self.decode_options, **options})
+
+  def warm_start(self, params: Any) -> Any:
+    """Replaces the ViT and/or UL2 parameters with the configured checkpoints' (host arrays, same tree)."""
+    params = dict(params)
+    if self.siglip_checkpoint:
+      params["img"] = vit_params_from_siglip(self.siglip_checkpoint, self.config.vit, params["img"])
+    if self.ul2_checkpoint:
+      from vlm import ul2_checkpoints  # pylint: disable=import-outside-toplevel
+      config, ul2_params = ul2_checkpoints.read(self.ul2_checkpoint)
+      _check_same_tree(ul2_params, params["ul2"], self.ul2_checkpoint)
+      params["ul2"] = ul2_params
+    return params
+
+  def config_json(self) -> dict:
+    out = self.config.to_json()
+    if self.vocabulary is not None:
+      out["vocabulary"] = self.vocabulary.to_json()
+    if self.prompt_length is not None:
+      out["prompt_length"] = self.prompt_length
+    out["max_decode_len"] = self.max_decode_len
+    return out
+
+
+def vocabulary_from_json(obj: dict):
+  """The vocabulary a checkpoint recorded: word-level (tasks.word_vocab) or sentencepiece (tasks.vocab)."""
+  if obj.get("type") == "words":
+    from tasks import word_vocab  # pylint: disable=import-outside-toplevel
+    return word_vocab.WordVocabulary.from_json(obj)
+  from tasks import vocab  # pylint: disable=import-outside-toplevel  (imports TensorFlow via seqio)
+  return vocab.PaliVocabulary.from_json(obj)
+
+
+def vit_params_from_siglip(path: str, vit: vit_lib.ViTConfig, current: Any) -> Any:
+  """The image tower of a SigLIP checkpoint as PaLI's 'img': pooling head dropped, posemb resized."""
+  from encoders import siglip_checkpoints  # pylint: disable=import-outside-toplevel
+  siglip_config, siglip_params = siglip_checkpoints.read(path)
+  img = {k: v for k, v in siglip_params["img"].items() if k not in ("MAPHead_0", "head")}
+  old_grid = siglip_config.image.grid
+  if old_grid != vit.grid:
+    img["pos_embedding"] = np.asarray(vit_lib.resize_posemb(img["pos_embedding"], (old_grid, old_grid),
+                                                            (vit.grid, vit.grid)))
+  _check_same_tree(img, current, path)
+  return img
+
+
+def _check_same_tree(loaded: Any, expected: Any, source: str) -> None:
+  flat_loaded, flat_expected = checkpoints.flatten(loaded), checkpoints.flatten(expected)
+  missing = sorted(set(flat_expected) - set(flat_loaded))
+  if missing:
+    raise checkpoints.CheckpointError(f"{source} lacks {missing[0]} (and {len(missing) - 1} more), which this "
+                                      "PaLI configuration needs; check the tower sizes in the gin file")
+  checkpoints.check_shapes(flat_expected, flat_loaded, source)
+
+
+def load(path: str | os.PathLike) -> tuple[PaLIModel, Any]:
+  """(model, params) of the latest checkpoint of a PaLI training MODEL_DIR."""
+  path = os.fspath(path)
+  config_path = os.path.join(path, checkpoints.MODEL_CONFIG_FILE)
+  if not os.path.isfile(config_path):
+    raise checkpoints.CheckpointError(f"{path} is not a PaLI training directory (no {checkpoints.MODEL_CONFIG_FILE})")
+  with open(config_path) as f:
+    meta = json.load(f)
+  if meta.get("model") != "pali":
+    raise checkpoints.CheckpointError(f"{path} holds a {meta.get('model')!r} model, not a PaLI")
+  config = PaLIConfig.from_json(meta)
+  vocabulary = vocabulary_from_json(meta["vocabulary"]) if "vocabulary" in meta else None
+  model = PaLIModel(vit=config.vit, ul2=config.ul2, vocabulary=vocabulary, prompt_length=meta.get("prompt_length"),
+                    max_decode_len=meta.get("max_decode_len", 32))
+  abstract = nn.meta.unbox(jax.eval_shape(
+      model.init_variables, jax.random.key(0),
+      {"image": jax.ShapeDtypeStruct((1, config.vit.image_size, config.vit.image_size, 3), jnp.float32),
+       "encoder_input_tokens": jax.ShapeDtypeStruct((1, 2), jnp.int32),
+       "decoder_target_tokens": jax.ShapeDtypeStruct((1, 2), jnp.int32)})["params"])
+  return model, checkpoints.restore_params(path, abstract)
