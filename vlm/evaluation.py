@@ -5,17 +5,26 @@
     reported separately for combinations seen in training and for HELD_OUT_COMBOS (never seen together);
   - image->text and text->image R@1 on held-out scenes.
 Chance levels are reported next to them, so a reader can tell learning from luck.
+
+Multi-host: every process calls the evaluator (its jitted computations span every process's devices), feeds
+it the same inputs and gets the same numbers; the trainer has process 0 write them.
 """
 
 from __future__ import annotations
 
 import gin
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 
 from tasks import scene_pairs
 from tasks import scenes
 from vlm import metrics
+
+
+def to_host(x: jax.Array) -> np.ndarray:
+  """The whole of `x` as numpy on every process, even where it is sharded over other processes' devices."""
+  return multihost_utils.process_allgather(x, tiled=True)
 
 
 def embed(predict, params, batch: dict[str, np.ndarray], chunk: int = 256) -> dict[str, np.ndarray]:
@@ -28,7 +37,7 @@ def embed(predict, params, batch: dict[str, np.ndarray], chunk: int = 256) -> di
     if pad:  # keep one shape: pad the last chunk and drop the padding after
       part = {k: np.concatenate([v, np.repeat(v[-1:], pad, axis=0)]) for k, v in part.items()}
     for k, v in predict(params, part).items():
-      outs.setdefault(k, []).append(np.asarray(v)[:chunk - pad])
+      outs.setdefault(k, []).append(to_host(v)[:chunk - pad])
   return {k: np.concatenate(v) for k, v in outs.items()}
 
 
@@ -64,3 +73,75 @@ class SceneZeroShotRetrieval:
     r = metrics.retrieval(pairs["image"], pairs["text"], ks=(1,))
     out.update(i2t_R1=r["i2t_R@1"], t2i_R1=r["t2i_R@1"], retrieval_chance=100.0 / n_pairs)
     return out
+
+
+def decode_texts(predict, params, batch: dict[str, np.ndarray], detokenize, chunk: int = 128) -> list[str]:
+  """Decoded answers of a jitted `predict(params, batch) -> DecodeResult`, `chunk` rows at a time."""
+  n = len(next(iter(batch.values())))
+  texts = []
+  for start in range(0, n, chunk):
+    part = {k: v[start:start + chunk] for k, v in batch.items()}
+    pad = chunk - len(next(iter(part.values())))
+    if pad:  # one compiled shape: pad the last chunk and drop the padding after
+      part = {k: np.concatenate([v, np.repeat(v[-1:], pad, axis=0)]) for k, v in part.items()}
+    tokens = to_host(predict(params, part).tokens)[:chunk - pad]
+    texts.extend(detokenize(row) for row in tokens)
+  return texts
+
+
+@gin.configurable(module="vlm.evaluation")
+class SceneTaskEvaluation:
+  """A PaLI on held-out generated scenes: VQA accuracy per question type next to the majority-answer
+  baseline, caption CIDEr, and referring-expression accuracy (IoU >= 0.5), by greedy decoding.
+  """
+
+  def __init__(self, image_size: int = 32, task_feature_lengths: dict[str, int] | None = None,
+               tasks: tuple[str, ...] = ("vqa",), examples_per_task: int = 256, seed: int = 1234):
+    from tasks import scene_pali, scene_tasks  # pylint: disable=import-outside-toplevel
+    self.scene_pali, self.image_size = scene_pali, image_size
+    self.batches = {}
+    for task in tasks:
+      data = scene_pali.SceneTaskBatches(image_size, task_feature_lengths, task, split="validation", seed=seed)
+      self.batches[task] = (data.examples(0, examples_per_task), data.batch(0, examples_per_task))
+    self.majority = scene_tasks.vqa_majority_baseline(seed=seed) if "vqa" in tasks else None
+    self._predict = {}
+
+  def __call__(self, model, params) -> dict[str, float]:
+    predict = self._predict.setdefault(id(model), jax.jit(model.predict_batch))
+    out = {}
+    for task, (raw, batch) in self.batches.items():
+      inputs = {k: batch[k] for k in ("image", "encoder_input_tokens")}
+      answers = decode_texts(predict, params, inputs, self.scene_pali.detokenize)
+      out.update(self._score(task, raw, answers))
+    return out
+
+  def _score(self, task: str, raw: dict, answers: list[str]) -> dict[str, float]:
+    from tasks import locations  # pylint: disable=import-outside-toplevel
+    targets = raw["targets"]
+    if task == "caption":
+      return {"caption_cider": metrics.cider(answers, [[t] for t in targets])}
+    if task == "refexp":
+      hits = [_iou(locations.tokens_to_boxes(a, self.image_size, self.image_size),
+                   locations.tokens_to_boxes(t, self.image_size, self.image_size)) >= 0.5
+              for a, t in zip(answers, targets)]
+      return {"refexp_accuracy": 100.0 * float(np.mean(hits))}
+    kinds = np.array(raw["task"])
+    correct = np.array([a == t for a, t in zip(answers, targets)])
+    out = {f"{task}_accuracy": 100.0 * float(correct.mean())}
+    if task == "vqa" and self.majority is not None:
+      out["vqa_majority_baseline"] = self.majority["all"]["accuracy"]
+      for question_type in sorted({k.removeprefix("vqa_") for k in kinds}):
+        selected = kinds == f"vqa_{question_type}"
+        out[f"vqa_{question_type}"] = 100.0 * float(correct[selected].mean())
+        out[f"vqa_{question_type}_majority"] = self.majority[question_type]["accuracy"]
+    return out
+
+
+def _iou(predicted: list, target: list) -> float:
+  """IoU of the first predicted box with the first target box; 0 when either has none."""
+  if not predicted or not target:
+    return 0.0
+  (a0, b0, a1, b1), (c0, d0, c1, d1) = predicted[0], target[0]
+  inter = max(0.0, min(a1, c1) - max(a0, c0)) * max(0.0, min(b1, d1) - max(b0, d0))
+  union = (a1 - a0) * (b1 - b0) + (c1 - c0) * (d1 - d0) - inter
+  return inter / union if union > 0 else 0.0

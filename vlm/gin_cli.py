@@ -3,6 +3,8 @@
   --gin_file=F (several allowed; later files override earlier ones)
   --gin.KEY=VALUE  a binding or macro, VALUE written as gin writes it (strings quoted: --gin.MODEL_DIR="'/tmp/x'")
   --gin_search_paths=DIR,DIR  where relative gin files and includes are looked up (the repo root is always)
+  --coordinator_address=HOST:PORT --num_processes=N --process_id=I  this process's place in a multi-host run
+      (else found in the environment, if anywhere: see vlm.partitioning.initialize_distributed)
 
 Errors a user can make (a missing file, an unknown binding, a bad value, data or checkpoint at fault) end in
 one line on stderr naming the thing at fault and exit code 1; `--debug` shows the full traceback instead.
@@ -33,11 +35,22 @@ def parser(prog: str, description: str) -> argparse.ArgumentParser:
   p.add_argument("--gin_search_paths", default="", metavar="DIRS",
                  help="comma-separated directories for relative gin files and includes")
   p.add_argument("--debug", action="store_true", help="show full tracebacks instead of one-line errors")
+  multihost = p.add_argument_group(
+      "multi-host", "one process of a jax.distributed run; left out, they come from JAX_COORDINATOR_ADDRESS "
+                    "or the cluster launcher (SLURM, Open MPI, Cloud TPU), if any")
+  multihost.add_argument("--coordinator_address", metavar="HOST:PORT",
+                         help="address of process 0, where the processes meet")
+  multihost.add_argument("--num_processes", type=int, metavar="N", help="how many processes take part")
+  multihost.add_argument("--process_id", type=int, metavar="I", help="this process's index, 0 .. N-1")
   return p
 
 
 def parse(p: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> argparse.Namespace:
-  """Parses flags and loads the gin config; unknown flags other than --gin.KEY=VALUE are errors."""
+  """Parses flags, joins a multi-host run if asked to, and loads the gin config.
+
+  Unknown flags other than --gin.KEY=VALUE are errors. jax.distributed is initialised before gin runs any
+  import a config names, since it must precede every other use of JAX.
+  """
   args, rest = p.parse_known_args(argv)
   bindings = []
   for arg in rest:
@@ -47,6 +60,9 @@ def parse(p: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> argp
     bindings.append(f"{key} = {value}")
   if not args.gin_file:
     p.error("at least one --gin_file is required (for example gin_configs/runs/siglip_tiny_synthetic.gin)")
+  from vlm import partitioning  # pylint: disable=import-outside-toplevel  (--help stays fast without JAX)
+  with user_errors(args.debug, "jax.distributed"):
+    partitioning.initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)
   search = [REPO_ROOT, os.getcwd()] + [d for d in args.gin_search_paths.split(",") if d]
   for directory in search:
     gin.add_config_file_search_path(directory)
@@ -75,6 +91,8 @@ def user_errors(debug: bool, what: str = "") -> Iterator[None]:
     message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     if "gin" in type(e).__module__ or "configurable" in message or "binding" in message.lower():
       message = f"{what or 'gin config'}: {message}"
+    elif what:
+      message = f"{what}: {message}"
     print(f"error: {message}", file=sys.stderr)
     print("(run again with --debug for the full traceback)", file=sys.stderr)
     raise SystemExit(1) from None

@@ -3,6 +3,10 @@
 Layers name their axes (batch, embed, mlp, heads, ...); `standard_logical_axis_rules` maps those names to
 mesh axes; `Partitioner` turns a tree of logical PartitionSpecs into NamedShardings and holds the mesh
 context that jitted steps are traced in. Nothing else in the project mentions a device.
+
+Multi-host (several processes, e.g. one per TPU host or GPU node): `initialize_distributed` joins the
+processes into one JAX runtime, the mesh spans every process's devices, and each process feeds only the rows
+of a global batch that its own devices hold (`Partitioner.process_rows`, `read_batch`).
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import os
+import warnings
 from typing import Any, Sequence
 
 import flax.linen as nn
@@ -22,6 +28,49 @@ LogicalRules = Sequence[tuple[str, str | None]]
 
 # Axes no standard rule shards (T5X keeps them replicated).
 _REPLICATED_AXES = ("relpos_buckets", "abspos_buckets", "length", "layers", "stack", "mlp_activations")
+
+
+def initialize_distributed(coordinator_address: str | None = None, num_processes: int | None = None,
+                           process_id: int | None = None) -> bool:
+  """Joins this process to a multi-process JAX runtime when the flags or the environment ask for one.
+
+  Must run before anything else touches a JAX backend. Nothing happens for a plain single-process run.
+  Arguments left None are filled in by `jax.distributed.initialize` from JAX_COORDINATOR_ADDRESS or the
+  cluster it detects (SLURM, Open MPI, Cloud TPU, Kubernetes). Given all three, cluster detection is off:
+  it would also pin each process to one GPU (SLURM_LOCALID), while a process started with explicit flags
+  (one per node, say) keeps every device it sees.
+
+  Returns:
+    whether jax.distributed was initialised.
+  """
+  flags = (coordinator_address, num_processes, process_id)
+  if all(v is None for v in flags) and not (os.environ.get("JAX_COORDINATOR_ADDRESS") or _multi_process_launch()):
+    return False
+  # CPU processes exchange collectives through gloo (bundled with jaxlib); GPU and TPU use their own fabric,
+  # so this only matters on CPU (localhost simulation, CPU clusters).
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  jax.distributed.initialize(*flags, cluster_detection_method="deactivate" if None not in flags else None)
+  return True
+
+
+def _multi_process_launch() -> bool:
+  """Whether a cluster launcher JAX knows started this process as one of several.
+
+  JAX has no public query for this, so ask the detectors `jax.distributed.initialize()` itself uses. One
+  process is not enough: a single-task SLURM job must keep every GPU of its node, and JAX's SLURM detection
+  would pin it to one.
+  """
+  from jax._src import clusters  # pylint: disable=import-outside-toplevel
+  try:
+    env = next((c for c in clusters.ClusterEnv._cluster_types  # pylint: disable=protected-access
+                if not c.opt_in_only_method and c.is_env_present()), None)
+    return env is not None and env.get_process_count() > 1
+  except Exception as e:  # pylint: disable=broad-except
+    # A detector that cannot answer (Kubernetes without the right to read its pod, say) must not stop a run
+    # that was only ever meant to be single-process.
+    warnings.warn(f"could not tell whether a cluster launched several processes ({e}); running as one process. "
+                  "To run multi-host, pass --coordinator_address, --num_processes and --process_id")
+    return False
 
 
 @gin.configurable(module="vlm.partitioning")
@@ -102,6 +151,15 @@ class Partitioner:
     """Leading (batch) axis over 'data', the rest replicated."""
     return self.sharding(("batch",) + (None,) * (ndim - 1))
 
+  def process_rows(self, batch_size: int) -> np.ndarray:
+    """The sorted indices of the rows of a global batch that this process's devices hold on 'data'.
+
+    Processes that share 'data' rows (a 'model' axis spanning processes) get the same rows. With one process:
+    every row.
+    """
+    indices = self.batch_sharding(1).addressable_devices_indices_map((batch_size,)).values()
+    return np.unique(np.concatenate([np.arange(batch_size)[index] for index in indices]))
+
   def check_batch_size(self, batch_size: int) -> None:
     if batch_size % self.data_parallel_size:
       raise ValueError(f"BATCH_SIZE={batch_size} is not divisible by the {self.data_parallel_size} devices on "
@@ -114,9 +172,38 @@ class Partitioner:
       yield
 
 
-def global_batch(partitioner: Partitioner, batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
-  """Puts a host batch on the mesh, split along 'data'. Single-process: the host holds the whole batch."""
-  return {k: jax.device_put(v, partitioner.batch_sharding(np.ndim(v))) for k, v in batch.items()}
+def global_batch(partitioner: Partitioner, batch: dict[str, np.ndarray],
+                 batch_size: int | None = None) -> dict[str, jax.Array]:
+  """Assembles global arrays, split along 'data', from this process's rows of them.
+
+  Args:
+    batch: this process's rows of the global batch, `partitioner.process_rows(batch_size)`.
+    batch_size: rows of the global batch; None: `batch` is the whole global batch, the same on every process.
+  """
+  arrays = {}
+  for key, value in batch.items():
+    global_shape = np.shape(value) if batch_size is None else (batch_size,) + np.shape(value)[1:]
+    arrays[key] = jax.make_array_from_process_local_data(partitioner.batch_sharding(np.ndim(value)), value,
+                                                         global_shape)
+  return arrays
+
+
+def read_batch(partitioner: Partitioner, dataset: Any, step: int, batch_size: int) -> dict[str, jax.Array]:
+  """Global batch `step` of `dataset` (see vlm.trainer.Dataset) on the mesh, each process feeding its rows.
+
+  A source that can read part of a batch defines `batch_rows(step, batch_size, rows)`: the rows `rows` (sorted
+  indices) of `batch(step, batch_size)`; each process then reads only its own. Any other source is asked for
+  the whole batch on every process, and each keeps its rows: nothing to speak of for generated data. Either
+  way the global batch is the same however many processes there are.
+  """
+  rows = partitioner.process_rows(batch_size)
+  if hasattr(dataset, "batch_rows"):
+    local = dataset.batch_rows(step, batch_size, rows)
+  else:
+    local = dataset.batch(step, batch_size)
+    if len(rows) < batch_size:
+      local = {k: v[rows] for k, v in local.items()}
+  return global_batch(partitioner, local, batch_size)
 
 
 def count_params(tree: Any) -> int:

@@ -4,6 +4,10 @@
 
 Writes under MODEL_DIR: orbax checkpoints (checkpoints/), TensorBoard events (train/, eval/), metrics.jsonl,
 config.gin (the full configuration as run) and loss.png. Re-running the same command resumes.
+
+Multi-host: run the same command in every process, adding --coordinator_address, --num_processes and
+--process_id where the environment does not provide them (README, "Multi-host"). Every process computes;
+process 0 alone prints and writes the files above, orbax checkpoints excepted (every process saves its shards).
 """
 
 from __future__ import annotations
@@ -19,13 +23,18 @@ from vlm import gin_cli
 def main(argv=None) -> None:
   parser = gin_cli.parser("vlm.train", __doc__)
   args = gin_cli.parse(parser, argv)
+  import jax  # pylint: disable=import-outside-toplevel
   from vlm import summaries, trainer  # pylint: disable=import-outside-toplevel
+  main_process = jax.process_index() == 0
   with gin_cli.user_errors(args.debug):
     model_dir = gin.query_parameter("%MODEL_DIR")
     trainer.check_model_dir(model_dir)
-    with open(os.path.join(model_dir, "config.gin"), "w") as f:
-      f.write(gin.config_str())
+    if main_process:
+      with open(os.path.join(model_dir, "config.gin"), "w") as f:
+        f.write(gin.config_str())
     results = trainer.train()
+    if not main_process:  # process 0 reports for the run
+      return
     plot = summaries.plot_loss(model_dir)
   print(f"\nresults in {os.path.abspath(model_dir)}:")
   print(f"  metrics     {os.path.join(model_dir, summaries.METRICS_FILE)}")

@@ -7,7 +7,9 @@ The trainer sees a model only through a small interface (T5X's idea), so SigLIP,
   model.config_json() -> dict                             written to MODEL_DIR/model_config.json
 
 and a dataset through `dataset.batch(step, batch_size) -> dict[str, np.ndarray]`, deterministic in `step`,
-so a resumed run reads exactly the batches the uninterrupted one would have.
+so a resumed run reads exactly the batches the uninterrupted one would have. In a multi-host run every
+process computes and feeds its own rows of each batch (`partitioning.read_batch`); process 0 alone prints
+and writes MODEL_DIR's files, orbax checkpoints excepted (every process saves its shards).
 """
 
 from __future__ import annotations
@@ -26,8 +28,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.experimental import multihost_utils
 
 from vlm import checkpoints
+from vlm import optim
 from vlm import partitioning
 from vlm import summaries
 
@@ -40,6 +44,16 @@ class Model(Protocol):
 
 class Dataset(Protocol):
   def batch(self, step: int, batch_size: int) -> dict[str, np.ndarray]: ...
+
+
+class _NoSummaries:
+  """The SummaryWriter of processes other than 0: one process writes a run's numbers."""
+
+  def write(self, *args, **kwargs) -> None:
+    pass
+
+  def close(self) -> None:
+    pass
 
 
 class TrainingHalted(RuntimeError):
@@ -73,10 +87,7 @@ def build_step_functions(model: Model, optimizer: optax.GradientTransformation,
   partitioner.check_divisible(abstract_params, param_shardings)
   abstract_opt = jax.eval_shape(optimizer.init, abstract_params)
   replicated = partitioner.sharding(None)
-  # Optimizer moments shaped like their parameter are sharded like it; factored or scalar stats replicate.
-  opt_shardings = optax.tree_map_params(
-      optimizer, lambda leaf, sharding, param: sharding if leaf.shape == param.shape else replicated,
-      abstract_opt, param_shardings, abstract_params, transform_non_params=lambda _: replicated)
+  opt_shardings = _opt_state_shardings(abstract_opt, abstract_params, param_shardings, replicated)
   state_shardings = TrainState(step=replicated, params=param_shardings, opt_state=opt_shardings)
   abstract_state = jax.tree.map(
       lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
@@ -106,6 +117,36 @@ def build_step_functions(model: Model, optimizer: optax.GradientTransformation,
       abstract_state=abstract_state)
 
 
+def _opt_state_shardings(abstract_opt, abstract_params, param_shardings, replicated):
+  """Optimizer moments shaped like their parameter are sharded like it; factored or scalar stats replicate.
+
+  A moment's tree path ends with its parameter's path (mu/img/Transformer/...), whatever wraps it (chains,
+  masks, multi_transform for frozen parameters), so the match is by that trailing path and the shape.
+  """
+  params = {_dict_keys(path): (leaf.shape, sharding) for (path, leaf), sharding in zip(
+      jax.tree_util.tree_flatten_with_path(abstract_params)[0], jax.tree.leaves(param_shardings))}
+
+  def sharding_of(path, leaf):
+    keys = _dict_keys(path)
+    for start in range(len(keys)):
+      shape, sharding = params.get(keys[start:], (None, None))
+      if shape is not None:
+        return sharding if shape == leaf.shape else replicated
+    return replicated
+
+  return jax.tree_util.tree_map_with_path(sharding_of, abstract_opt)
+
+
+def _dict_keys(path) -> tuple[str, ...]:
+  """The trailing run of dict keys of a tree path (the parameter's name inside optimizer state)."""
+  keys = []
+  for key in reversed(path):
+    if not isinstance(key, jax.tree_util.DictKey):
+      break
+    keys.append(str(key.key))
+  return tuple(reversed(keys))
+
+
 def _write_or_check_model_config(model_dir: str, config: dict) -> None:
   """Writes model_config.json, or checks that an existing run in MODEL_DIR trained the same model."""
   path = os.path.join(model_dir, checkpoints.MODEL_CONFIG_FILE)
@@ -115,14 +156,26 @@ def _write_or_check_model_config(model_dir: str, config: dict) -> None:
         raise ValueError(f"MODEL_DIR {model_dir} holds a run of a different model ({path} differs from this "
                          "configuration); use another MODEL_DIR")
     return
-  checkpoints.write_json(config, path)
+  if jax.process_index() == 0:  # one writer; every process checks a file that is already there
+    checkpoints.write_json(config, path)
+
+
+def _initial_state(model: Model, fns: StepFunctions, seed: int) -> TrainState:
+  """A fresh state; a model with `warm_start(params) -> params` (PaLI) loads its pretrained towers into it."""
+  state = fns.init(jax.random.key(seed))
+  if not hasattr(model, "warm_start"):
+    return state
+  # Gather to host: a parameter may be spread over other processes' devices in a multi-host run.
+  params = model.warm_start(multihost_utils.process_allgather(state.params, tiled=True))
+  params = jax.device_put(params, jax.tree.map(lambda x: x.sharding, fns.abstract_state.params))
+  return state.replace(params=params)
 
 
 def check_model_dir(model_dir: str) -> None:
   """Fails before any compile if MODEL_DIR cannot be written."""
   try:
     os.makedirs(model_dir, exist_ok=True)
-    probe = os.path.join(model_dir, ".write_test")
+    probe = os.path.join(model_dir, f".write_test.{jax.process_index()}")  # the processes probe at once
     with open(probe, "w") as f:
       f.write("ok")
     os.remove(probe)
@@ -138,13 +191,15 @@ def train(model: Model = gin.REQUIRED, train_data: Dataset = gin.REQUIRED, *, mo
           learning_rate: optax.Schedule | float = gin.REQUIRED,
           partitioner: partitioning.Partitioner | None = None, checkpoint_period: int = 1000,
           keep_checkpoints: int | None = 3, evaluator: Callable | None = None, eval_period: int | None = None,
-          log_period: int = 10, seed: int = 0, progress: bool = True) -> dict[str, float]:
+          log_period: int = 10, seed: int = 0, progress: bool = True,
+          frozen_params: str | None = None) -> dict[str, float]:
   """Trains `model` on `train_data` for `train_steps` steps, resuming from MODEL_DIR if it holds a checkpoint.
 
   Args:
     optimizer: a factory such as `vlm.optim.adamw`, called with `learning_rate`.
     learning_rate: a schedule (step -> lr) or a constant.
     evaluator: called as evaluator(model, params) -> {name: value} every `eval_period` steps and at the end.
+    frozen_params: regex over parameter paths ('img/.*' freezes PaLI's ViT): no updates, no optimizer state.
   Returns:
     the last evaluation's metrics (empty without an evaluator).
   """
@@ -152,10 +207,13 @@ def train(model: Model = gin.REQUIRED, train_data: Dataset = gin.REQUIRED, *, mo
   partitioner = partitioner or partitioning.Partitioner()
   partitioner.check_batch_size(batch_size)
   schedule = learning_rate if callable(learning_rate) else (lambda _: learning_rate)
-  tx = optimizer(learning_rate=learning_rate)
+  tx = optim.freeze(optimizer(learning_rate=learning_rate), frozen_params)
   _write_or_check_model_config(model_dir, model.config_json())
 
-  fns = build_step_functions(model, tx, partitioner, train_data.batch(0, batch_size), seed)
+  # Shapes of the global batch, from this process's rows of batch 0 (a host may be unable to read the rest).
+  example = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
+                         partitioning.read_batch(partitioner, train_data, 0, batch_size))
+  fns = build_step_functions(model, tx, partitioner, example, seed)
   n_params = partitioning.count_params(fns.abstract_state.params)
   ckpt = checkpoints.Checkpointer(model_dir, checkpoint_period, keep=keep_checkpoints)
   start = ckpt.latest_step()
@@ -164,13 +222,16 @@ def train(model: Model = gin.REQUIRED, train_data: Dataset = gin.REQUIRED, *, mo
                      f"{train_steps}; raise TRAIN_STEPS or use another MODEL_DIR")
   with partitioner.context():
     if start is None:
-      state, start = fns.init(jax.random.key(seed)), 0
+      state, start = _initial_state(model, fns, seed), 0
     else:
       state = ckpt.restore(fns.abstract_state)
-  print(f"model: {n_params:,} parameters; mesh {dict(partitioner.mesh.shape)}; "
-        f"{'resuming from step ' + str(start) if start else 'starting from scratch'}; MODEL_DIR={model_dir}",
-        flush=True)
-  writer = summaries.SummaryWriter(model_dir, start)
+  main_process = jax.process_index() == 0
+  if main_process:
+    print(f"model: {n_params:,} parameters; mesh {dict(partitioner.mesh.shape)}; "
+          f"{'resuming from step ' + str(start) if start else 'starting from scratch'}; MODEL_DIR={model_dir}",
+          flush=True)
+  writer = summaries.SummaryWriter(model_dir, start) if main_process else _NoSummaries()
+  progress = progress and main_process
   results: dict[str, float] = {}
   try:
     state = _loop(state, start, train_steps, batch_size, fns, partitioner, train_data, ckpt, writer,
@@ -194,7 +255,7 @@ def _loop(state, start, train_steps, batch_size, fns, partitioner, train_data, c
   tic = time.perf_counter()
   with partitioner.context():
     for step in range(start, train_steps):
-      batch = partitioning.global_batch(partitioner, train_data.batch(step, batch_size))
+      batch = partitioning.read_batch(partitioner, train_data, step, batch_size)
       state, metrics = fns.train_step(state, batch)
       metrics = jax.device_get(metrics)
       if not math.isfinite(float(metrics["loss"])):
@@ -226,5 +287,6 @@ def _evaluate(model, state, evaluator, step, writer, partitioner, eval_period, f
   with partitioner.context():
     results = evaluator(model, state.params)
   writer.write(step, results, split="eval")
-  print(f"eval at step {step}: " + ", ".join(f"{k}={v:.4g}" for k, v in results.items()), flush=True)
+  if jax.process_index() == 0:
+    print(f"eval at step {step}: " + ", ".join(f"{k}={v:.4g}" for k, v in results.items()), flush=True)
   return results
