@@ -14,7 +14,6 @@ import argparse
 import dataclasses
 import os
 import tempfile
-import time
 
 import jax
 import jax.numpy as jnp
@@ -24,6 +23,7 @@ import transformers
 
 from encoders import siglip
 from encoders import vit as vit_lib
+from timing import best_time  # benchmarks/timing.py (scripts run from this folder)
 from vlm import checkpoints
 
 
@@ -35,15 +35,6 @@ def hf_vision_model(variant: str, image_size: int) -> transformers.SiglipVisionM
                                         attn_implementation="sdpa")
   torch.manual_seed(0)
   return transformers.SiglipVisionModel(cfg).eval()
-
-
-def best_time(fn, repeats: int) -> float:
-  times = []
-  for _ in range(repeats):
-    tic = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - tic)
-  return min(times)
 
 
 def main():

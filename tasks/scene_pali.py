@@ -37,7 +37,9 @@ def tokenize(texts, length: int) -> np.ndarray:
 
 
 def detokenize(ids) -> str:
-  return vocabulary().decode(ids)
+  """Text of model output ids; ids of the padded table beyond the vocabulary read as <unk>."""
+  vocab = vocabulary()
+  return vocab.decode([i if i < vocab.vocab_size else vocab.unk_id for i in map(int, ids)])
 
 
 @gin.configurable(module="tasks.scene_pali")

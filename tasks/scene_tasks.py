@@ -111,39 +111,6 @@ _REFERENT_FORMS: tuple[tuple[str, ...], ...] = (
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _covers(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
-  """Whether each pixel centre lies in the shape, as scenes.render_scenes draws it.
-
-  Offsets u (rightwards) and v (downwards) from the object's centre are in half-extents and float32; the
-  comparisons are written as the renderer writes them so that border pixels round the same way (the tests
-  compare every box with the renderer's pixels). A public mask helper in scenes would make this copy of the
-  geometry unnecessary.
-
-  Args:
-    shape: one of scenes.SHAPES.
-    u: float32 [1, W] column offsets.
-    v: float32 [H, 1] row offsets.
-
-  Returns:
-    bool [H, W].
-  """
-  au, av = np.abs(u), np.abs(v)
-  if shape == "circle":
-    return u * u + v * v <= 1
-  if shape == "ring":
-    r2 = u * u + v * v
-    return (r2 <= 1) & (r2 >= 0.5 ** 2)
-  if shape == "square":
-    return (au <= 0.85) & (av <= 0.85)
-  if shape == "diamond":
-    return au + av <= 1
-  if shape == "cross":
-    return ((au <= 1 / 3) & (av <= 1)) | ((av <= 1 / 3) & (au <= 1))
-  if shape == "triangle":
-    return (v <= 0.8) & (1.8 * au - 1 <= v)
-  raise ValueError(f"unknown shape {shape!r}")
-
-
 def object_box(obj: scenes.SceneObject, image_size: int) -> tuple[int, int, int, int]:
   """The tight box of the pixels an object covers when drawn alone on an image of side `image_size`.
 
@@ -167,7 +134,7 @@ def object_box(obj: scenes.SceneObject, image_size: int) -> tuple[int, int, int,
   rows = np.arange(max(int(cy - half) - 1, 0), min(int(cy + half) + 2, image_size))
   u = (cols.astype(np.float32) + np.float32(0.5) - cx) / half  # [W']
   v = (rows.astype(np.float32) + np.float32(0.5) - cy) / half  # [H']
-  mask = _covers(obj.shape, u[None, :], v[:, None])  # [H', W']
+  mask = scenes.shape_mask(obj.shape, u[None, :], v[:, None])  # [H', W']
   hit_rows, hit_cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
   if not hit_rows.size:
     raise ValueError(f"{obj} covers no pixel at image size {image_size}")

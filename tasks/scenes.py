@@ -324,16 +324,16 @@ _COLOUR_TABLE = np.array(list(COLOURS.values()), dtype=np.float32) * np.float32(
 _COLOUR_IDS = {colour: i for i, colour in enumerate(COLOURS)}
 
 
-def _shape_mask(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+def shape_mask(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
   """Which pixels a shape covers, in coordinates normalised by the object's half-extent.
 
   Args:
     shape: one of SHAPES.
-    u: [N, 1, W] horizontal offsets of pixel centres from the object centres, in half-extents.
-    v: [N, H, 1] vertical offsets (downwards), likewise.
+    u: horizontal offsets of pixel centres from the object centres, in half-extents (e.g. [N, 1, W]).
+    v: vertical offsets (downwards), likewise (e.g. [N, H, 1]); u and v broadcast together.
 
   Returns:
-    bool [N, H, W]; every shape lies within |u|, |v| <= 1.
+    bool, their broadcast shape (e.g. [N, H, W]); every shape lies within |u|, |v| <= 1.
   """
   au, av = np.abs(u), np.abs(v)
   if shape == "circle":
@@ -384,7 +384,7 @@ def _top_colours(scenes: Sequence[Sequence[SceneObject]], s: int) -> np.ndarray:
     if sel.size:
       u = (centres[None, None, :] - cx[sel, None, None]) / half[sel, None, None]  # [n, 1, S]
       v = (centres[None, :, None] - cy[sel, None, None]) / half[sel, None, None]  # [n, S, 1]
-      masks[sel] = _shape_mask(shape, u, v)
+      masks[sel] = shape_mask(shape, u, v)
   # Paint slot by slot so that later objects of a scene cover earlier ones; each image has at most one object
   # per slot, so the fancy indices of a slot are unique.
   for k in range(int(slot.max()) + 1):

@@ -164,7 +164,7 @@ def run(args) -> list[dict]:
       batch = {k: np.concatenate([v, np.repeat(v[-1:], pad, 0)]) for k, v in batch.items()}
     tokens = np.asarray(predict(params, batch, jax.random.fold_in(rng, start)).tokens)[:len(chunk)]
     for request, row, (_, (height, width)) in zip(chunk, tokens, loaded):
-      answer = model.vocabulary.decode([int(t) for t in row if t != 0])
+      answer = model.detokenize(row)
       result = {**request, "answer": answer}
       boxes = locations.tokens_to_boxes(answer, height, width)
       if boxes:

@@ -104,6 +104,8 @@ class PaLIModel:
     siglip_checkpoint: warm-start the ViT from this SigLIP checkpoint (HF, big_vision .npz or a MODEL_DIR;
       the position embedding is resized to this ViT's grid).
     ul2_checkpoint: warm-start the UL2 from this T5 / UL2 checkpoint (HF directory or a MODEL_DIR).
+    pali_checkpoint: warm-start everything from an earlier stage's PaLI MODEL_DIR (the resolution-raising
+      stages: the position embedding is resized to this ViT's grid).
     max_decode_len, decode_method, decode_options: what predict_batch uses unless told otherwise.
     vocabulary: the run's vocabulary (with to_json()); recorded in model_config.json so `vlm.infer` can
       tokenise prompts and print answers from the checkpoint alone.
@@ -113,12 +115,13 @@ class PaLIModel:
 
   def __init__(self, vit: vit_lib.ViTConfig = gin.REQUIRED, ul2: ul2_lib.UL2Config = gin.REQUIRED,
                label_smoothing: float = 0.0, z_loss: float = 1e-4, siglip_checkpoint: str | None = None,
-               ul2_checkpoint: str | None = None, max_decode_len: int = 32, decode_method: str = "greedy",
+               ul2_checkpoint: str | None = None, pali_checkpoint: str | None = None, max_decode_len: int = 32, decode_method: str = "greedy",
                decode_options: dict | None = None, vocabulary: Any = None, prompt_length: int | None = None):
     self.config = PaLIConfig(vit=vit, ul2=ul2)
     self.module = PaLI(self.config)
     self.label_smoothing, self.z_loss = label_smoothing, z_loss
     self.siglip_checkpoint, self.ul2_checkpoint = siglip_checkpoint, ul2_checkpoint
+    self.pali_checkpoint = pali_checkpoint
     self.max_decode_len, self.decode_method = max_decode_len, decode_method
     self.decode_options = dict(decode_options or {})
     self.vocabulary, self.prompt_length = vocabulary, prompt_length
@@ -163,6 +166,12 @@ class PaLIModel:
   def warm_start(self, params: Any) -> Any:
     """Replaces the ViT and/or UL2 parameters with the configured checkpoints' (host arrays, same tree)."""
     params = dict(params)
+    if self.pali_checkpoint:
+      previous, loaded = load(self.pali_checkpoint)
+      loaded = dict(loaded)
+      loaded["img"] = _resize_posemb(dict(loaded["img"]), previous.config.vit.grid, self.config.vit.grid)
+      _check_same_tree(loaded, params, self.pali_checkpoint)
+      params = loaded
     if self.siglip_checkpoint:
       params["img"] = vit_params_from_siglip(self.siglip_checkpoint, self.config.vit, params["img"])
     if self.ul2_checkpoint:
@@ -171,6 +180,12 @@ class PaLIModel:
       _check_same_tree(ul2_params, params["ul2"], self.ul2_checkpoint)
       params["ul2"] = ul2_params
     return params
+
+  def detokenize(self, ids) -> str:
+    """Text of decoded ids (0 padding dropped, stops at EOS); ids of the padded embedding table beyond the
+    vocabulary read as unknown."""
+    vocab = self.vocabulary
+    return vocab.decode([i if i < vocab.vocab_size else vocab.unk_id for i in map(int, ids) if i != 0])
 
   def config_json(self) -> dict:
     out = self.config.to_json()
@@ -196,11 +211,15 @@ def vit_params_from_siglip(path: str, vit: vit_lib.ViTConfig, current: Any) -> A
   from encoders import siglip_checkpoints  # pylint: disable=import-outside-toplevel
   siglip_config, siglip_params = siglip_checkpoints.read(path)
   img = {k: v for k, v in siglip_params["img"].items() if k not in ("MAPHead_0", "head")}
-  old_grid = siglip_config.image.grid
-  if old_grid != vit.grid:
-    img["pos_embedding"] = np.asarray(vit_lib.resize_posemb(img["pos_embedding"], (old_grid, old_grid),
-                                                            (vit.grid, vit.grid)))
+  img = _resize_posemb(img, siglip_config.image.grid, vit.grid)
   _check_same_tree(img, current, path)
+  return img
+
+
+def _resize_posemb(img: dict, old_grid: int, new_grid: int) -> dict:
+  if old_grid != new_grid:
+    img["pos_embedding"] = np.asarray(vit_lib.resize_posemb(img["pos_embedding"], (old_grid, old_grid),
+                                                            (new_grid, new_grid)))
   return img
 
 

@@ -73,3 +73,35 @@ def plot_loss(model_dir: str) -> str:
   fig.savefig(path, dpi=100)
   plt.close(fig)
   return path
+
+
+def plot_predictions(images, prompts, answers, targets, path: str, columns: int = 4) -> str:
+  """A grid of images with prompt, model answer and expected answer under each; boxes named by location
+  tokens in an answer (green) or target (white, dashed) are drawn on the image. Returns the path."""
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from tasks import locations  # pylint: disable=import-outside-toplevel
+  rows = -(-len(images) // columns)
+  fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 3.6 * rows), squeeze=False)
+  for ax in axes.flat:
+    ax.axis("off")
+  for ax, image, prompt, answer, target in zip(axes.flat, images, prompts, answers, targets):
+    height, width = image.shape[:2]
+    ax.imshow(np.clip((np.asarray(image) + 1) / 2, 0, 1))
+    for text, style in ((target, dict(color="white", linestyle="--")), (answer, dict(color="lime"))):
+      for y0, x0, y1, x1 in locations.tokens_to_boxes(text, height, width):
+        ax.add_patch(plt.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, linewidth=1.5, **style))
+    ok = "ok" if answer == target else "x"
+    ax.set_title(f"{_short(prompt)}\n-> {_short(answer)} [{ok}]\nexpected {_short(target)}", fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
+
+
+def _short(text: str, limit: int = 38) -> str:
+  import re  # pylint: disable=import-outside-toplevel
+  text = re.sub(r"(<loc\d{4}>\s*){4}", "[box] ", text).strip()  # four location tokens read as one box
+  return text if len(text) <= limit else text[:limit - 3] + "..."

@@ -375,8 +375,8 @@ def generate_from_encoded(module: UL2, params, encoded: jax.Array, encoder_mask:
   def tokens_to_logits(token_ids, index, state):
     return module.apply(variables, token_ids, index, state, method=UL2.decode_step)
 
-  return decoding.decode(tokens_to_logits, state, method=method, max_decode_len=max_decode_len,
-                         eos_id=EOS_ID, start_id=PAD_ID, **options)
+  options = {"eos_id": EOS_ID, "start_id": PAD_ID, **options}
+  return decoding.decode(tokens_to_logits, state, method=method, max_decode_len=max_decode_len, **options)
 
 
 def generate(module: UL2, params, encoder_input_tokens: jax.Array, *, max_decode_len: int,

@@ -1,0 +1,92 @@
+"""UL2 / T5 decoding and forward speed: this project (JAX, jitted cached loop) against HF T5 on torch, one run.
+
+Both run the same random weights: a HF T5ForConditionalGeneration of T5-small geometry with gated SiLU
+(d_model 512, 8+8 layers, 6 heads x 64, d_ff 1024, vocab 32128), loaded into ours through vlm.ul2.load.
+  greedy:   new tokens/s of greedy decoding, 64-token inputs, exactly 32 new tokens (EOS never ends a row in either),
+            batch 1 and 8; HF `generate` (KV cache, num_beams=1) against ours
+  forward:  encoder-decoder forward (64 encoder, 32 decoder tokens), sequences/s
+Timings interleave the two frameworks and keep the best of several repeats (the machine may be shared).
+
+  python benchmarks/decode.py [--batches 1,8] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+
+import jax
+import numpy as np
+import torch
+import transformers
+
+from timing import best_time  # benchmarks/timing.py (scripts run from this folder)
+from vlm import ul2
+
+INPUT_LEN, NEW_TOKENS = 64, 32
+
+
+def hf_t5_small() -> transformers.T5ForConditionalGeneration:
+  config = transformers.T5Config(vocab_size=32128, d_model=512, d_kv=64, d_ff=1024, num_layers=8,
+                                 num_decoder_layers=8, num_heads=6, feed_forward_proj="gated-silu",
+                                 tie_word_embeddings=False, dropout_rate=0.0, decoder_start_token_id=0,
+                                 pad_token_id=0, eos_token_id=1)
+  torch.manual_seed(0)
+  return transformers.T5ForConditionalGeneration(config).eval()
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+  p.add_argument("--batches", default="1,8")
+  p.add_argument("--repeats", type=int, default=5)
+  args = p.parse_args()
+  torch.set_num_threads(os.cpu_count())
+  hf = hf_t5_small()
+  with tempfile.TemporaryDirectory() as directory:
+    hf.save_pretrained(directory)
+    ours = ul2.load(directory)
+  print(f"T5-small geometry, gated SiLU: {sum(x.numel() for x in hf.parameters()):,} parameters; "
+        f"jax {jax.__version__} on {jax.devices()[0].platform}, torch {torch.__version__}, "
+        f"{os.cpu_count()} CPU threads")
+  rng = np.random.default_rng(0)
+  rows = []
+  for batch in (int(b) for b in args.batches.split(",")):
+    encoder_ids = rng.integers(2, 32000, (batch, INPUT_LEN)).astype(np.int32)
+    torch_ids = torch.tensor(encoder_ids, dtype=torch.long)
+
+    def hf_generate():
+      with torch.no_grad():
+        out = hf.generate(input_ids=torch_ids, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS,
+                          do_sample=False, num_beams=1)
+      assert out.shape[1] == NEW_TOKENS + 1
+
+    def ours_generate():
+      # An end token outside the vocabulary is never emitted: exactly NEW_TOKENS, as min_new_tokens gives HF.
+      out = ours.generate(encoder_ids, NEW_TOKENS, eos_id=ours.config.vocab_size)
+      assert out.shape[1] == NEW_TOKENS
+
+    decoder_ids = np.concatenate([np.zeros((batch, 1), np.int32),
+                                  rng.integers(2, 32000, (batch, NEW_TOKENS - 1)).astype(np.int32)], 1)
+
+    def hf_forward():
+      with torch.no_grad():
+        hf(input_ids=torch_ids, decoder_input_ids=torch.tensor(decoder_ids, dtype=torch.long))
+
+    def ours_forward():
+      ours.logits(encoder_ids, decoder_ids)
+
+    for fn in (hf_generate, ours_generate, hf_forward, ours_forward):
+      fn()  # warm up: compile (ours) and allocate (both)
+    hf_gen, our_gen, hf_fwd, our_fwd = (best_time(fn, args.repeats) for fn in
+                                        (hf_generate, ours_generate, hf_forward, ours_forward))
+    rows.append((f"greedy decode, batch {batch}", "new tokens/s", batch * NEW_TOKENS / hf_gen,
+                 batch * NEW_TOKENS / our_gen))
+    rows.append((f"forward, batch {batch}", "sequences/s", batch / hf_fwd, batch / our_fwd))
+  print(f"\n{'work':<26}{'unit':<14}{'HF torch':>12}{'ours (JAX)':>12}{'ours / HF':>11}")
+  for work, unit, theirs, mine in rows:
+    print(f"{work:<26}{unit:<14}{theirs:>12.1f}{mine:>12.1f}{mine / theirs:>10.2f}x")
+
+
+if __name__ == "__main__":
+  main()
