@@ -16,6 +16,11 @@ INSTALL_REQUIRES = [
     "tqdm==4.70.1",
     "matplotlib==3.11.2",
     "pillow==13.0.0",
+    # The input pipeline (tasks/): seqio on tf.data, sentencepiece vocabularies. Model code never imports them.
+    "seqio==0.0.20",
+    "tensorflow-cpu==2.21.0",
+    "tensorflow-text==2.21.1",
+    "sentencepiece==0.2.3",
 ]
 
 TEST_REQUIRES = [
@@ -31,6 +36,7 @@ setup(
     description=__doc__,
     python_requires=">=3.11",
     packages=find_packages(include=["vlm", "vlm.*", "encoders", "encoders.*", "tasks", "tasks.*"]),
+    package_data={"tasks": ["data/spm/*.model"]},  # the shipped sentencepiece vocabulary
     install_requires=INSTALL_REQUIRES,
     extras_require={"test": TEST_REQUIRES},
 )

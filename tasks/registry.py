@@ -1,0 +1,270 @@
+"""seqio Tasks and Mixtures over the project's generators, registered on `import tasks.registry`.
+
+Each task stands in for a dataset of PaLI-3's training mixture and is named for it:
+
+  webli_captions_synthetic         scene captions                      tasks.scene_tasks "caption"
+  cc3m35l_multilingual_synthetic   scene captions in eight languages   tasks.multilingual
+  webli_ocr_synthetic              rendered text, "ocr"                tasks.ocr
+  vqa_synthetic                    questions about scenes              tasks.scene_tasks "vqa"
+  detection_synthetic              "detect <object>" -> boxes          tasks.scene_tasks "detect"
+  refexp_synthetic                 "refexp <phrase>" -> a box          tasks.scene_tasks "refexp"
+  documents_synthetic              DocVQA-style questions, doc OCR     tasks.documents
+  charts_synthetic                 ChartQA-style questions             tasks.charts
+  ul2_denoise_synthetic            text only: UL2's mixture of denoisers over passages of all the texts above
+  webli_pairs_synthetic            image + caption ('text') for two-tower (SigLIP) pretraining, random crops
+
+  pali_stage1_synthetic            Mixture of the eight image tasks, rates from `stage1_rates` (gin)
+
+Image tasks give 'image' float32 [S, S, 3] in [-1, 1] with S = `image_size()` (gin: tasks.registry.image_size.size,
+224 by default; tiny runs use 32-64), 'inputs' and 'targets' token ids (+ EOS) in the vocabulary of
+tasks.vocab (gin-configurable). Both are read when a dataset is built, not at import, so gin bindings parsed
+after this module registers its tasks still apply.
+
+Sources. `GeneratorSource` is a seqio DataSource over a deterministic generator: example k of a split is a pure
+function of (data seed, split, k), produced through tf.numpy_function from tf.data.Dataset.range, with
+'example_seed' = [seed, k] for the random preprocessors (tasks.preprocessors). "train" is unbounded;
+"validation" holds `validation_examples` examples. Sharding is by index (shard i of n takes k = i, i + n,
+...), and `examples_at(split, indices, seed)` gives the examples of any index stream: tasks.pipeline uses it
+to produce exactly the rows of one training step on one process, without reading the ones before. Generated
+examples are already independent draws, so the tasks declare no shuffle buffer (seqio's shuffle would only
+hold a thousand images in memory).
+
+Images leave the generators as uint8, following the convention of every source (tasks.preprocessors), and
+go through the same normalise / resize steps as decoded JPEGs would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import gin
+import numpy as np
+import seqio
+import tensorflow as tf
+
+from tasks import charts
+from tasks import documents
+from tasks import multilingual
+from tasks import ocr
+from tasks import preprocessors
+from tasks import render
+from tasks import scene_tasks
+from tasks import scenes
+from tasks import vocab
+
+SPLITS = ("train", "validation")
+_UNBOUNDED = 2 ** 62  # the end of an unbounded index range
+_PASSAGE_STREAM = 106  # render.example_rng stream of the UL2 passages, apart from every generator's own
+
+
+@gin.configurable(module="tasks.registry")
+def image_size(size: int = 224) -> int:
+  """The side of every synthetic task's images, in pixels (at least 16)."""
+  return size
+
+
+STAGE1_RATES: dict[str, float] = {
+    "webli_captions_synthetic": 1.0,
+    "cc3m35l_multilingual_synthetic": 1.0,
+    "webli_ocr_synthetic": 1.0,
+    "vqa_synthetic": 1.0,
+    "detection_synthetic": 0.5,
+    "refexp_synthetic": 0.5,
+    "documents_synthetic": 0.5,
+    # Charts take ~60 ms each to draw (matplotlib, one at a time), ten times a scene: kept light in stage 1.
+    "charts_synthetic": 0.25,
+}
+
+
+@gin.configurable(module="tasks.registry")
+def stage1_rates(rates: Mapping[str, float] = STAGE1_RATES) -> dict[str, float]:
+  """Mixing rates of pali_stage1_synthetic, by task name (a task left out gets rate 0)."""
+  return dict(rates)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The source
+# ----------------------------------------------------------------------------------------------------------------
+
+ExampleFn = Callable[[int, str, int, int], dict]  # (seed, split, index, image_size) -> example
+
+
+def _to_uint8(image: np.ndarray) -> np.ndarray:
+  """float32 [-1, 1] -> uint8 0..255, rounded half up (what a PNG of the rendering would hold).
+
+  In float32 and in place: at 812 px this runs once per example on the pipeline's critical path.
+  """
+  pixels = image * np.float32(127.5)
+  pixels += np.float32(128.0)  # + 127.5 to shift, + 0.5 so that truncation rounds
+  np.clip(pixels, 0, 255, out=pixels)
+  return pixels.astype(np.uint8)
+
+
+class GeneratorSource(seqio.DataSource):
+  """A seqio DataSource over a deterministic generator (see the module docstring).
+
+  Args:
+    example_fn: (seed, split, index, image_size) -> dict with at least `keys`; 'image' float32 [-1, 1] or
+      uint8 [S, S, 3], every other key a string.
+    keys: the features the source emits.
+    validation_examples: the size of the "validation" split.
+  """
+
+  def __init__(self, example_fn: ExampleFn, keys: Sequence[str], validation_examples: int = 1024):
+    super().__init__(splits=SPLITS, performs_internal_shuffling=True)
+    self._example_fn = example_fn
+    self._keys = tuple(keys)
+    self._validation_examples = validation_examples
+
+  @property
+  def supports_arbitrary_sharding(self) -> bool:
+    return True
+
+  def list_shards(self, split: str) -> Sequence[str]:
+    return [split]
+
+  def num_examples(self, split: str) -> int | None:
+    """The split's size; None for the unbounded "train". (Not seqio's num_input_examples, which would make
+    seqio cache the whole split in memory: 1024 images of 812 px are 2 GB.)"""
+    if split not in SPLITS:
+      raise ValueError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
+    return None if split == "train" else self._validation_examples
+
+  def get_dataset(self, split: str = "train", shuffle: bool = True, seed: int | None = None,
+                  shard_info: seqio.ShardInfo | None = None, *, sequence_length=None, use_cached=False,
+                  num_epochs=1) -> tf.data.Dataset:
+    """Examples 0, 1, 2, ... of the split (those of one shard: k = index, index + num_shards, ...)."""
+    del shuffle, sequence_length, use_cached, num_epochs  # generated examples are already in random order
+    index, num_shards = (shard_info.index, shard_info.num_shards) if shard_info else (0, 1)
+    end = self.num_examples(split) or _UNBOUNDED
+    return self.examples_at(split, tf.data.Dataset.range(index, end, num_shards), seed)
+
+  def examples_at(self, split: str, indices: tf.data.Dataset, seed: int | None) -> tf.data.Dataset:
+    """The examples at a stream of int64 indices, in order (generated in parallel)."""
+    self.num_examples(split)  # checks the split
+    seed = 0 if seed is None else int(seed)
+    size = image_size()
+    specs = {k: tf.TensorSpec([size, size, 3], tf.uint8) if k == "image" else tf.TensorSpec([], tf.string)
+             for k in self._keys}
+
+    def generate(index: np.int64) -> list:
+      ex = self._example_fn(seed, split, int(index), size)
+      values = [ex[k] for k in self._keys]
+      return [_to_uint8(v) if k == "image" and v.dtype != np.uint8 else v for k, v in zip(self._keys, values, strict=True)]
+
+    def fetch(index: tf.Tensor) -> dict:
+      values = tf.numpy_function(generate, [index], [s.dtype for s in specs.values()], stateful=False)
+      ex = {k: tf.ensure_shape(v, s.shape) for (k, s), v in zip(specs.items(), values, strict=True)}
+      ex["example_seed"] = tf.stack([tf.constant(seed, tf.int64), index])
+      return ex
+
+    return indices.map(fetch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Generators as (seed, split, index, image_size) -> example
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _scene_task(kind: str) -> ExampleFn:
+  def example(seed, split, index, size):
+    return scene_tasks.example(seed, index, split, kind, size)
+  return example
+
+
+def _rendered(module) -> ExampleFn:
+  def example(seed, split, index, size):
+    return module.example(seed, index, split, size)
+  return example
+
+
+def _pair(seed, split, index, size):
+  ex = scene_tasks.example(seed, index, split, "caption", size)
+  return {"image": ex["image"], "text": ex["targets"]}
+
+
+def _passage(seed, split, index, size):
+  """A passage of 2-8 texts of the generators (captions in any language, OCR lines, documents, chart QA)."""
+  del size  # text only
+  rng = render.example_rng(seed, split, index, _PASSAGE_STREAM)
+  texts = []
+  for _ in range(int(rng.integers(2, 9))):
+    kind = int(rng.integers(5))
+    if kind in (0, 1):
+      objects = scenes.sample_scene(rng, scene_tasks.SPLITS[split])
+      if kind == 0:
+        texts.append(scenes.caption(objects, rng))
+      else:
+        lang = tuple(multilingual.LANGUAGES)[int(rng.integers(len(multilingual.LANGUAGES)))]
+        texts.append(multilingual.caption(objects, lang, multilingual.sample_plan(objects, rng)))
+    elif kind == 2:
+      texts.append(" ".join(ocr.sample_lines(rng, split, max_lines=4, max_chars=40)))
+    elif kind == 3:
+      texts.append(documents.sample_document(rng, split, 224).text())
+    else:
+      pairs = [p for group in charts.sample_chart(rng, split, 224).qa().values() for p in group]
+      question, answer = pairs[int(rng.integers(len(pairs)))]
+      texts.append(f"{question} {answer}")
+  return {"targets": " ".join(texts)}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Tasks
+# ----------------------------------------------------------------------------------------------------------------
+
+VOCABULARY = vocab.PaliVocabulary()  # follows the gin-configured tasks.vocab.vocabulary at each use
+IMAGE = seqio.ContinuousFeature(dtype=tf.float32, rank=3)
+IMAGE_TEXT_FEATURES = {"image": IMAGE, "inputs": seqio.Feature(VOCABULARY), "targets": seqio.Feature(VOCABULARY)}
+PAIR_FEATURES = {"image": IMAGE, "text": seqio.Feature(VOCABULARY)}
+TEXT_FEATURES = {"inputs": seqio.Feature(VOCABULARY), "targets": seqio.Feature(VOCABULARY)}
+
+
+def _resize(ds: tf.data.Dataset) -> tf.data.Dataset:
+  return preprocessors.resize_image(ds, image_size=image_size())
+
+
+def _crop(ds: tf.data.Dataset) -> tf.data.Dataset:
+  # No flip: captions name positions ("on the left"). Crops keep most of the image for the same reason.
+  return preprocessors.random_crop_flip(ds, image_size=image_size(), area_range=(0.8, 1.0), flip=False)
+
+
+_TOKENIZE = [preprocessors.tokenize, seqio.preprocessors.append_eos_after_trim]
+IMAGE_PREPROCESSORS = [preprocessors.normalize_image, _resize] + _TOKENIZE
+
+IMAGE_TASKS: dict[str, ExampleFn] = {
+    "webli_captions_synthetic": _scene_task("caption"),
+    "cc3m35l_multilingual_synthetic": _rendered(multilingual),
+    "webli_ocr_synthetic": _rendered(ocr),
+    "vqa_synthetic": _scene_task("vqa"),
+    "detection_synthetic": _scene_task("detect"),
+    "refexp_synthetic": _scene_task("refexp"),
+    "documents_synthetic": _rendered(documents),
+    "charts_synthetic": _rendered(charts),
+}
+
+for _name, _fn in IMAGE_TASKS.items():
+  seqio.TaskRegistry.add(_name, source=GeneratorSource(_fn, ("image", "inputs", "targets")),
+                         preprocessors=IMAGE_PREPROCESSORS, output_features=IMAGE_TEXT_FEATURES,
+                         shuffle_buffer_size=None)
+
+seqio.TaskRegistry.add(
+    "webli_pairs_synthetic", source=GeneratorSource(_pair, ("image", "text")),
+    preprocessors=[preprocessors.normalize_image, _crop] + _TOKENIZE, output_features=PAIR_FEATURES,
+    shuffle_buffer_size=None)
+
+seqio.TaskRegistry.add(
+    "ul2_denoise_synthetic", source=GeneratorSource(_passage, ("targets",)),
+    preprocessors=[preprocessors.tokenize, preprocessors.ul2_denoise,
+                   seqio.preprocessors.append_eos_after_trim],
+    output_features=TEXT_FEATURES, shuffle_buffer_size=None)
+
+
+def _stage1_rate(task: seqio.Task) -> float:
+  return float(stage1_rates().get(task.name, 0.0))
+
+
+seqio.MixtureRegistry.add("pali_stage1_synthetic", [(name, _stage1_rate) for name in IMAGE_TASKS])
+
+
+__all__ = ["SPLITS", "image_size", "STAGE1_RATES", "stage1_rates", "GeneratorSource", "VOCABULARY",
+           "IMAGE_TEXT_FEATURES", "PAIR_FEATURES", "TEXT_FEATURES", "IMAGE_PREPROCESSORS", "IMAGE_TASKS"]

@@ -1,0 +1,111 @@
+"""Draws examples of a registered task or mixture into a PNG grid, texts under each image.
+
+  python -m tasks.show --task pali_stage1_synthetic --split train --n 16 --image_size 224 --out grid.png
+
+The examples are rows of the training stream (tasks.pipeline.SeqioBatches, batch 0 of the seed) as the model
+receives them: the image, then the prompt and the target decoded back from their token ids (so trimming to
+the feature lengths shows), and the row's task. Boxes written as location tokens in the target are drawn on
+the image. Text-only tasks (ul2_denoise_synthetic) get text panels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import textwrap
+import warnings
+
+import gin
+import numpy as np
+import seqio
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+
+from tasks import locations
+from tasks import pipeline
+from tasks import vocab
+
+_WRAP = 34  # characters per text line under an image
+_MAX_LINES = 6  # text lines per example, the last one cut with "..."
+_CELL_INCHES = 2.6
+
+
+def examples(name: str, split: str, n: int, seed: int, task_feature_lengths: dict[str, int]) -> list[dict]:
+  """The first n rows of the stream: {'image' float32 [H, W, 3] or None, 'inputs', 'targets', 'task'}."""
+  batches = pipeline.SeqioBatches(name, task_feature_lengths, split=split, seed=seed)
+  try:
+    batch = batches.batch(0, n)
+  finally:
+    batches.close()
+  tasks = batches.tasks_of_rows(np.arange(n))
+  decode = vocab.vocabulary().decode
+  rows = []
+  for i in range(n):
+    image = batch.get("image")
+    if "text" in batch:  # two towers: the caption alone
+      inputs, targets = "", decode(batch["text"][i])
+    else:
+      inputs, targets = decode(batch["encoder_input_tokens"][i]), decode(batch["decoder_target_tokens"][i])
+    rows.append({"image": None if image is None else image[i], "inputs": inputs, "targets": targets,
+                 "task": tasks[i]})
+  return rows
+
+
+def _caption(row: dict) -> str:
+  lines = []
+  for label, text in (("task", row["task"]), ("in", row["inputs"]), ("out", row["targets"])):
+    if text:
+      lines += textwrap.wrap(f"{label}: {text}", _WRAP) or [f"{label}:"]
+  if len(lines) > _MAX_LINES:
+    lines = lines[:_MAX_LINES - 1] + [lines[_MAX_LINES - 1][:_WRAP - 3] + "..."]
+  return "\n".join(lines)
+
+
+def draw(rows: list[dict], out: str) -> None:
+  """Writes the grid PNG: one cell per row, image (with its boxes) above its texts."""
+  cols = math.ceil(math.sqrt(len(rows)))
+  grid_rows = math.ceil(len(rows) / cols)
+  fig = Figure(figsize=(cols * _CELL_INCHES, grid_rows * _CELL_INCHES * 1.45))
+  FigureCanvasAgg(fig)
+  for k, row in enumerate(rows):
+    ax = fig.add_subplot(grid_rows, cols, k + 1)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    image = row["image"]
+    if image is not None:
+      image = image[0] if image.ndim == 4 else image  # frames: the first
+      ax.imshow(np.clip((image + 1) / 2, 0, 1))
+      h, w = image.shape[:2]
+      for y0, x0, y1, x1 in locations.tokens_to_boxes(row["targets"], h, w):
+        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="yellow", linewidth=1.5))
+    else:
+      ax.axis("off")
+    ax.set_xlabel(_caption(row), fontsize=6.5, loc="left", family="DejaVu Sans")
+  with warnings.catch_warnings():  # DejaVu has no CJK glyphs: Chinese captions show as boxes, silently
+    warnings.filterwarnings("ignore", message="Glyph .* missing")
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+
+
+def main(argv: list[str] | None = None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--task", required=True, help="a task or mixture name (python -m tasks.list)")
+  parser.add_argument("--split", default="train")
+  parser.add_argument("--n", type=int, default=16, help="examples to draw")
+  parser.add_argument("--image_size", type=int, default=224)
+  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--inputs_length", type=int, default=128, help="or the text length of two-tower tasks")
+  parser.add_argument("--targets_length", type=int, default=128)
+  parser.add_argument("--out", default="grid.png")
+  args = parser.parse_args(argv)
+  gin.bind_parameter("tasks.registry.image_size.size", args.image_size)
+  two_tower = "text" in seqio.get_mixture_or_task(args.task).output_features
+  lengths = ({"text": args.inputs_length} if two_tower
+             else {"inputs": args.inputs_length, "targets": args.targets_length})
+  draw(examples(args.task, args.split, args.n, args.seed, lengths), args.out)
+  print(f"wrote {args.out}: {args.n} examples of {args.task} ({args.split}) at {args.image_size} px")
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,107 @@
+"""Registered seqio tasks and mixtures (tasks.registry), and the tasks.list / tasks.show tools."""
+
+import gin
+import numpy as np
+import pytest
+import seqio
+
+from tasks import list as task_list
+from tasks import registry
+from tasks import scene_tasks
+from tasks import show
+from tasks import vocab
+
+SIZE = 32
+LENGTHS = {"inputs": 64, "targets": 48}
+TASKS = sorted(registry.IMAGE_TASKS) + ["ul2_denoise_synthetic", "webli_pairs_synthetic"]
+
+
+@pytest.fixture(autouse=True)
+def small_images():
+  with gin.unlock_config():
+    gin.bind_parameter("tasks.registry.image_size.size", SIZE)
+  yield
+  with gin.unlock_config():
+    gin.bind_parameter("tasks.registry.image_size.size", 224)
+
+
+def first(name, split="train", seed=0, n=1, shard_info=None):
+  lengths = {"text": 40} if name == "webli_pairs_synthetic" else LENGTHS
+  ds = seqio.get_mixture_or_task(name).get_dataset(lengths, split=split, shuffle=False, seed=seed,
+                                                   shard_info=shard_info)
+  return list(ds.take(n).as_numpy_iterator())
+
+
+def test_every_task_and_the_mixture_are_registered():
+  assert set(TASKS) <= set(seqio.TaskRegistry.names())
+  mixture = seqio.get_mixture_or_task("pali_stage1_synthetic")
+  assert sorted(t.name for t in mixture.tasks) == sorted(registry.IMAGE_TASKS)
+  for task in mixture.tasks:
+    assert mixture.get_rate(task) == registry.STAGE1_RATES[task.name]
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_every_task_yields_a_well_formed_example(name):
+  (ex,) = first(name)
+  v = vocab.vocabulary()
+  text_keys = ["text"] if name == "webli_pairs_synthetic" else ["inputs", "targets"]
+  for key in text_keys:
+    ids = ex[key]
+    assert ids.dtype == np.int32 and 2 <= len(ids) <= (40 if key == "text" else LENGTHS[key])
+    assert ids[-1] == v.eos_id and (ids[:-1] > 0).all() and (ids < v.vocab_size).all()
+  if name == "ul2_denoise_synthetic":
+    assert "image" not in ex
+    assert ex["inputs"][0] in v.mode_token_ids.values()
+    return
+  image = ex["image"]
+  assert image.dtype == np.float32 and image.shape == (SIZE, SIZE, 3)
+  assert -1 <= image.min() < image.max() <= 1
+  if name != "webli_pairs_synthetic":
+    assert v.decode(ex["inputs"]) == ex["inputs_pretokenized"].decode()
+
+
+def test_examples_follow_the_generators_and_the_seed():
+  (ex,) = first("vqa_synthetic", seed=4)
+  expected = scene_tasks.example(4, 0, "train", "vqa", SIZE)
+  assert ex["targets_pretokenized"].decode() == expected["targets"]
+  np.testing.assert_allclose(ex["image"], expected["image"], atol=1 / 127.5)  # uint8 on the way
+  assert first("vqa_synthetic", seed=4)[0]["inputs_pretokenized"] == ex["inputs_pretokenized"]
+  other = [e["inputs_pretokenized"] for e in first("vqa_synthetic", seed=5, n=4)]
+  assert other != [e["inputs_pretokenized"] for e in first("vqa_synthetic", seed=4, n=4)]
+
+
+def test_splits_and_shards():
+  source = seqio.get_mixture_or_task("webli_captions_synthetic").source
+  assert source.num_examples("train") is None and source.num_examples("validation") == 1024
+  val = first("webli_captions_synthetic", split="validation")[0]
+  assert val["targets_pretokenized"].decode() == scene_tasks.example(0, 0, "validation", "caption", SIZE)["targets"]
+  shard = first("webli_captions_synthetic", n=2, shard_info=seqio.ShardInfo(index=1, num_shards=3))
+  assert [tuple(e["example_seed"]) for e in shard] == [(0, 1), (0, 4)]
+
+
+def test_stage1_rates_follow_gin():
+  mixture = seqio.get_mixture_or_task("pali_stage1_synthetic")
+  charts = seqio.get_mixture_or_task("charts_synthetic")
+  with gin.unlock_config():
+    gin.bind_parameter("tasks.registry.stage1_rates.rates", {"charts_synthetic": 3.0})
+  try:
+    assert mixture.get_rate(charts) == 3.0
+    assert mixture.get_rate(seqio.get_mixture_or_task("vqa_synthetic")) == 0.0
+  finally:
+    with gin.unlock_config():
+      gin.bind_parameter("tasks.registry.stage1_rates.rates", registry.STAGE1_RATES)
+
+
+def test_list_names_every_task_and_mixture():
+  text = "\n".join(task_list.describe())
+  for name in TASKS + ["pali_stage1_synthetic"]:
+    assert name in text
+  assert "image (float32, rank 3)" in text
+
+
+def test_show_writes_a_png(tmp_path):
+  out = tmp_path / "grid.png"
+  show.main(["--task", "detection_synthetic", "--n", "4", "--image_size", "32", "--out", str(out)])
+  assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  rows = show.examples("ul2_denoise_synthetic", "train", 2, 0, {"inputs": 32, "targets": 32})
+  assert rows[0]["image"] is None and rows[0]["inputs"].startswith("[")
