@@ -1,0 +1,741 @@
+"""Plans a training run before it runs: parameters, memory per device, FLOPs per step, and whether it fits.
+
+  python -m vlm.plan --gin_file=gin_configs/runs/pali3_stage2_812.gin --mesh data=64,model=4 --device tpu-v5e
+
+It reads what `vlm.trainer.train` would train (the model, BATCH_SIZE, TASK_FEATURE_LENGTHS, the optimizer
+factory, frozen_params and the Partitioner's rules) and allocates nothing: parameters and optimizer state come
+from `jax.eval_shape`, and the mesh is virtual, so a 256-device plan runs on one CPU. Each array's shard is
+its shape divided, dimension by dimension, by the product of the mesh axes its logical axes map to under the
+run's rules (`flax.linen.logical_to_mesh_axes`, as `Partitioner.sharding` maps them).
+
+Exact: parameter counts; per-device bytes of parameters and optimizer state (frozen parameters have none,
+factored Adafactor statistics are row/column vectors and replicate, as the trainer shards them); gradients
+(float32, sharded like their parameters, for *every* parameter: the trainer differentiates w.r.t. all of them,
+since its grad_norm metric reads them, so frozen towers are differentiated too).
+
+Estimated: activations, for one train step, per device. Notation: b sequences per device (global batch x
+frames / data), T tokens per sequence, S encoder positions a decoder layer cross-attends to, D width, F MLP
+width, h heads x d head_dim, c bytes of the compute dtype, p = 4 + c bytes per attention probability (the
+float32 softmax output the backward reads plus its compute-dtype copy for the probs x values matmul; 4 when c
+is 4). A tensor whose logical axis is heads, mlp or vocab is divided by the 'model' axis (M below); batch by
+'data'; embed by 'model' only with activation_partitioning_dims=2.
+  no remat, per layer:  c*b*T*(r*D + 4*h*d/M + m*F/M) + p*b*h*T*T/M
+      r = 4 residual-width tensors (block input, its norm, the sum after attention, its norm; 6 in a decoder
+      layer), 4 head tensors (q, k, v, the attention context), m = 2 MLP hidden tensors (pre/post activation;
+      4 for a gated MLP: both branches, the activation, the product): the tensors Korthikanti et al. (2022)
+      count for a layer without dropout, the softmax kept in float32 as this code computes it. A decoder layer
+      adds its cross-attention: c*b*(2*T + 2*S)*h*d/M + p*b*h*T*S/M. Without remat the backward also reads the
+      compute-dtype copy of each weight (sharded like the weight) when c is narrower than the parameters.
+  remat 'full', per layer: the layer input, c*b*T*D; the layer's no-remat set is rebuilt during its backward,
+      so the peak adds that of the largest layer once (counted for 'dots' too: an upper bound).
+  remat 'dots': the layer input, q/k/v, the matmul outputs that return to width D (attention output, MLP
+      output) and the MLP's first matmul outputs; attention logits and elementwise results are recomputed.
+  per stack: layers x saved + 2 residual tensors (the final norm's input and output).
+  peak = sum over stacks + the largest layer's recompute + one layer's weights gathered over 'data' and cast
+      to c + the logits (float32 logits, log-softmax and gradient: 12 bytes, plus c, per batch x target x
+      vocab / M element) + the input batch.
+With `microbatches` k (the trainer's gradient accumulation) the activations are one slice's (batch / k) and
+the gradients take two buffers: the running sum and the slice's own.
+Memory per device = parameters + optimizer state + gradients + that peak. Not counted: the optimizer's update
+temporaries, collective buffers, layout copies, fragmentation, the SigLIP loss's b x b logits, the MAP head,
+and on GPUs the 25% XLA leaves unallocated by default (XLA_PYTHON_CLIENT_MEM_FRACTION). Against XLA:CPU's
+compiled tiny PaLI step the whole estimate is 0.70x (batch 16) and 0.60x (batch 64): XLA:CPU keeps more
+elementwise intermediates (softmax, GELU, SiLU) alive than the model counts (README, "Planning a real PaLI-3
+run"). Keep headroom accordingly.
+
+FLOPs (analytic, per step). Matmuls: every kernel W counts 2*|W| per token it multiplies (ViT kernels: visual
+tokens; the projection: visual tokens; UL2 encoder kernels: visual + prompt tokens; decoder kernels: target
+tokens, except cross-attention keys/values: encoder tokens; embedding lookups: none; a tied output
+projection: target tokens). Attention: 4*h*d*T*(T + S) per layer and sequence (q.k and probs.v; the causal
+decoder computes its full T x T). Backward = 2 x forward (input and weight gradients), for frozen towers too
+(see gradients above; the report says what stopping gradients at them would save). Recompute: remat 'full'
+repeats a stack's layer forward, 'dots' its attention part. 'model FLOPs' (what MFU divides) = 3 x forward.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import re
+import sys
+from typing import Any, Sequence
+
+import flax.linen as nn
+import gin
+import jax
+import jax.numpy as jnp
+
+from encoders import siglip
+from vlm import gin_cli
+from vlm import model as pali
+from vlm import optim
+from vlm import partitioning
+from vlm import trainer
+from vlm import ul2
+
+# name -> (memory GiB, peak dense bfloat16 TFLOP/s), as the vendors state them; --device_memory overrides the
+# memory. GPUs: XLA preallocates 75% of it unless XLA_PYTHON_CLIENT_MEM_FRACTION says otherwise.
+DEVICES = {
+    "tpu-v4": (32, 275),
+    "tpu-v5e": (16, 197),
+    "tpu-v5p": (95, 459),
+    "a100-40g": (40, 312),
+    "a100-80g": (80, 312),
+    "h100": (80, 989),
+    "h200": (141, 989),
+}
+
+GIB = 2 ** 30
+
+# Logical axes of the activation tensors the estimate counts (the layers constrain them so).
+RESID = ("batch", "length", "embed")
+HEADS = ("batch", "heads", "length", "kv")
+PROBS = ("batch", "heads", "length", None)
+HIDDEN = ("batch", "length", "mlp")
+LOGITS = ("batch", "length", "vocab")
+
+
+@dataclasses.dataclass(frozen=True)
+class Stack:
+  """One transformer stack as the activation and attention formulas see it."""
+  name: str
+  tower: str  # regex over parameter paths: everything of the tower (frozen or not as a whole)
+  layer_params: str  # regex over parameter paths: the stack's layers (what remat recomputes)
+  layers: int
+  sequences: int  # per example: frames for a ViT, 1 otherwise
+  length: int  # tokens per sequence
+  width: int
+  mlp_dim: int
+  heads: int
+  head_dim: int
+  gated: bool  # gated MLP (UL2): twice the saved hidden tensors
+  remat: str
+  dtype_bytes: int  # compute dtype
+  cross_length: int = 0  # encoder positions each layer cross-attends to (a decoder)
+
+
+@dataclasses.dataclass(frozen=True)
+class Geometry:
+  """What the planner must know about a model beyond its parameter tree.
+
+  kernel_tokens: (regex over a kernel's path, tokens it multiplies per example); the first match wins.
+  groups: (label, regex over parameter paths) of the per-tower breakdown; the first match wins.
+  logits: (target tokens per example, vocab, compute-dtype bytes) of a token softmax, or None.
+  batch: the global batch's arrays.
+  """
+  description: str
+  stacks: tuple[Stack, ...]  # in data-flow order
+  kernel_tokens: tuple[tuple[str, int], ...]
+  groups: tuple[tuple[str, str], ...]
+  batch: dict[str, jax.ShapeDtypeStruct]
+  logits: tuple[int, int, int] | None = None
+  extra_forward_flops: float = 0.0  # per step, outside the kernels and stacks (the SigLIP loss)
+
+
+@dataclasses.dataclass
+class Group:
+  """A tower's share of the parameters and of one device's memory (bytes)."""
+  label: str
+  params: int = 0
+  trainable: int = 0
+  param_bytes: int = 0
+  opt_bytes: int = 0
+  grad_bytes: int = 0
+  paths: list[str] = dataclasses.field(default_factory=list, repr=False)
+
+
+@dataclasses.dataclass
+class Plan:
+  """The numbers `report` prints; bytes are per device, FLOPs per step (all devices) unless named."""
+  description: str
+  mesh: dict[str, int]
+  batch_size: int
+  microbatches: int
+  feature_lengths: dict[str, int]
+  groups: list[Group]
+  local_shapes: dict[str, tuple[tuple[int, ...], tuple[int, ...]]]  # path -> (shape, per-device shape)
+  replicated_opt_bytes: int  # optimizer state not shaped like a parameter (counts, factored statistics)
+  activations: list[tuple[str, int]]  # (what, bytes) whose sum is the activation peak
+  forward_flops: float
+  train_flops: float  # forward + backward as the trainer runs them (no recompute)
+  recompute_flops: float
+  frozen_savings: tuple[float, int] | None  # (FLOPs, activation bytes) that stopping gradients would save
+  warnings: list[str]
+
+  @property
+  def num_devices(self) -> int:
+    return math.prod(self.mesh.values())
+
+  @property
+  def param_bytes(self) -> int:
+    return sum(g.param_bytes for g in self.groups)
+
+  @property
+  def opt_bytes(self) -> int:
+    return sum(g.opt_bytes for g in self.groups) + self.replicated_opt_bytes
+
+  @property
+  def grad_bytes(self) -> int:
+    return sum(g.grad_bytes for g in self.groups)
+
+  @property
+  def activation_bytes(self) -> int:
+    return sum(size for _, size in self.activations)
+
+  @property
+  def total_bytes(self) -> int:
+    return self.param_bytes + self.opt_bytes + self.grad_bytes + self.activation_bytes
+
+
+# ------------------------------------------------------------------------------------------ geometry
+
+def geometry(model: Any, feature_lengths: dict[str, int], batch_size: int, frames: int = 1) -> Geometry:
+  """The Geometry of a PaLIModel, SigLIPModel or UL2Model for this batch and these feature lengths."""
+  if isinstance(model, pali.PaLIModel):
+    return _pali_geometry(model.config, _lengths(feature_lengths, "inputs", "targets"), batch_size, frames)
+  if frames != 1:
+    raise ValueError(f"--frames={frames}: only a PaLI model takes several images per example")
+  if isinstance(model, siglip.SigLIPModel):
+    return _siglip_geometry(model.config, feature_lengths.get("text", 0), batch_size)
+  if isinstance(model, ul2.UL2Model):
+    inputs, targets = _lengths(feature_lengths, "inputs", "targets")
+    stacks, kernels, groups = _ul2_parts(model.config, "", inputs, targets)
+    return Geometry(f"UL2 {_ul2_text(model.config)}", stacks, kernels, groups,
+                    {"encoder_input_tokens": _tokens(batch_size, inputs),
+                     "decoder_target_tokens": _tokens(batch_size, targets)},
+                    logits=(targets, model.config.vocab_size, _itemsize(model.config.dtype)))
+  raise ValueError(f"vlm.plan knows PaLIModel, SigLIPModel and UL2Model, not {type(model).__name__}")
+
+
+def _pali_geometry(cfg, lengths: tuple[int, int], batch_size: int, frames: int) -> Geometry:
+  vit, u = cfg.vit, cfg.ul2
+  inputs, targets = lengths
+  per_frame = vit.grid ** 2
+  visual = per_frame * frames
+  stacks, kernels, groups = _ul2_parts(u, "ul2/", visual + inputs, targets)
+  image = (batch_size,) + ((frames,) if frames > 1 else ()) + (vit.image_size, vit.image_size, 3)
+  return Geometry(
+      description=(f"PaLI: ViT {_vit_text(vit)} ({per_frame:,} tokens x {frames} frame{'s' * (frames > 1)}) "
+                   f"+ UL2 {_ul2_text(u)}"),
+      stacks=(_encoder_stack("img (ViT)", "img/", vit, frames, per_frame),) + stacks,
+      kernel_tokens=((r"img/.*", visual), (r"img_projection/.*", visual)) + kernels,
+      groups=(("img (ViT)", r"img/.*"), ("img_projection", r"img_projection/.*")) + groups,
+      batch={"image": jax.ShapeDtypeStruct(image, jnp.float32), "encoder_input_tokens": _tokens(batch_size, inputs),
+             "decoder_target_tokens": _tokens(batch_size, targets)},
+      logits=(targets, u.vocab_size, _itemsize(u.dtype)))
+
+
+def _siglip_geometry(cfg, text_length: int, batch_size: int) -> Geometry:
+  img, txt = cfg.image, cfg.text
+  tokens = img.grid ** 2
+  stacks = (_encoder_stack("img (ViT)", "img/", img, 1, tokens),)
+  kernels = ((r"img/MAPHead_0/MultiHeadDotProductAttention_0/(key|value)/.*", tokens),
+             (r"img/(MAPHead_0|head)/.*", 1),  # the pooling probe and the head see one position
+             (r"img/.*", tokens))
+  groups = (("img (ViT)", r"img/.*"),)
+  batch = {"image": jax.ShapeDtypeStruct((batch_size, img.image_size, img.image_size, 3), jnp.float32)}
+  embed_dim = img.head_dim or img.width
+  description = f"SigLIP: ViT {_vit_text(img)} ({tokens:,} tokens)"
+  if txt is not None:
+    if not text_length:
+      raise ValueError("TASK_FEATURE_LENGTHS has no 'text' length for the SigLIP text tower")
+    stacks += (_encoder_stack("txt (text)", "txt/", txt, 1, text_length),)
+    kernels += ((r"txt/Embed_0/.*", 0), (r"txt/head/.*", 1), (r"txt/.*", text_length))
+    groups += (("txt (text tower)", r"txt/.*"),)
+    batch["text"] = _tokens(batch_size, text_length)
+    description += f" + text tower width {txt.width} x {txt.depth} layers ({text_length} tokens)"
+  # The sigmoid loss scores every image against every text: 2 B^2 E, chunked or not.
+  return Geometry(description, stacks, kernels, groups + (("t, b", r"[tb]"),), batch,
+                  extra_forward_flops=2.0 * batch_size * batch_size * embed_dim)
+
+
+def _encoder_stack(name: str, prefix: str, cfg, sequences: int, length: int) -> Stack:
+  """The layers.Encoder of a ViT or SigLIP text tower (cfg: its ViTConfig / TextConfig) under `prefix`."""
+  return Stack(name=name, tower=re.escape(prefix) + ".*", layer_params=re.escape(prefix) + "Transformer/encoderblock.*",
+               layers=cfg.depth, sequences=sequences, length=length, width=cfg.width, mlp_dim=cfg.mlp_dim,
+               heads=cfg.num_heads, head_dim=cfg.width // cfg.num_heads, gated=False, remat=cfg.remat,
+               dtype_bytes=_itemsize(cfg.dtype))
+
+
+def _ul2_parts(u, prefix: str, encoder_tokens: int, decoder_tokens: int):
+  """(stacks, kernel_tokens, groups) of a UL2 whose parameters sit under `prefix`."""
+  p = re.escape(prefix)
+  layer = dict(width=u.d_model, mlp_dim=u.d_ff, heads=u.num_heads, head_dim=u.head_dim, gated=True,
+               remat=u.remat, dtype_bytes=_itemsize(u.dtype))
+  stacks = (Stack(name="ul2 encoder", tower=p + "encoder/.*", layer_params=p + r"encoder/layers_\d+/.*",
+                  layers=u.num_encoder_layers, sequences=1, length=encoder_tokens, **layer),
+            Stack(name="ul2 decoder", tower=p + "decoder/.*", layer_params=p + r"decoder/layers_\d+/.*",
+                  layers=u.num_decoder_layers, sequences=1, length=decoder_tokens, cross_length=encoder_tokens,
+                  **layer))
+  kernels = ((p + r"encoder/.*", encoder_tokens),
+             (p + r"decoder/layers_\d+/encoder_decoder_attention/(key|value)/.*", encoder_tokens),
+             (p + r"decoder/.*", decoder_tokens),
+             # A lookup is no matmul; tied, the table is also the output projection.
+             (p + r"token_embedder/.*", decoder_tokens if u.tie_embeddings else 0))
+  groups = (("ul2 embeddings", p + r"(token_embedder|decoder/logits_dense)/.*"),
+            ("ul2 encoder", p + r"encoder/.*"), ("ul2 decoder", p + r"decoder/.*"))
+  return stacks, kernels, groups
+
+
+def _vit_text(vit) -> str:
+  return (f"width {vit.width} x {vit.depth} layers, MLP {vit.mlp_dim}, patch {vit.patch_size} "
+          f"@ {vit.image_size} px")
+
+
+def _ul2_text(u) -> str:
+  return (f"d_model {u.d_model}, {u.num_encoder_layers}+{u.num_decoder_layers} layers, d_ff {u.d_ff}, "
+          f"vocab {u.vocab_size:,}")
+
+
+def _lengths(feature_lengths: dict[str, int], *names: str) -> tuple[int, ...]:
+  missing = [n for n in names if n not in feature_lengths]
+  if missing:
+    raise ValueError(f"TASK_FEATURE_LENGTHS {feature_lengths} lacks {missing[0]!r}, which this model reads")
+  return tuple(int(feature_lengths[n]) for n in names)
+
+
+def _tokens(batch_size: int, length: int) -> jax.ShapeDtypeStruct:
+  return jax.ShapeDtypeStruct((batch_size, length), jnp.int32)
+
+
+def _itemsize(dtype) -> int:
+  return jnp.dtype(dtype).itemsize
+
+
+# -------------------------------------------------------------------------------------------- sharding
+
+class Sharder:
+  """Per-device shapes on a virtual ('data', 'model') mesh under logical axis rules."""
+
+  def __init__(self, mesh: dict[str, int], rules):
+    self.mesh, self.rules = dict(mesh), list(rules)
+
+  def mesh_axes(self, logical: Sequence[str | None]) -> tuple:
+    spec = nn.logical_to_mesh_axes(tuple(logical), self.rules)
+    return tuple(spec) + (None,) * (len(logical) - len(tuple(spec)))
+
+  def ways(self, ndim: int, mesh_axes: Sequence, *, skip: Sequence[str] = ()) -> tuple[int, ...]:
+    """How many shards each dimension is cut into: the product of its mesh axes' sizes (but `skip`)."""
+    out = []
+    for axes in tuple(mesh_axes)[:ndim] + (None,) * (ndim - len(tuple(mesh_axes))):
+      names = (axes,) if isinstance(axes, str) else tuple(axes or ())
+      out.append(math.prod(self.mesh[a] for a in names if a not in skip))
+    return tuple(out)
+
+  def local_shape(self, shape: Sequence[int], mesh_axes: Sequence, *, skip: Sequence[str] = ()) -> tuple:
+    """The per-device shape: each dimension divided by its ways, rounding up (an uneven shard pads)."""
+    return tuple(-(-size // ways) for size, ways in zip(shape, self.ways(len(shape), mesh_axes, skip=skip)))
+
+  def bytes(self, shape: Sequence[int], logical: Sequence[str | None], itemsize: int) -> int:
+    return math.prod(self.local_shape(shape, self.mesh_axes(logical))) * itemsize
+
+
+# ------------------------------------------------------------------------------------------------ plan
+
+def plan(model: Any, *, batch_size: int, feature_lengths: dict[str, int], mesh: dict[str, int], rules,
+         optimizer: Any, frozen_params: str | None = None, frames: int = 1, microbatches: int = 1) -> Plan:
+  """Plans one train step of `model` as `vlm.trainer.train` would run it, on a virtual mesh.
+
+  Args:
+    model: a PaLIModel, SigLIPModel or UL2Model.
+    batch_size: the global batch.
+    feature_lengths: TASK_FEATURE_LENGTHS ({'inputs', 'targets'}, or {'text'} for SigLIP).
+    mesh: {'data': N, 'model': M}; nothing is built on it.
+    rules: logical axis rules (vlm.partitioning.standard_logical_axis_rules).
+    optimizer: the optax transformation before freezing (what the trainer's `optimizer(learning_rate=...)` makes).
+    frozen_params: the trainer's regex over parameter paths.
+    frames: images per example (PaLI).
+    microbatches: the trainer's gradient accumulation: slices of the batch run one after the other.
+  """
+  if microbatches < 1 or batch_size % (mesh["data"] * microbatches):
+    raise ValueError(f"BATCH_SIZE={batch_size} is not divisible by data={mesh['data']} x microbatches="
+                     f"{microbatches}; the trainer refuses it")
+  slice_size = batch_size // microbatches
+  geo = geometry(model, feature_lengths, batch_size, frames)
+  sharder = Sharder(mesh, rules)
+  init_batch = {k: jax.ShapeDtypeStruct((1,) + v.shape[1:], v.dtype) for k, v in geo.batch.items()}
+  boxed = jax.eval_shape(model.init_variables, jax.random.key(0), init_batch)["params"]
+  params = nn.meta.unbox(boxed)
+  paths = [optim.path_name(path) for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+  arrays = dict(zip(paths, jax.tree.leaves(params)))
+  logical = jax.tree.leaves(nn.get_partition_spec(boxed),
+                            is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
+  axes = {path: sharder.mesh_axes(tuple(spec) + (None,) * (arrays[path].ndim - len(spec)))
+          for path, spec in zip(paths, logical, strict=True)}
+  local = {path: (tuple(x.shape), sharder.local_shape(x.shape, axes[path])) for path, x in arrays.items()}
+  pattern = re.compile(frozen_params) if frozen_params else None
+  trainable = {path: not (pattern and pattern.fullmatch(path)) for path in paths}
+
+  groups = _groups(geo, arrays, local, trainable, gradient_buffers=2 if microbatches > 1 else 1)
+  replicated_opt = _add_optimizer_state(groups, optim.freeze(optimizer, frozen_params), params, paths, local)
+  flops = _flops(geo, arrays, batch_size, trainable)
+  activations = _activations(geo, sharder, arrays, axes, slice_size)
+  frozen_bytes = sum(_stack_memory(s, sharder, arrays, axes, slice_size)[0]
+                     for s in _leading_frozen(geo, trainable))
+  return Plan(description=geo.description, mesh=dict(mesh), batch_size=batch_size, microbatches=microbatches,
+              feature_lengths=dict(feature_lengths), groups=groups, local_shapes=local,
+              replicated_opt_bytes=replicated_opt, activations=activations, forward_flops=flops["forward"],
+              train_flops=3 * flops["forward"], recompute_flops=flops["recompute"],
+              frozen_savings=(flops["frozen_backward"], frozen_bytes) if flops["frozen_backward"] else None,
+              warnings=_undivisible(sharder, arrays, axes))
+
+
+def _groups(geo: Geometry, arrays, local, trainable, gradient_buffers: int) -> list[Group]:
+  """Each parameter in the first group whose regex matches its path ('other' takes the rest)."""
+  groups = [Group(label) for label, _ in geo.groups] + [Group("other")]
+  for path, x in arrays.items():
+    group = groups[next((i for i, (_, p) in enumerate(geo.groups) if re.fullmatch(p, path)), -1)]
+    shard_bytes = math.prod(local[path][1]) * x.dtype.itemsize
+    group.paths.append(path)
+    group.params += x.size
+    group.trainable += x.size if trainable[path] else 0
+    group.param_bytes += shard_bytes
+    group.grad_bytes += gradient_buffers * shard_bytes  # every parameter's, in its dtype, sharded like it
+  return [g for g in groups if g.paths]
+
+
+def _add_optimizer_state(groups: list[Group], tx, params, paths, local) -> int:
+  """Adds each optimizer leaf's per-device bytes to its parameter's group; returns the replicated rest.
+
+  The trainer places optimizer state with `_opt_state_shardings`: a leaf shaped like its parameter (matched by
+  the trailing path) is sharded like it, anything else (step counts, factored row/column statistics)
+  replicates. Asking that function, with parameter paths standing in for shardings, keeps the plan exact.
+  """
+  abstract = jax.eval_shape(tx.init, params)
+  named = jax.tree.unflatten(jax.tree.structure(params), paths)
+  owners = trainer._opt_state_shardings(abstract, params, named, "")  # pylint: disable=protected-access
+  group_of = {path: group for group in groups for path in group.paths}
+  replicated = 0
+  for owner, leaf in zip(jax.tree.leaves(owners), jax.tree.leaves(abstract)):
+    if owner:
+      group_of[owner].opt_bytes += math.prod(local[owner][1]) * leaf.dtype.itemsize
+    else:
+      replicated += leaf.size * leaf.dtype.itemsize
+  return replicated
+
+
+# ----------------------------------------------------------------------------------------------- FLOPs
+
+def _kernel_tokens(geo: Geometry, path: str) -> int | None:
+  """Tokens per example a matmul kernel multiplies; None for parameters that are no matmul operand."""
+  if path.rsplit("/", 1)[-1] not in ("kernel", "embedding"):
+    return None
+  for pattern, tokens in geo.kernel_tokens:
+    if re.fullmatch(pattern, path):
+      return tokens
+  raise ValueError(f"vlm.plan does not know how many tokens parameter {path} multiplies; teach its geometry")
+
+
+def _attention_flops(stack: Stack) -> float:
+  """Forward q.k and probs.v FLOPs of a stack, per example."""
+  keys = stack.length + stack.cross_length
+  return 4.0 * stack.layers * stack.sequences * stack.heads * stack.head_dim * stack.length * keys
+
+
+def _leading_frozen(geo: Geometry, trainable) -> list[Stack]:
+  """The stacks before any trained parameter in the data flow (PaLI's frozen ViT): no backward needed at all."""
+  out = []
+  for stack in geo.stacks:
+    tower = [trainable[p] for p in trainable if re.fullmatch(stack.tower, p)]
+    if any(tower):
+      break
+    out.append(stack)
+  return out
+
+
+def _flops(geo: Geometry, arrays, batch_size: int, trainable) -> dict[str, float]:
+  """forward, recompute (remat) and frozen_backward (what stopping gradients at frozen parameters would save)."""
+  matmul = {path: 2.0 * x.size * tokens for path, x in arrays.items()
+            if (tokens := _kernel_tokens(geo, path)) is not None}
+
+  def recompute(stack: Stack) -> float:
+    if stack.remat == "none":
+      return 0.0
+    if stack.remat == "dots":  # the projections are saved; the q.k and probs.v matmuls are not
+      return _attention_flops(stack)
+    return _attention_flops(stack) + sum(f for p, f in matmul.items() if re.fullmatch(stack.layer_params, p))
+
+  forward = sum(matmul.values()) + sum(_attention_flops(s) for s in geo.stacks)
+  # A frozen kernel never needs its weight gradient. A tower ahead of every trained parameter needs no input
+  # gradients either, no attention backward and no recompute.
+  frozen_backward = sum(f for p, f in matmul.items() if not trainable[p])
+  for stack in _leading_frozen(geo, trainable):
+    frozen_backward += sum(f for p, f in matmul.items() if re.fullmatch(stack.tower, p))
+    frozen_backward += 2 * _attention_flops(stack) + recompute(stack)
+  scale = float(batch_size)
+  return {"forward": forward * scale + geo.extra_forward_flops,
+          "recompute": sum(recompute(s) for s in geo.stacks) * scale, "frozen_backward": frozen_backward * scale}
+
+
+# ----------------------------------------------------------------------------------------- activations
+
+@dataclasses.dataclass(frozen=True)
+class _Tensor:
+  """`count` activation tensors of one global shape, sharded by their logical axes."""
+  count: int
+  shape: tuple[int, ...]
+  axes: tuple[str | None, ...]
+  itemsize: int
+
+
+def _probs(stack: Stack, n: int, keys: int) -> list[_Tensor]:
+  """The softmax output the backward reads (float32), and its compute-dtype copy for probs x values."""
+  shape = (n, stack.heads, stack.length, keys)
+  compute_copy = [_Tensor(1, shape, PROBS, stack.dtype_bytes)] if stack.dtype_bytes < 4 else []
+  return [_Tensor(1, shape, PROBS, 4)] + compute_copy
+
+
+def _layer_tensors(stack: Stack, n: int) -> list[_Tensor]:
+  """What one layer keeps for its backward without remat (n sequences); see the module docstring."""
+  s, c = stack, stack.dtype_bytes
+
+  def heads(length):
+    return (n, s.heads, length, s.head_dim)
+
+  out = [_Tensor(6 if s.cross_length else 4, (n, s.length, s.width), RESID, c),
+         _Tensor(4, heads(s.length), HEADS, c),
+         _Tensor(4 if s.gated else 2, (n, s.length, s.mlp_dim), HIDDEN, c)] + _probs(s, n, s.length)
+  if s.cross_length:  # cross-attention: q and context over the targets, k and v over the encoder
+    out += [_Tensor(2, heads(s.length), HEADS, c), _Tensor(2, heads(s.cross_length), HEADS, c)]
+    out += _probs(s, n, s.cross_length)
+  return out
+
+
+def _saved_tensors(stack: Stack, n: int) -> list[_Tensor]:
+  """What one layer keeps until its backward under the stack's remat policy."""
+  s, c = stack, stack.dtype_bytes
+  if s.remat == "none":
+    return _layer_tensors(s, n)
+  saved = [_Tensor(1, (n, s.length, s.width), RESID, c)]  # the layer input
+  if s.remat == "dots":  # matmul outputs without batch dimensions: projections and MLP, not q.k / probs.v
+    attentions = 2 if s.cross_length else 1
+    saved += [_Tensor(1 + attentions, (n, s.length, s.width), RESID, c),
+              _Tensor(3 * attentions, (n, s.heads, s.length, s.head_dim), HEADS, c),
+              _Tensor(2 if s.gated else 1, (n, s.length, s.mlp_dim), HIDDEN, c)]
+  return saved
+
+
+def _bytes(sharder: Sharder, tensors: list[_Tensor]) -> int:
+  return sum(t.count * sharder.bytes(t.shape, t.axes, t.itemsize) for t in tensors)
+
+
+def _stack_memory(stack: Stack, sharder: Sharder, arrays, axes, batch_size: int) -> tuple[int, int, int]:
+  """(saved, one layer's recompute, one layer's weights gathered over 'data' and cast) bytes per device."""
+  n = batch_size * stack.sequences
+  c = stack.dtype_bytes
+  saved = stack.layers * _bytes(sharder, _saved_tensors(stack, n))
+  saved += _bytes(sharder, [_Tensor(2, (n, stack.length, stack.width), RESID, c)])  # final norm in / out
+  layer_params = [p for p in arrays if re.fullmatch(stack.layer_params, p)]
+  cast = c < min((arrays[p].dtype.itemsize for p in layer_params), default=c)
+  if stack.remat == "none" and cast:  # the backward of x @ w.astype(c) reads the cast copy
+    saved += sum(math.prod(sharder.local_shape(arrays[p].shape, axes[p])) * c for p in layer_params)
+  recompute = _bytes(sharder, _layer_tensors(stack, n)) if stack.remat != "none" else 0
+  gathered = {p: sharder.local_shape(arrays[p].shape, axes[p], skip=("data",)) for p in layer_params}
+  fsdp = any(gathered[p] != sharder.local_shape(arrays[p].shape, axes[p]) for p in layer_params)
+  weights = sum(math.prod(shape) * c for shape in gathered.values()) // stack.layers if cast or fsdp else 0
+  return saved, recompute, weights
+
+
+def _activations(geo: Geometry, sharder: Sharder, arrays, axes, batch_size: int) -> list[tuple[str, int]]:
+  """(what, bytes per device) rows whose sum is the activation peak of one train step.
+
+  batch_size: the examples computed at once (a microbatch); the input batch is geo.batch, whole.
+  """
+  rows, recompute, weights = [], (0, ""), 0
+  for stack in geo.stacks:
+    saved, layer, layer_weights = _stack_memory(stack, sharder, arrays, axes, batch_size)
+    dtype = {2: "bf16", 4: "fp32"}.get(stack.dtype_bytes, f"{stack.dtype_bytes} B")
+    tokens = f"{stack.length:,}" + (f" (x {stack.cross_length:,} cross)" if stack.cross_length else "")
+    frames = f" x {stack.sequences} frames" if stack.sequences > 1 else ""
+    rows.append((f"{stack.name}: {stack.layers} layers x {tokens} tokens{frames}, {dtype}, remat {stack.remat}",
+                 saved))
+    recompute = max(recompute, (layer, stack.name))
+    weights = max(weights, layer_weights)
+  if recompute[0]:
+    rows.append((f"one {recompute[1]} layer rebuilt for its backward (remat)", recompute[0]))
+  if weights:
+    rows.append(("one layer's weights gathered over 'data' / cast to the compute dtype", weights))
+  if geo.logits:
+    targets, vocab, c = geo.logits
+    shape = (batch_size, targets, vocab)
+    copies = [_Tensor(3, shape, LOGITS, 4)] + ([_Tensor(1, shape, LOGITS, c)] if c < 4 else [])
+    what = "fp32 logits, log-softmax and gradient" + (" + the compute-dtype logits" if c < 4 else "")
+    rows.append((f"logits {targets} x {vocab:,}: {what}", _bytes(sharder, copies)))
+  rows.append(("input batch", sum(sharder.bytes(x.shape, ("batch",) + (None,) * (x.ndim - 1), x.dtype.itemsize)
+                                  for x in geo.batch.values())))
+  return rows
+
+
+def _undivisible(sharder: Sharder, arrays, axes) -> list[str]:
+  """The trainer refuses a parameter the mesh cannot split evenly (Partitioner.check_divisible); name it."""
+  bad = [path for path, x in arrays.items()
+         if any(size % ways for size, ways in zip(x.shape, sharder.ways(x.ndim, axes[path])))]
+  if not bad:
+    return []
+  return [f"parameter {bad[0]} of shape {tuple(arrays[bad[0]].shape)} does not split evenly over mesh axes "
+          f"{axes[bad[0]]} ({len(bad)} such parameters); vlm.train refuses this mesh"]
+
+
+# ---------------------------------------------------------------------------------------------- report
+
+def report(result: Plan, header: Sequence[tuple[str, str]], memory_gib: float, device: str | None = None) -> str:
+  """The plan as the CLI prints it: header, parameter table, activations, FLOPs, memory and the verdict."""
+  lines = [f"{key:<11}{value}" for key, value in header] + [""]
+  lines.append(_param_row("parameters", "total", "trainable", "params/dev", "optimizer", "gradients"))
+  for g in result.groups:
+    lines.append(_param_row("  " + g.label, f"{g.params:,}", f"{g.trainable:,}", _size(g.param_bytes),
+                            _size(g.opt_bytes), _size(g.grad_bytes)))
+  if result.replicated_opt_bytes:
+    lines.append(_param_row("  (replicated: step counts, factored moments)", "", "", "",
+                            _size(result.replicated_opt_bytes), "").rstrip())
+  lines.append(_param_row("  total", f"{sum(g.params for g in result.groups):,}",
+                          f"{sum(g.trainable for g in result.groups):,}", _size(result.param_bytes),
+                          _size(result.opt_bytes), _size(result.grad_bytes)))
+  lines += ["", "activations per device, one train step (an estimate: the model is in `python -m vlm.plan --help`)"]
+  lines += [f"  {what:<88}{_size(size):>11}" for what, size in result.activations]
+  lines += [f"  {'total (peak)':<88}{_size(result.activation_bytes):>11}", "", _flops_text(result, device)]
+  if result.frozen_savings:
+    flops, size = result.frozen_savings
+    lines.append(f"{'':<11}frozen parameters are differentiated too (grad_norm reads every gradient): stopping "
+                 f"gradients at them would save {_flops_unit(flops)} per step and {_size(size)} of saved "
+                 "activations per device")
+  lines += ["", f"{'memory':<11}per device: parameters {_size(result.param_bytes)} + optimizer "
+                f"{_size(result.opt_bytes)} + gradients {_size(result.grad_bytes)} + activations "
+                f"{_size(result.activation_bytes)} = {_size(result.total_bytes)}"]
+  lines.append(f"{'fit':<11}{verdict(result.total_bytes, memory_gib, device)}")
+  lines += [f"{'warning':<11}{w}" for w in result.warnings]
+  return "\n".join(lines)
+
+
+def _param_row(label: str, total: str, trainable: str, params: str, opt: str, grads: str) -> str:
+  return f"{label:<46}{total:>15}{trainable:>15}{params:>13}{opt:>11}{grads:>11}"
+
+
+def verdict(total_bytes: int, memory_gib: float, device: str | None = None) -> str:
+  capacity = memory_gib * GIB
+  where = f"{memory_gib:g} GiB" + (f" ({device})" if device else "")
+  if total_bytes <= capacity:
+    return (f"fits in {where}: headroom {_size(capacity - total_bytes)} "
+            f"({100 * (capacity - total_bytes) / capacity:.0f}%)")
+  return f"does NOT fit in {where}: short by {_size(total_bytes - capacity)}"
+
+
+def _flops_text(result: Plan, device: str | None) -> str:
+  executed = result.train_flops + result.recompute_flops
+  text = (f"{'FLOPs':<11}per step: forward {_flops_unit(result.forward_flops)}; train step "
+          f"{_flops_unit(result.train_flops)} (3 x forward: the model FLOPs MFU divides) + remat recompute "
+          f"{_flops_unit(result.recompute_flops)} = {_flops_unit(executed)} executed, "
+          f"{_flops_unit(executed / result.num_devices)} per device")
+  if device in DEVICES:
+    peak = DEVICES[device][1] * 1e12
+    text += (f"\n{'':<11}at the {device}'s {DEVICES[device][1]} TFLOP/s bf16 peak: >= "
+             f"{executed / result.num_devices / peak:.3g} s per step")
+  return text
+
+
+def _size(n: float) -> str:
+  return f"{n / GIB:.2f} GiB" if n >= GIB / 10 else f"{n / 2 ** 20:.1f} MiB"
+
+
+def _flops_unit(flops: float) -> str:
+  for unit, scale in (("EFLOP", 1e18), ("PFLOP", 1e15), ("TFLOP", 1e12), ("GFLOP", 1e9)):
+    if flops >= scale:
+      return f"{flops / scale:.3g} {unit}"
+  return f"{flops / 1e6:.3g} MFLOP"
+
+
+# ------------------------------------------------------------------------------------------------- gin
+
+def _resolve(value: Any) -> Any:
+  """A gin binding's value with references and macros evaluated (gin evaluates them on deep copy)."""
+  return copy.deepcopy(value)
+
+
+def plan_from_gin(mesh: dict[str, int], frames: int = 1) -> tuple[Plan, list[tuple[str, str]]]:
+  """Plans the run the parsed gin config describes (what `vlm.trainer.train` would get), with its header."""
+  bindings = gin.get_bindings("vlm.trainer.train", resolve_references=False)
+  missing = [k for k in ("model", "batch_size", "optimizer", "learning_rate") if k not in bindings]
+  if missing:
+    raise ValueError(f"the gin config binds no vlm.trainer.train.{missing[0]}; is it a training run file?")
+  try:
+    lengths = _resolve(gin.query_parameter("%TASK_FEATURE_LENGTHS"))
+  except ValueError:
+    raise ValueError("the gin config defines no TASK_FEATURE_LENGTHS macro") from None
+  model, batch_size = _resolve(bindings["model"]), int(_resolve(bindings["batch_size"]))
+  microbatches = int(_resolve(bindings.get("microbatches", 1)))
+  factory = _resolve(bindings["optimizer"])
+  frozen = _resolve(bindings.get("frozen_params"))
+  # vlm.trainer.train's Partitioner() takes its gin bindings; so do the plan's rules.
+  part = gin.get_bindings("vlm.partitioning.Partitioner")
+  dims = (part.get("parameter_partitioning_dims", 1), part.get("activation_partitioning_dims", 1))
+  rules = part.get("logical_axis_rules") or partitioning.standard_logical_axis_rules(*dims)
+  rules_text = ("the gin config's logical_axis_rules" if part.get("logical_axis_rules") else
+                f"parameter_partitioning_dims={dims[0]}{' (FSDP)' if dims[0] == 2 else ''}, "
+                f"activation_partitioning_dims={dims[1]}")
+  result = plan(model, batch_size=batch_size, feature_lengths=dict(lengths), mesh=mesh, rules=rules,
+                optimizer=factory(learning_rate=_resolve(bindings["learning_rate"])), frozen_params=frozen,
+                frames=frames, microbatches=microbatches)
+  if part.get("num_partitions", 1) != mesh["model"]:
+    result.warnings.append(f"the gin config's NUM_PARTITIONS is {part.get('num_partitions', 1)}; planned with "
+                           f"model={mesh['model']} as --mesh says (pass --gin.NUM_PARTITIONS={mesh['model']} "
+                           "to train so)")
+  return result, _header(result, rules_text, f"{getattr(factory, '__name__', factory)}; frozen_params={frozen!r}")
+
+
+def _header(result: Plan, rules_text: str, optimizer_text: str) -> list[tuple[str, str]]:
+  per_device = result.batch_size // result.mesh["data"]
+  accumulation = (f" in {result.microbatches} microbatches of {per_device // result.microbatches:,}"
+                  if result.microbatches > 1 else "")
+  lengths = ", ".join(f"{k}={v}" for k, v in result.feature_lengths.items())
+  return [("model", result.description),
+          ("batch", f"{result.batch_size:,} global, {per_device:,} per 'data' shard{accumulation}; "
+                    f"TASK_FEATURE_LENGTHS {lengths}"),
+          ("mesh", f"data={result.mesh['data']} x model={result.mesh['model']} = {result.num_devices} devices "
+                   f"(virtual); {rules_text}"),
+          ("optimizer", optimizer_text)]
+
+
+# ------------------------------------------------------------------------------------------------- CLI
+
+def parse_mesh(text: str) -> dict[str, int]:
+  """'data=64,model=4' -> {'data': 64, 'model': 4}; either axis may be left out (size 1)."""
+  mesh = {"data": 1, "model": 1}
+  for part in filter(None, (p.strip() for p in text.split(","))):
+    name, _, size = part.partition("=")
+    if name not in mesh or not size.isdigit() or int(size) < 1:
+      raise ValueError(f"{text!r} is not a mesh: write data=N,model=M with positive integers N and M "
+                       "(e.g. --mesh data=64,model=4)")
+    mesh[name] = int(size)
+  return mesh
+
+
+def device_memory(device: str | None, memory_gib: float | None) -> float:
+  if memory_gib is not None:
+    if memory_gib <= 0:
+      raise ValueError(f"--device_memory={memory_gib:g} GiB: give a positive size")
+    return memory_gib
+  if device is None:
+    raise ValueError(f"give --device (one of {', '.join(DEVICES)}) or --device_memory GiB")
+  return float(DEVICES[device][0])
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+  parser = gin_cli.parser("vlm.plan", __doc__)
+  parser.add_argument("--mesh", required=True, metavar="data=N,model=M",
+                      help="the virtual device mesh to plan for")
+  parser.add_argument("--device", choices=sorted(DEVICES), help="device kind: sets the memory (and peak FLOP/s)")
+  parser.add_argument("--device_memory", "--device-memory", type=float, metavar="GiB",
+                      help="memory per device in GiB (overrides --device's)")
+  parser.add_argument("--frames", type=int, default=1, help="images per example (PaLI on video frames)")
+  args = gin_cli.parse(parser, argv)
+  with gin_cli.user_errors(args.debug, "--mesh"):
+    mesh = parse_mesh(args.mesh)
+  with gin_cli.user_errors(args.debug):
+    memory = device_memory(args.device, args.device_memory)
+    result, header = plan_from_gin(mesh, args.frames)
+  print(report(result, [("run", " ".join(args.gin_file))] + header, memory, args.device))
+
+
+if __name__ == "__main__":
+  main(sys.argv[1:])
