@@ -2,9 +2,13 @@
 
 import json
 import os
+import shutil
 
+import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from encoders import siglip
@@ -120,3 +124,185 @@ def test_a_parameter_the_mesh_cannot_split_is_named_before_compiling(tmp_path):
     trainer.train(model, scene_pairs.SceneCaptionPairs(IMAGE_SIZE, LENGTHS), model_dir=str(tmp_path),
                   train_steps=1, batch_size=16, optimizer=optim.adamw, learning_rate=1e-3,
                   partitioner=partitioning.Partitioner(num_partitions=2), progress=False)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Checkpoints: what is kept, what a stateful input pipeline gets back, restoring onto another mesh.
+# ----------------------------------------------------------------------------------------------------------
+
+def test_keeps_the_last_n_checkpoints_and_every_kth(tmp_path):
+  ckpt = checkpoints.Checkpointer(str(tmp_path), period=1, keep=2, keep_period=4)
+  state = {"w": np.arange(4.0)}
+  for step in range(1, 11):
+    if ckpt.should_save(step):
+      ckpt.save(step, state)
+  ckpt.close()
+  assert checkpoints.complete_steps(str(tmp_path)) == [4, 8, 9, 10]
+
+
+class StatefulData:
+  """A pipeline with a position of its own, as an iterator over files has: it serves its next batch whatever
+  step it is asked for, so only its saved state can make a resumed run read what the uninterrupted one did."""
+
+  def __init__(self):
+    self.source, self.position, self.served = scene_pairs.SceneCaptionPairs(IMAGE_SIZE, LENGTHS), 0, []
+
+  def batch(self, step, batch_size):
+    del step
+    self.served.append(self.position)
+    self.position += 1
+    return self.source.batch(self.position - 1, batch_size)
+
+  def state_dict(self):
+    return {"position": self.position}
+
+  def load_state_dict(self, state):
+    self.position = state["position"]
+
+
+def test_a_stateful_input_pipeline_is_checkpointed_and_restored(tmp_path):
+  first, second = StatefulData(), StatefulData()
+  run(tmp_path, 2, data=first, checkpoint_period=2)
+  run(tmp_path, 4, data=second, checkpoint_period=2)
+  # Batch 0 is read once for the shapes, then the pipeline is put back: step 0 reads it again.
+  assert first.served == [0, 0, 1]
+  # The resumed run goes on from the position saved at step 2, one list entry a process.
+  assert json.load(open(tmp_path / "checkpoints" / "2" / "input_pipeline" / "metadata")) == [{"position": 2}]
+  assert second.served == [0, 2, 3]
+
+
+def step_functions(num_partitions, parameter_partitioning_dims, optimizer=optim.adamw, microbatches=1,
+                   model=None, example=None):
+  partitioner = partitioning.Partitioner(num_partitions, parameter_partitioning_dims)
+  example = example or scene_pairs.SceneCaptionPairs(IMAGE_SIZE, LENGTHS).batch(0, 16)
+  example = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in example.items()}
+  tx = optimizer(learning_rate=1e-3)
+  return partitioner, trainer.build_step_functions(model or tiny_model(), tx, partitioner, example,
+                                                   microbatches=microbatches)
+
+
+def test_a_checkpoint_of_8_way_data_parallel_restores_onto_a_4x2_fsdp_mesh(tmp_path):
+  dp, dp_fns = step_functions(1, 1)
+  with dp.context():
+    state = dp_fns.init(jax.random.key(0))
+  ckpt = checkpoints.Checkpointer(str(tmp_path), period=1)
+  ckpt.save(3, state)
+  fsdp, fsdp_fns = step_functions(2, 2)
+  with fsdp.context():
+    restored, input_state = ckpt.restore(fsdp_fns.abstract_state, ckpt.latest_step())
+  ckpt.close()
+  assert input_state is None
+  kernel = restored.params["img"]["Transformer"]["encoderblock_0"]["MlpBlock_0"]["Dense_0"]["kernel"]
+  assert kernel.sharding.spec == jax.sharding.PartitionSpec("data", "model")  # embed on 'data', mlp on 'model'
+  for got, abstract in zip(jax.tree.leaves(restored), jax.tree.leaves(fsdp_fns.abstract_state)):
+    assert got.sharding == abstract.sharding
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(restored), jax.device_get(state))
+
+
+@pytest.mark.slow
+def test_a_run_resumed_on_another_mesh_continues_the_uninterrupted_one(tmp_path):
+  run(tmp_path / "dp", 8, num_devices=8, keep_checkpoints=None)  # checkpoints at steps 4 and 8
+  # The same run killed after step 4, resumed on a 4 x 2 mesh with FSDP and tensor parallelism.
+  shutil.copytree(tmp_path / "dp", tmp_path / "mixed")
+  shutil.rmtree(tmp_path / "mixed" / "checkpoints" / "8")
+  run(tmp_path / "mixed", 8, num_devices=8, num_partitions=2, parameter_partitioning_dims=2)
+  dp, mixed = losses(tmp_path / "dp"), losses(tmp_path / "mixed")
+  assert sorted(mixed) == list(range(1, 9))
+  np.testing.assert_allclose([mixed[s] for s in range(5, 9)], [dp[s] for s in range(5, 9)], rtol=1e-4)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Gradient accumulation and throughput summaries.
+# ----------------------------------------------------------------------------------------------------------
+
+class _MLP(nn.Module):
+  @nn.compact
+  def __call__(self, x):
+    return nn.Dense(1)(jnp.tanh(nn.Dense(16)(x)))[:, 0]
+
+
+class Regression:
+  """A loss that averages over examples (squared error of a small MLP): microbatches must not change it."""
+
+  def __init__(self):
+    self.module = _MLP()
+
+  def init_variables(self, rng, batch):
+    return self.module.init(rng, jnp.zeros((1,) + tuple(batch["x"].shape[1:])))
+
+  def loss_fn(self, params, batch, rng):
+    del rng
+    error = self.module.apply({"params": params}, batch["x"]) - batch["y"]
+    return jnp.mean(error ** 2), {"max_error": jnp.max(jnp.abs(error))}
+
+  def config_json(self):
+    return {"model": "regression"}
+
+
+def test_microbatches_give_the_full_batch_loss_and_gradient():
+  rng = np.random.default_rng(0)
+  batch = {"x": rng.normal(size=(32, 8)).astype(np.float32), "y": rng.normal(size=(32,)).astype(np.float32)}
+  results = []
+  for microbatches in (1, 4):
+    # SGD with rate 1: the update is minus the gradient.
+    partitioner, fns = step_functions(1, 1, lambda learning_rate: optax.sgd(1.0), microbatches, Regression(),
+                                      batch)
+    with partitioner.context():
+      state = fns.init(jax.random.key(0))
+      before = jax.device_get(state.params)
+      state, metrics = fns.train_step(state, partitioning.global_batch(partitioner, batch))
+    grads = jax.tree.map(lambda b, a: b - a, before, jax.device_get(state.params))
+    results.append((jax.device_get(metrics), grads))
+  (full_metrics, full_grads), (micro_metrics, micro_grads) = results
+  for key in ("loss", "grad_norm", "param_norm"):
+    np.testing.assert_allclose(micro_metrics[key], full_metrics[key], rtol=1e-5)
+  jax.tree.map(lambda m, f: np.testing.assert_allclose(m, f, rtol=1e-5, atol=1e-7), micro_grads, full_grads)
+
+
+def test_microbatches_must_split_over_the_data_axis(tmp_path):
+  with pytest.raises(ValueError, match=r"BATCH_SIZE=16 does not split into microbatches=4 slices of a multiple "
+                                       r"of the 8 devices"):
+    run(tmp_path, 1, num_devices=8, microbatches=4)
+
+
+def test_a_microbatched_run_reports_tokens_per_second_and_mfu(tmp_path):
+  run(tmp_path, 2, microbatches=2, peak_flops_per_device=1e12)
+  for record in summaries.read_metrics(str(tmp_path)):
+    assert record["tokens_per_sec"] > record["examples_per_sec"] > 0  # a caption is several tokens
+    assert 0 < record["mfu"] < 1
+
+
+def test_flops_are_counted_from_the_program():
+  x = jax.ShapeDtypeStruct((32, 8), jnp.float32)
+  model = Regression()
+  params = jax.eval_shape(model.init_variables, jax.random.key(0), {"x": x})["params"]
+  grad_fn = jax.grad(lambda p, b: model.loss_fn(p, b, None)[0])
+  jaxpr = jax.make_jaxpr(grad_fn)(params, {"x": x, "y": jax.ShapeDtypeStruct((32,), jnp.float32)}).jaxpr
+  # Forward: 2*B*8*16 + 2*B*16*1. Backward: both kernels' gradients, and the gradient into the hidden layer
+  # (none into the inputs, which are not parameters).
+  assert trainer.matmul_flops(jaxpr) == 2 * 32 * (8 * 16 + 16) + 2 * 32 * (8 * 16 + 16) + 2 * 32 * 16
+
+
+@pytest.mark.parametrize("remat", ["none", "full"])
+def test_model_flops_count_every_scanned_layer_and_no_recomputation(remat):
+  batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype)
+           for k, v in scene_pairs.SceneCaptionPairs(IMAGE_SIZE, LENGTHS).batch(0, 4).items()}
+
+  def flops(scan, remat="none", microbatches=1):
+    model = siglip.SigLIPModel(
+        image=vit_lib.config("pico/4", image_size=IMAGE_SIZE, scan=scan, remat=remat),
+        text=text_lib.config("pico", vocab_size=scene_pairs.vocab_size(), max_len=TEXT_LENGTH, scan=scan,
+                             remat=remat), chunked=False)
+    params = nn.meta.unbox(jax.eval_shape(model.init_variables, jax.random.key(0), batch)["params"])
+    return trainer.model_flops_per_step(model, params, batch, microbatches)
+
+  unrolled = flops(scan=False)
+  assert flops(scan=True, remat=remat) == pytest.approx(unrolled, rel=1e-9)
+  # Two slices of half the batch: the same towers' FLOPs, the pairwise loss on half as many pairs.
+  assert flops(scan=False, microbatches=2) == pytest.approx(unrolled, rel=0.01)
+
+
+@pytest.mark.parametrize("kind, peak", [("NVIDIA H100 80GB HBM3", 989e12), ("NVIDIA H100 PCIe", 756e12),
+                                        ("TPU v4", 275e12), ("TPU v5 lite", 197e12), ("cpu", None)])
+def test_peak_flops_by_device_kind(kind, peak):
+  assert trainer.device_peak_flops(kind) == peak

@@ -1,14 +1,17 @@
 """Checkpoints: orbax save / restore / resume of the train state, and the file formats of other systems.
 
-- `Checkpointer` wraps an orbax CheckpointManager under MODEL_DIR/checkpoints. Orbax writes each step into
-  a temporary directory and renames it when complete, so a killed save never leaves a step that restores.
+- `Checkpointer` wraps an orbax CheckpointManager under MODEL_DIR/checkpoints: asynchronous saves of the train
+  state (and of an input pipeline's own state), atomic (each step is written into a temporary directory and
+  renamed once complete; only complete steps are listed or restored), the last N and every K-th kept.
 - Foreign formats: HF safetensors (read / write, atomic) and big_vision .npz (read with pickle disabled).
 - Parameter trees are nested dicts; `flatten` / `unflatten` use 'a/b/c' paths, as big_vision's npz does.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import re
 import tempfile
@@ -17,6 +20,7 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
 MODEL_CONFIG_FILE = "model_config.json"  # the model's geometry, written into MODEL_DIR by training
 
@@ -156,46 +160,149 @@ def read_npz(path: str) -> dict[str, np.ndarray]:
 # Orbax checkpoints of the train state.
 # ----------------------------------------------------------------------------------------------------------
 
-class Checkpointer:
-  """Saves the train state every `period` steps under model_dir/checkpoints; keeps the last `keep`."""
+CHECKPOINTS_DIR = "checkpoints"  # under MODEL_DIR
+_STATE, _INPUT = "state", "input_pipeline"  # the items of a step: the train state, the input pipeline's state
 
-  def __init__(self, model_dir: str, period: int, keep: int | None = 3, async_save: bool = True):
-    self.directory = os.path.join(os.path.abspath(model_dir), "checkpoints")
+
+class CheckpointSaveError(OSError):
+  """Writing a checkpoint failed (disk full, permissions, quota); the message names the directory and what to do."""
+
+
+def complete_steps(model_dir: str) -> list[int]:
+  """The steps under MODEL_DIR/checkpoints whose save finished, oldest first. Reads the disk, changes nothing.
+
+  Orbax 0.12 on a POSIX path writes step N into `N.orbax-checkpoint-tmp`, writes commit_success.txt into it
+  once every item is complete, and only then renames it to `N`; on GCS it writes `N` in place and marks it with
+  the same file last. So the file is the test, not the name (which orbax itself trusts on POSIX): a directory
+  copied or deleted half-way is not taken for a checkpoint either.
+  """
+  directory = os.path.join(model_dir, CHECKPOINTS_DIR)
+  if not os.path.isdir(directory):
+    return []
+  commit = ocp.path.atomicity_types.COMMIT_SUCCESS_FILE
+  return sorted(int(name) for name in os.listdir(directory)
+                if name.isdigit() and os.path.isfile(os.path.join(directory, name, commit)))
+
+
+class _DropOrbaxTracebacks(logging.Filter):
+  """Orbax logs a failed background save with its traceback, then raises the error again in the main thread,
+  where `Checkpointer` turns it into one line that says what to do; the log keeps its message, not the traceback
+  (--debug still shows the traceback, of the raised error)."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    if f"{os.sep}orbax{os.sep}" in record.pathname:
+      record.exc_info, record.exc_text = None, None
+    return True
+
+
+_ORBAX_LOG_FILTER = _DropOrbaxTracebacks()
+
+
+class Checkpointer:
+  """Asynchronous, atomic checkpoints of a run under MODEL_DIR/checkpoints.
+
+  A step holds the train state (parameters, optimizer state, step) and, when the input pipeline keeps a state of
+  its own, that state as JSON, both inside the one step directory, so both are committed at once (see
+  `complete_steps`). A save killed half-way leaves only a temporary directory, which is never listed or restored
+  and which the next Checkpointer deletes.
+
+  `save` returns once the arrays are copied to host memory; they are written by a background thread while
+  training goes on. A write that fails surfaces at the next `save`, `wait` or `close` as CheckpointSaveError.
+
+  Kept: the last `keep` steps (None: all), and every step that is a multiple of `keep_period`.
+  """
+
+  def __init__(self, model_dir: str, period: int, keep: int | None = 3, keep_period: int | None = None,
+               async_save: bool = True):
+    if keep is not None and keep < 1:
+      raise ValueError(f"keep_checkpoints={keep}: keep at least the latest checkpoint (None keeps all)")
+    self.model_dir = os.path.abspath(model_dir)
+    self.directory = os.path.join(self.model_dir, CHECKPOINTS_DIR)
     self.period = period
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, save_interval_steps=1,
-                                           enable_async_checkpointing=async_save, create=True)
-    self.manager = ocp.CheckpointManager(self.directory, options=options)
+    policies = [ocp.checkpoint_managers.LatestN(keep)]
+    if keep_period:
+      policies.append(ocp.checkpoint_managers.EveryNSteps(keep_period))
+    options = ocp.CheckpointManagerOptions(
+        preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies),
+        enable_async_checkpointing=async_save, cleanup_tmp_directories=True, create=True)
+    logging.getLogger("absl").addFilter(_ORBAX_LOG_FILTER)
+    self.manager = ocp.CheckpointManager(self.directory, item_names=(_STATE, _INPUT), options=options)
 
   def latest_step(self) -> int | None:
-    return self.manager.latest_step()
+    """The newest complete step on disk, once the save in flight (if any) has finished.
 
-  def maybe_save(self, step: int, state: Any, force: bool = False) -> bool:
-    if not force and step % self.period:
-      return False
-    if self.manager.latest_step() == step:
-      return False
-    return self.manager.save(step, args=ocp.args.StandardSave(state), force=True)
+    In a multi-host run every process gets process 0's answer, so all restore the same step even on a file
+    system that shows the processes a new directory at different times.
+    """
+    self.wait()
+    steps = complete_steps(self.model_dir)
+    step = steps[-1] if steps else -1
+    if jax.process_count() > 1:
+      step = int(multihost_utils.broadcast_one_to_all(np.int32(step)))
+    return None if step < 0 else step
 
-  def restore(self, abstract_state: Any, step: int | None = None) -> Any:
-    """Restores `step` (default: the latest) into the structure, shapes and shardings of `abstract_state`."""
-    step = self.manager.latest_step() if step is None else step
-    return self.manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+  def should_save(self, step: int, force: bool = False) -> bool:
+    """Whether `step` ends a period (or `force`) and is not saved (or being saved) already."""
+    return (force or step % self.period == 0) and step not in self.manager.all_steps()
+
+  def save(self, step: int, state: Any, input_state: Any = None) -> None:
+    """Starts saving `state` (a pytree of arrays) and `input_state` (JSON-serialisable, or None) as `step`."""
+    items = {_STATE: ocp.args.StandardSave(state)}
+    if input_state is not None:
+      items[_INPUT] = ocp.args.JsonSave(input_state)
+    with self._reporting_failures():
+      self.manager.save(step, args=ocp.args.Composite(**items), force=True)
+
+  def restore(self, abstract_state: Any, step: int) -> tuple[Any, Any]:
+    """Step `step` as (state, input pipeline state or None).
+
+    The state takes the structure, shapes, dtypes and shardings of `abstract_state` (ShapeDtypeStructs), so a
+    checkpoint written on one mesh restores onto another: orbax reads each device's slice of each array.
+    """
+    items = {_STATE: ocp.args.StandardRestore(abstract_state)}
+    if os.path.isdir(os.path.join(self.directory, str(step), _INPUT)):
+      items[_INPUT] = ocp.args.JsonRestore()
+    restored = self.manager.restore(step, args=ocp.args.Composite(**items))
+    return restored[_STATE], (restored[_INPUT] if _INPUT in items else None)
+
+  def wait(self) -> None:
+    """Blocks until the save in flight (if any) is complete on disk."""
+    with self._reporting_failures():
+      self.manager.wait_until_finished()
 
   def close(self) -> None:
-    self.manager.wait_until_finished()
-    self.manager.close()
+    """Finishes the save in flight, then stops orbax's threads."""
+    try:
+      self.wait()
+    finally:
+      self.manager.close()
+
+  @contextlib.contextmanager
+  def _reporting_failures(self):
+    """Any error from a save becomes CheckpointSaveError: what failed, what is kept, what to do."""
+    try:
+      yield
+    except Exception as e:  # pylint: disable=broad-except  (orbax and tensorstore raise many types)
+      steps = complete_steps(self.model_dir)
+      kept = f"the last complete checkpoint (step {steps[-1]}) is kept" if steps else "no complete checkpoint exists"
+      reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+      raise CheckpointSaveError(f"saving a checkpoint under {self.directory} failed ({reason}); {kept}. Free disk "
+                                "space or fix the directory's permissions, then run the same command again to "
+                                "resume") from e
 
 
 def restore_params(model_dir: str, abstract_params: Any) -> Any:
-  """Just the parameters of the latest checkpoint in MODEL_DIR, as host-local arrays."""
-  ckpt = Checkpointer(model_dir, period=1, async_save=False)
-  step = ckpt.latest_step()
-  if step is None:
-    raise CheckpointError(f"{model_dir}: no complete checkpoint under {ckpt.directory}")
+  """Just the parameters of the latest complete checkpoint in MODEL_DIR, as host-local arrays."""
+  steps = complete_steps(model_dir)
+  if not steps:
+    raise CheckpointError(f"{model_dir}: no complete checkpoint under {os.path.join(model_dir, CHECKPOINTS_DIR)}")
   sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), abstract_params)
   item = {"params": target}
-  restored = ckpt.manager.restore(step, args=ocp.args.PyTreeRestore(
-      item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item), partial_restore=True))
-  ckpt.close()
-  return restored["params"]
+  # Read-only: a released MODEL_DIR may sit on a file system this process cannot write.
+  options = ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0)
+  with ocp.CheckpointManager(os.path.join(os.path.abspath(model_dir), CHECKPOINTS_DIR),
+                             item_names=(_STATE, _INPUT), options=options) as manager:
+    restored = manager.restore(steps[-1], args=ocp.args.Composite(**{_STATE: ocp.args.PyTreeRestore(
+        item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item), partial_restore=True)}))
+  return restored[_STATE]["params"]

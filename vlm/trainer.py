@@ -10,6 +10,16 @@ and a dataset through `dataset.batch(step, batch_size) -> dict[str, np.ndarray]`
 so a resumed run reads exactly the batches the uninterrupted one would have. In a multi-host run every
 process computes and feeds its own rows of each batch (`partitioning.read_batch`); process 0 alone prints
 and writes MODEL_DIR's files, orbax checkpoints excepted (every process saves its shards).
+
+Resume. A checkpoint holds the parameters, the optimizer state and the step; nothing else is needed to go on
+exactly where the run stopped: the step's randomness is `fold_in(key(seed + 1), step)`, a function of the
+step, and this project's datasets are pure in the step. A pipeline that does keep a position of its own (an
+iterator over files, say) gives `state_dict()` -> JSON-serialisable and `load_state_dict(state)`: its state
+is saved inside each checkpoint and restored with it (vlm.checkpoints.Checkpointer).
+
+Optional extras of a model: `warm_start(params) -> params` (pretrained towers loaded into a fresh state) and
+`num_tokens(batch) -> scalar` (the tokens a batch holds, for tokens_per_sec; by default the non-padding ids of
+its token features, TOKEN_FEATURES).
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ import flax.linen as nn
 import flax.struct
 import gin
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -56,6 +67,26 @@ class _NoSummaries:
     pass
 
 
+# Features holding the token ids a model reads; padding is id 0 (seqio's convention). Decoder inputs are the
+# targets shifted by one, so counting them too would count each target twice.
+TOKEN_FEATURES = ("text", "encoder_input_tokens", "decoder_target_tokens")
+
+# Dense (not sparse) bf16 peak FLOP/s of one JAX device, from the vendors' data sheets, by the start of its
+# `device_kind` (the longest match wins). A TPU v2 / v3 device is one core, half a chip; from v4 on, a chip.
+PEAK_BF16_FLOPS = {
+    "NVIDIA A100": 312e12,
+    "NVIDIA H100": 989e12,  # SXM
+    "NVIDIA H100 PCIe": 756e12,
+    "NVIDIA H200": 989e12,
+    "TPU v2": 22.5e12,
+    "TPU v3": 61.5e12,
+    "TPU v4": 275e12,
+    "TPU v5 lite": 197e12,  # v5e
+    "TPU v5": 459e12,  # v5p
+    "TPU v6 lite": 918e12,  # v6e (Trillium)
+}
+
+
 class TrainingHalted(RuntimeError):
   """Training stopped on purpose (non-finite loss); the message says at which step and what was kept."""
 
@@ -77,8 +108,12 @@ class StepFunctions:
 
 def build_step_functions(model: Model, optimizer: optax.GradientTransformation,
                          partitioner: partitioning.Partitioner, example_batch: dict[str, np.ndarray],
-                         seed: int = 0) -> StepFunctions:
-  """Shapes and shardings of the train state (without allocating it), its init, and the train step."""
+                         seed: int = 0, microbatches: int = 1) -> StepFunctions:
+  """Shapes and shardings of the train state (without allocating it), its init, and the train step.
+
+  With `microbatches` > 1 the step accumulates the gradient over that many slices of the batch (see
+  `_loss_and_grads`): activations of one slice at a time, the update of the whole batch.
+  """
   batch_spec = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in example_batch.items()}
   with partitioner.context():
     boxed = jax.eval_shape(model.init_variables, jax.random.key(seed), batch_spec)["params"]
@@ -101,13 +136,18 @@ def build_step_functions(model: Model, optimizer: optax.GradientTransformation,
 
   base_rng = jax.random.key(seed + 1)
 
+  count_tokens = getattr(model, "num_tokens", _count_tokens)
+
   def train_step(state: TrainState, batch: dict):
     rng = jax.random.fold_in(base_rng, state.step)
-    (loss, metrics), grads = jax.value_and_grad(model.loss_fn, has_aux=True)(state.params, batch, rng)
+    (loss, metrics), grads = _loss_and_grads(model.loss_fn, state.params, batch, rng, microbatches)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), "param_norm": optax.global_norm(params),
                **metrics}
+    tokens = count_tokens(batch)
+    if tokens is not None:
+      metrics["num_tokens"] = tokens
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
   return StepFunctions(
@@ -115,6 +155,39 @@ def build_step_functions(model: Model, optimizer: optax.GradientTransformation,
       train_step=jax.jit(train_step, in_shardings=(state_shardings, batch_shardings),
                          out_shardings=(state_shardings, replicated), donate_argnums=(0,)),
       abstract_state=abstract_state)
+
+
+def _loss_and_grads(loss_fn, params, batch: dict, rng: jax.Array, microbatches: int):
+  """`value_and_grad` of the loss: on the whole batch, or the mean over `microbatches` equal slices of it.
+
+  Slice i holds rows i, i + k, i + 2k, ... (k = microbatches): each device on 'data' keeps an equal share of
+  every slice, so slicing moves no data between devices. For a loss that averages over examples the mean of
+  the slices' losses and gradients is the whole batch's; a loss over the batch as a whole (SigLIP's pairs each
+  image with every text of the batch) is computed within each slice, as with a batch that size.
+  """
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  if microbatches == 1:
+    return grad_fn(params, batch, rng)
+
+  def split(x):  # [batch, ...] -> [microbatches, batch / microbatches, ...]
+    x = x.reshape((x.shape[0] // microbatches, microbatches) + x.shape[1:]).swapaxes(0, 1)
+    return nn.with_logical_constraint(x, (None, "batch") + (None,) * (x.ndim - 2))
+
+  def accumulate(total, slice_and_index):
+    micro, i = slice_and_index
+    return jax.tree.map(jnp.add, total, grad_fn(params, micro, jax.random.fold_in(rng, i))), None
+
+  slices = jax.tree.map(split, batch)
+  zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype),
+                       jax.eval_shape(grad_fn, params, jax.tree.map(lambda x: x[0], slices), rng))
+  total, _ = jax.lax.scan(accumulate, zeros, (slices, jnp.arange(microbatches)))
+  return jax.tree.map(lambda x: x / microbatches, total)
+
+
+def _count_tokens(batch: dict) -> jax.Array | None:
+  """Non-padding ids of the batch's token features (TOKEN_FEATURES); None for a batch without any."""
+  present = [batch[name] for name in TOKEN_FEATURES if name in batch]
+  return sum(jnp.sum(ids != 0) for ids in present) if present else None
 
 
 def _opt_state_shardings(abstract_opt, abstract_params, param_shardings, replicated):
@@ -160,9 +233,15 @@ def _write_or_check_model_config(model_dir: str, config: dict) -> None:
     checkpoints.write_json(config, path)
 
 
-def _initial_state(model: Model, fns: StepFunctions, seed: int) -> TrainState:
-  """A fresh state; a model with `warm_start(params) -> params` (PaLI) loads its pretrained towers into it."""
-  state = fns.init(jax.random.key(seed))
+def _initial_state(model: Model, fns: StepFunctions, partitioner: partitioning.Partitioner,
+                   seed: int) -> TrainState:
+  """A fresh state; a model with `warm_start(params) -> params` (PaLI) loads its pretrained towers into it.
+
+  The warm start runs outside the mesh context: reading a checkpoint traces other models, whose logical
+  axes must not pick up this run's mesh.
+  """
+  with partitioner.context():
+    state = fns.init(jax.random.key(seed))
   if not hasattr(model, "warm_start"):
     return state
   # Gather to host: a parameter may be spread over other processes' devices in a multi-host run.
@@ -172,16 +251,108 @@ def _initial_state(model: Model, fns: StepFunctions, seed: int) -> TrainState:
 
 
 def check_model_dir(model_dir: str) -> None:
-  """Fails before any compile if MODEL_DIR cannot be written."""
+  """Fails before any compile if MODEL_DIR cannot be written (permissions, a file in the way, a full disk)."""
+  probe = os.path.join(model_dir, f".write_test.{jax.process_index()}")  # the processes probe at once
   try:
     os.makedirs(model_dir, exist_ok=True)
-    probe = os.path.join(model_dir, f".write_test.{jax.process_index()}")  # the processes probe at once
-    with open(probe, "w") as f:
-      f.write("ok")
-    os.remove(probe)
+    try:
+      with open(probe, "w") as f:
+        f.write("ok")
+    finally:
+      if os.path.lexists(probe):  # a full disk can refuse the bytes after creating the file
+        os.remove(probe)
   except OSError as e:
-    raise OSError(f"MODEL_DIR {model_dir} is not writable ({e.strerror}); choose another with "
-                  "--gin.MODEL_DIR=\"'...'\"") from None
+    raise OSError(f"MODEL_DIR {model_dir} is not writable ({e.strerror}); free space or fix its permissions, "
+                  "or choose another with --gin.MODEL_DIR=\"'...'\"") from None
+
+
+def device_peak_flops(device_kind: str) -> float | None:
+  """Peak bf16 FLOP/s of one device of this kind (PEAK_BF16_FLOPS); None for CPUs and unknown kinds."""
+  matches = [kind for kind in PEAK_BF16_FLOPS if device_kind.startswith(kind)]
+  return PEAK_BF16_FLOPS[max(matches, key=len)] if matches else None
+
+
+def matmul_flops(jaxpr: jax.extend.core.Jaxpr) -> float:
+  """FLOPs of the matrix products and convolutions of a jaxpr: all but a few percent of a transformer's.
+
+  Counted from the program itself, so a loop counts as often as it runs: a scan `length` times (XLA's cost
+  analysis counts a loop's body once, which makes a model with scanned layers look depth times cheaper), a
+  shard_map body once per shard, one branch of a cond; a while loop, whose trip count is not known before it
+  runs, once.
+  """
+  total = 0.0
+  for eqn in jaxpr.eqns:
+    name = eqn.primitive.name
+    if name == "dot_general":
+      (contracting, _), _ = eqn.params["dimension_numbers"]
+      lhs = eqn.invars[0].aval.shape
+      total += 2 * math.prod(eqn.outvars[0].aval.shape) * math.prod(lhs[d] for d in contracting)
+    elif name == "conv_general_dilated":  # each output element: one product per kernel weight of its feature
+      kernel = eqn.invars[1].aval.shape
+      features = kernel[eqn.params["dimension_numbers"].rhs_spec[0]]
+      total += 2 * math.prod(eqn.outvars[0].aval.shape) * math.prod(kernel) / features
+    inner = [matmul_flops(sub) for sub in jax.extend.core.jaxprs_in_params(eqn.params)]
+    if name == "cond":
+      total += max(inner)
+    elif name == "scan":
+      total += eqn.params["length"] * sum(inner)
+    elif name == "shard_map":
+      total += math.prod(eqn.params["mesh"].shape[a] for a in eqn.params["newly_manual_axes"]) * sum(inner)
+    else:
+      total += sum(inner)
+  return total
+
+
+def model_flops_per_step(model: Model, abstract_params: Any, example: dict, microbatches: int = 1) -> float:
+  """Model FLOPs of one train step, as MFU counts them: 3 x the forward pass's (a backward pass costs two), so
+  rematerialised recomputation is not counted. Traced on ShapeDtypeStructs: nothing is allocated or compiled.
+
+  Args:
+    example: the global batch's ShapeDtypeStructs; the step runs the forward pass on `microbatches` slices.
+  """
+  micro = {k: jax.ShapeDtypeStruct((v.shape[0] // microbatches,) + v.shape[1:], v.dtype) for k, v in example.items()}
+  forward = jax.make_jaxpr(model.loss_fn)(abstract_params, micro, jax.random.key(0)).jaxpr
+  return 3 * microbatches * matmul_flops(forward)
+
+
+@dataclasses.dataclass
+class Throughput:
+  """Turns a logging window of step metrics into a run's numbers: means, rates and, given FLOPs and a peak, MFU.
+
+  tokens_per_sec: from the steps' `num_tokens`, for batches with token features. mfu: model FLOPs utilisation,
+  the FLOP/s the steps achieved over the devices' peak.
+  """
+  batch_size: int
+  flops_per_step: float | None = None  # every device's together
+  peak_flops: float | None = None  # every device's together
+
+  def summarise(self, window: list[dict], elapsed: float) -> dict[str, float]:
+    steps = len(window)
+    out = {k: float(np.mean([m[k] for m in window])) for k in window[0] if k != "num_tokens"}
+    out.update(steps_per_sec=steps / elapsed, examples_per_sec=steps * self.batch_size / elapsed)
+    if "num_tokens" in window[0]:
+      out["tokens_per_sec"] = float(sum(m["num_tokens"] for m in window)) / elapsed
+    if self.flops_per_step and self.peak_flops:
+      out["mfu"] = steps * self.flops_per_step / elapsed / self.peak_flops
+    return out
+
+
+def _throughput(model: Model, fns: StepFunctions, example: dict, batch_size: int, microbatches: int,
+                partitioner: partitioning.Partitioner, flops_per_example: float | None,
+                peak_flops_per_device: float | None) -> Throughput:
+  """What the run reports on speed: MFU only where the devices' peak is known (given, or an accelerator of
+  PEAK_BF16_FLOPS), with the step's FLOPs from `flops_per_example` or else counted in the model's forward pass."""
+  peak = peak_flops_per_device or device_peak_flops(partitioner.mesh.devices.flat[0].device_kind)
+  if not peak:
+    return Throughput(batch_size)
+  if flops_per_example:
+    flops = flops_per_example * batch_size
+  else:
+    with partitioner.context():
+      flops = model_flops_per_step(model, fns.abstract_state.params, example, microbatches)
+  if jax.process_index() == 0:
+    print(f"MFU against a peak of {peak / 1e12:g} TFLOP/s per device; {flops / 1e9:.4g} GFLOPs a step", flush=True)
+  return Throughput(batch_size, flops, peak * partitioner.mesh.size)
 
 
 @gin.configurable(module="vlm.trainer")
@@ -190,54 +361,66 @@ def train(model: Model = gin.REQUIRED, train_data: Dataset = gin.REQUIRED, *, mo
           optimizer: Callable[..., optax.GradientTransformation] = gin.REQUIRED,
           learning_rate: optax.Schedule | float = gin.REQUIRED,
           partitioner: partitioning.Partitioner | None = None, checkpoint_period: int = 1000,
-          keep_checkpoints: int | None = 3, evaluator: Callable | None = None, eval_period: int | None = None,
-          log_period: int = 10, seed: int = 0, progress: bool = True,
-          frozen_params: str | None = None) -> dict[str, float]:
+          keep_checkpoints: int | None = 3, keep_period: int | None = None, evaluator: Callable | None = None,
+          eval_period: int | None = None, log_period: int = 10, seed: int = 0, progress: bool = True,
+          frozen_params: str | None = None, microbatches: int = 1, flops_per_example: float | None = None,
+          peak_flops_per_device: float | None = None) -> dict[str, float]:
   """Trains `model` on `train_data` for `train_steps` steps, resuming from MODEL_DIR if it holds a checkpoint.
 
   Args:
     optimizer: a factory such as `vlm.optim.adamw`, called with `learning_rate`.
     learning_rate: a schedule (step -> lr) or a constant.
+    keep_checkpoints: how many of the latest checkpoints to keep (None: all); `keep_period`: also keep every
+      checkpoint whose step is a multiple of it.
     evaluator: called as evaluator(model, params) -> {name: value} every `eval_period` steps and at the end.
     frozen_params: regex over parameter paths ('img/.*' freezes PaLI's ViT): no updates, no optimizer state.
+    microbatches: accumulate each step's gradient over this many slices of the batch (less activation memory).
+    flops_per_example: training FLOPs (forward and backward) of one example, for MFU; None: counted in the
+      model's forward pass (`model_flops_per_step`).
+    peak_flops_per_device: the devices' peak FLOP/s, for MFU; None: looked up by device kind
+      (PEAK_BF16_FLOPS), and no MFU where unknown (CPUs).
   Returns:
     the last evaluation's metrics (empty without an evaluator).
   """
   check_model_dir(model_dir)
   partitioner = partitioner or partitioning.Partitioner()
   partitioner.check_batch_size(batch_size)
+  _check_microbatches(batch_size, microbatches, partitioner)
   schedule = learning_rate if callable(learning_rate) else (lambda _: learning_rate)
   tx = optim.freeze(optimizer(learning_rate=learning_rate), frozen_params)
   _write_or_check_model_config(model_dir, model.config_json())
 
-  # Shapes of the global batch, from this process's rows of batch 0 (a host may be unable to read the rest).
-  example = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
-                         partitioning.read_batch(partitioner, train_data, 0, batch_size))
-  fns = build_step_functions(model, tx, partitioner, example, seed)
+  example = _example_batch(partitioner, train_data, batch_size)
+  fns = build_step_functions(model, tx, partitioner, example, seed, microbatches)
   n_params = partitioning.count_params(fns.abstract_state.params)
-  ckpt = checkpoints.Checkpointer(model_dir, checkpoint_period, keep=keep_checkpoints)
-  start = ckpt.latest_step()
-  if start is not None and start > train_steps:
-    raise ValueError(f"MODEL_DIR {model_dir} already holds a checkpoint at step {start}, past TRAIN_STEPS="
-                     f"{train_steps}; raise TRAIN_STEPS or use another MODEL_DIR")
-  with partitioner.context():
-    if start is None:
-      state, start = _initial_state(model, fns, seed), 0
-    else:
-      state = ckpt.restore(fns.abstract_state)
+  ckpt = checkpoints.Checkpointer(model_dir, checkpoint_period, keep=keep_checkpoints, keep_period=keep_period)
   main_process = jax.process_index() == 0
-  if main_process:
-    print(f"model: {n_params:,} parameters; mesh {dict(partitioner.mesh.shape)}; "
-          f"{'resuming from step ' + str(start) if start else 'starting from scratch'}; MODEL_DIR={model_dir}",
-          flush=True)
-  writer = summaries.SummaryWriter(model_dir, start) if main_process else _NoSummaries()
-  progress = progress and main_process
+  writer = _NoSummaries()
   results: dict[str, float] = {}
   try:
-    state = _loop(state, start, train_steps, batch_size, fns, partitioner, train_data, ckpt, writer,
-                  schedule, log_period, progress, lambda step, st: _evaluate(model, st, evaluator, step, writer,
-                                                                             partitioner, eval_period))
-    ckpt.maybe_save(train_steps, state, force=True)
+    start = ckpt.latest_step()
+    if start is not None and start > train_steps:
+      raise ValueError(f"MODEL_DIR {model_dir} already holds a checkpoint at step {start}, past TRAIN_STEPS="
+                       f"{train_steps}; raise TRAIN_STEPS or use another MODEL_DIR")
+    if start is None:
+      state, start = _initial_state(model, fns, partitioner, seed), 0
+    else:
+      with partitioner.context():
+        state, input_state = ckpt.restore(fns.abstract_state, start)
+      _load_input_state(train_data, input_state)
+    if main_process:
+      print(f"model: {n_params:,} parameters; mesh {dict(partitioner.mesh.shape)}; "
+            f"{'resuming from step ' + str(start) if start else 'starting from scratch'}; MODEL_DIR={model_dir}",
+            flush=True)
+    throughput = _throughput(model, fns, example, batch_size, microbatches, partitioner, flops_per_example,
+                             peak_flops_per_device)
+    if main_process:
+      writer = summaries.SummaryWriter(model_dir, start)
+    state = _loop(state, start, train_steps, batch_size, fns, partitioner, train_data, ckpt, writer, throughput,
+                  schedule, log_period, progress and main_process,
+                  lambda step, st: _evaluate(model, st, evaluator, step, writer, partitioner, eval_period))
+    _maybe_save(ckpt, train_steps, state, train_data, force=True)
+    ckpt.wait()  # a failed final save is reported before the evaluation, not after it
     if evaluator is not None and start < train_steps:  # a finished run re-run evaluates nothing new
       results = _evaluate(model, state, evaluator, train_steps, writer, partitioner, None, force=True)
   finally:
@@ -246,8 +429,62 @@ def train(model: Model = gin.REQUIRED, train_data: Dataset = gin.REQUIRED, *, mo
   return results
 
 
-def _loop(state, start, train_steps, batch_size, fns, partitioner, train_data, ckpt, writer, schedule,
-          log_period, progress, maybe_evaluate):
+def _check_microbatches(batch_size: int, microbatches: int, partitioner: partitioning.Partitioner) -> None:
+  """Each microbatch must split evenly over the 'data' devices: checked before anything compiles."""
+  ways = partitioner.data_parallel_size
+  if microbatches < 1 or batch_size % (microbatches * ways):
+    raise ValueError(f"BATCH_SIZE={batch_size} does not split into microbatches={microbatches} slices of a "
+                     f"multiple of the {ways} devices on the 'data' mesh axis; change microbatches or BATCH_SIZE")
+
+
+def _example_batch(partitioner: partitioning.Partitioner, train_data: Dataset, batch_size: int) -> dict:
+  """Shapes of the global batch, from this process's rows of batch 0 (a host may be unable to read the rest).
+
+  A pipeline with a state of its own is put back where it was, so step 0 still reads batch 0.
+  """
+  position = train_data.state_dict() if hasattr(train_data, "state_dict") else None
+  batch = partitioning.read_batch(partitioner, train_data, 0, batch_size)
+  if position is not None:
+    train_data.load_state_dict(position)
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), batch)
+
+
+def _maybe_save(ckpt: checkpoints.Checkpointer, step: int, state: TrainState, train_data: Dataset,
+                force: bool = False) -> None:
+  if ckpt.should_save(step, force):
+    ckpt.save(step, state, _input_state(train_data))
+
+
+def _input_state(train_data: Dataset) -> list | None:
+  """Every process's input pipeline state, [process 0's, process 1's, ...], or None for a pure pipeline.
+
+  Each process reads its own rows, so each has its own position; orbax writes JSON from process 0 alone, so
+  the states are gathered (as bytes: JSON has no array type to gather).
+  """
+  if not hasattr(train_data, "state_dict"):
+    return None
+  data = np.frombuffer(json.dumps(train_data.state_dict()).encode(), np.uint8)
+  sizes = multihost_utils.process_allgather(np.int32(data.size))
+  padded = np.zeros(int(sizes.max()), np.uint8)
+  padded[:data.size] = data
+  rows = multihost_utils.process_allgather(padded)
+  return [json.loads(bytes(row[:size])) for row, size in zip(rows, sizes)]
+
+
+def _load_input_state(train_data: Dataset, saved: list | None) -> None:
+  if not hasattr(train_data, "load_state_dict"):
+    return
+  if saved is None:
+    raise ValueError("the checkpoint holds no input pipeline state, but this run's pipeline keeps one "
+                     "(state_dict); resume with the pipeline that wrote the checkpoint, or use another MODEL_DIR")
+  if len(saved) != jax.process_count():
+    raise ValueError(f"the checkpoint holds the input pipeline state of {len(saved)} processes, but this run has "
+                     f"{jax.process_count()}; resume with as many processes")
+  train_data.load_state_dict(saved[jax.process_index()])
+
+
+def _loop(state, start, train_steps, batch_size, fns, partitioner, train_data, ckpt, writer, throughput,
+          schedule, log_period, progress, maybe_evaluate):
   from tqdm import tqdm  # pylint: disable=import-outside-toplevel
   bar = tqdm(total=train_steps, initial=start, disable=not progress, unit="step", dynamic_ncols=True,
              mininterval=1.0)
@@ -267,14 +504,11 @@ def _loop(state, start, train_steps, batch_size, fns, partitioner, train_data, c
       bar.update(1)
       bar.set_postfix(loss=f"{float(metrics['loss']):.4f}")
       if done % log_period == 0 or done == train_steps:
-        elapsed = time.perf_counter() - tic
-        means = {k: float(np.mean([m[k] for m in window])) for k in window[0]}
+        means = throughput.summarise(window, time.perf_counter() - tic)
         # learning_rate: the rate this step's update used (optax counts updates from 0).
-        means.update(learning_rate=float(schedule(done - 1)), steps_per_sec=len(window) / elapsed,
-                     examples_per_sec=len(window) * batch_size / elapsed)
-        writer.write(done, means)
+        writer.write(done, {**means, "learning_rate": float(schedule(done - 1))})
         window, tic = [], time.perf_counter()
-      ckpt.maybe_save(done, state)
+      _maybe_save(ckpt, done, state, train_data)
       if done < train_steps:  # the final evaluation runs after the last save
         maybe_evaluate(done, state)
   bar.close()
