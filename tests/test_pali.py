@@ -156,3 +156,21 @@ def test_tiny_pali_beats_the_majority_answer(tmp_path):
       evaluator=evaluation.SceneTaskEvaluation(32, lengths, ("vqa",), examples_per_task=400))
   assert results["vqa_accuracy"] > results["vqa_majority_baseline"] + 5, results
   assert results["vqa_colour"] > 2 * results["vqa_colour_majority"], results
+
+
+@pytest.mark.parametrize("num_partitions,dims", [(1, 1), (2, 2)], ids=["data-parallel", "fsdp+tensor-parallel"])
+def test_8_devices_match_one_device(tmp_path, num_partitions, dims):
+  """The PaLI's losses on 8 devices (ViT frozen, as in stage 1) equal one device's, step by step."""
+  from vlm import summaries  # pylint: disable=import-outside-toplevel
+  data = scene_pali.SceneTaskBatches(IMAGE_SIZE, LENGTHS, {"vqa": 1, "refexp": 1})
+
+  def run(directory, devices, **partitioning_args):
+    trainer.train(tiny(), data, model_dir=str(directory), train_steps=3, batch_size=8, optimizer=optim.adamw,
+                  learning_rate=3e-3, frozen_params="img/.*", checkpoint_period=3, log_period=1, progress=False,
+                  partitioner=partitioning.Partitioner(devices=jax.devices()[:devices], **partitioning_args))
+    return [r["loss"] for r in summaries.read_metrics(str(directory)) if "split" not in r]
+
+  one = run(tmp_path / "one", 1)
+  eight = run(tmp_path / "eight", 8, num_partitions=num_partitions, parameter_partitioning_dims=dims)
+  assert len(one) == 3
+  np.testing.assert_allclose(eight, one, rtol=1e-4)

@@ -42,6 +42,9 @@ def test_trains_from_coco_captions_files(tmp_path):
     Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(images / name)
     annotations["images"].append({"id": i, "file_name": name})
     annotations["annotations"].append({"id": 100 + i, "image_id": i, "caption": f"a picture number {i}"})
+  (images / "broken.jpg").write_bytes(b"not a jpeg")  # skipped, and counted in the run's summaries
+  annotations["images"].append({"id": 6, "file_name": "broken.jpg"})
+  annotations["annotations"].append({"id": 106, "image_id": 6, "caption": "a broken picture"})
   (tmp_path / "captions.json").write_text(json.dumps(annotations))
   records = train(tmp_path / "run",
                   "--gin.MIXTURE_OR_TASK_NAME=@tasks.sources.register_coco_captions()",
@@ -50,3 +53,4 @@ def test_trains_from_coco_captions_files(tmp_path):
                   f"--gin.tasks.sources.register_coco_captions.images='{images}'",
                   "--gin.tasks.sources.register_coco_captions.image_size=32")
   assert [r["step"] for r in records] == [1, 2] and all(np.isfinite(r["loss"]) for r in records)
+  assert records[-1]["data/coco_test/undecodable_image"] >= 1

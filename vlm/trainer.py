@@ -28,6 +28,7 @@ import dataclasses
 import json
 import math
 import os
+import sys
 import time
 from typing import Any, Callable, Protocol
 
@@ -334,7 +335,18 @@ class Throughput:
       out["tokens_per_sec"] = float(sum(m["num_tokens"] for m in window)) / elapsed
     if self.flops_per_step and self.peak_flops:
       out["mfu"] = steps * self.flops_per_step / elapsed / self.peak_flops
+    out.update(_data_health())
     return out
+
+
+def _data_health() -> dict[str, float]:
+  """Bad records the input pipeline skipped or truncated so far, as 'data/<source>/<reason>' counts.
+
+  Read only when tasks.data_health is already loaded (a seqio run): the trainer never imports the input
+  pipeline (and TensorFlow) itself.
+  """
+  health = sys.modules.get("tasks.data_health")
+  return {f"data/{key}": float(n) for key, n in health.counts().items()} if health else {}
 
 
 def _throughput(model: Model, fns: StepFunctions, example: dict, batch_size: int, microbatches: int,
