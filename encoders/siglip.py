@@ -194,7 +194,7 @@ class Encoder:
 
   def __init__(self, config: SigLIPConfig, params):
     self.config = config
-    self.params = params
+    self.params = jax.device_put(params)  # once, not copied in on every call
     module = TwoTower(config)
     self._image_fn = jax.jit(functools.partial(module.apply, method=TwoTower.encode_image))
     self._text_fn = jax.jit(functools.partial(module.apply, method=TwoTower.encode_text))
