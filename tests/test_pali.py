@@ -119,8 +119,8 @@ def test_frozen_vit_gets_no_update_and_no_optimizer_state(tmp_path):
   data = scene_pali.SceneTaskBatches(IMAGE_SIZE, LENGTHS, "vqa")
   model = tiny()
   partitioner = partitioning.Partitioner(devices=jax.devices()[:1])
-  tx = optim.freeze(optim.adamw(learning_rate=1e-2), "img/.*")
-  fns = trainer.build_step_functions(model, tx, partitioner, data.batch(0, 8))
+  fns = trainer.build_step_functions(model, optim.adamw(learning_rate=1e-2), partitioner, data.batch(0, 8),
+                                     frozen_params="img/.*")
   with partitioner.context():
     state = fns.init(jax.random.key(0))
     before = jax.device_get(state.params)
@@ -134,7 +134,7 @@ def test_frozen_vit_gets_no_update_and_no_optimizer_state(tmp_path):
                                                                     jax.tree.leaves(after["img_projection"]))
   assert moments == 2 * trained  # Adam's two moments, for the trained parameters only
   with pytest.raises(ValueError, match="matches no parameter"):
-    trainer.build_step_functions(model, optim.freeze(optim.adamw(), "nothing/.*"), partitioner, data.batch(0, 8))
+    trainer.build_step_functions(model, optim.adamw(), partitioner, data.batch(0, 8), frozen_params="nothing/.*")
 
 
 def test_wrong_vit_pooling_is_refused():

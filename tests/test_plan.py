@@ -130,7 +130,7 @@ def test_estimates_against_the_compiled_tiny_train_step():
   result = plan_of(model, batch_size=batch_size, frozen="img/.*")
   geo = plan.geometry(model, LENGTHS, batch_size)
   partitioner = partitioning.Partitioner(devices=jax.devices()[:1])
-  fns = trainer.build_step_functions(model, optim.freeze(optim.adamw(1e-3), "img/.*"), partitioner, geo.batch)
+  fns = trainer.build_step_functions(model, optim.adamw(1e-3), partitioner, geo.batch, frozen_params="img/.*")
   with partitioner.context():
     compiled = fns.train_step.lower(fns.abstract_state, geo.batch).compile()
   memory = compiled.memory_analysis()
@@ -214,12 +214,17 @@ def test_remat_and_frozen_flops():
   full, none = plan_of(tiny_pali("full")), plan_of(tiny_pali())
   assert math.isclose(full.train_flops, none.train_flops) and none.recompute_flops == 0
   assert 0.2 * full.train_flops < full.recompute_flops < full.train_flops / 3  # the layers' forward again
-  # The trainer differentiates a frozen ViT anyway; stopping gradients there would save its whole backward,
-  # twice its forward: 2 FLOPs per kernel weight and visual token, 4 x width x tokens^2 per layer of attention.
+  # The trainer does not differentiate a frozen ViT that comes before every trained parameter: it skips the
+  # ViT's whole backward, twice its forward: 2 FLOPs per kernel weight and visual token, 4 x width x tokens^2
+  # per layer of attention; nothing of it is saved, and its parameters take no gradient buffers.
   frozen = plan_of(tiny_pali(), frozen="img/.*")
   tokens, vit = 64, tiny_pali().config.vit
   kernels = sum(math.prod(shape) for path, (shape, _) in frozen.local_shapes.items()
                 if path.startswith("img/") and path.endswith("kernel"))
   vit_forward = 8 * (2 * kernels * tokens + 4 * vit.depth * vit.width * tokens ** 2)  # batch 8
-  assert frozen.train_flops == none.train_flops and none.frozen_savings is None
-  assert math.isclose(frozen.frozen_savings[0], 2 * vit_forward)
+  assert none.frozen_skipped_flops == 0
+  assert math.isclose(frozen.frozen_skipped_flops, 2 * vit_forward)
+  assert math.isclose(frozen.train_flops, none.train_flops - 2 * vit_forward)
+  vit_params = sum(g.param_bytes for g in frozen.groups if g.trainable == 0)
+  assert vit_params > 0 and frozen.grad_bytes == none.grad_bytes - vit_params
+  assert frozen.activation_bytes < none.activation_bytes

@@ -78,18 +78,23 @@ def freeze(tx: optax.GradientTransformation, frozen_params: str | None) -> optax
   """
   if not frozen_params:
     return tx
-  pattern = re.compile(frozen_params)
 
   def labels(params):
-    tree = jax.tree_util.tree_map_with_path(
-        lambda path, _: "frozen" if pattern.fullmatch(path_name(path)) else "trained", params)
-    leaves = jax.tree.leaves(tree)
-    if leaves and "frozen" not in leaves:  # (optax also calls this on empty placeholder trees)
-      raise ValueError(f"frozen_params={frozen_params!r} matches no parameter path (paths look like "
-                       f"{path_name(jax.tree_util.tree_flatten_with_path(params)[0][0][0])!r})")
-    return tree
+    return jax.tree.map(lambda frozen: "frozen" if frozen else "trained", frozen_mask(params, frozen_params))
 
   return optax.multi_transform({"trained": tx, "frozen": optax.set_to_zero()}, labels)
+
+
+def frozen_mask(params, frozen_params: str | None):
+  """A tree like `params` of bools: True where the path fully matches the regex `frozen_params`."""
+  pattern = re.compile(frozen_params) if frozen_params else None
+  mask = jax.tree_util.tree_map_with_path(
+      lambda path, _: bool(pattern and pattern.fullmatch(path_name(path))), params)
+  leaves = jax.tree.leaves(mask)
+  if pattern and leaves and not any(leaves):  # (optax also calls freeze's labels on empty placeholder trees)
+    raise ValueError(f"frozen_params={frozen_params!r} matches no parameter path (paths look like "
+                     f"{path_name(jax.tree_util.tree_flatten_with_path(params)[0][0][0])!r})")
+  return mask
 
 
 def path_name(path) -> str:

@@ -10,8 +10,8 @@ run's rules (`flax.linen.logical_to_mesh_axes`, as `Partitioner.sharding` maps t
 
 Exact: parameter counts; per-device bytes of parameters and optimizer state (frozen parameters have none,
 factored Adafactor statistics are row/column vectors and replicate, as the trainer shards them); gradients
-(float32, sharded like their parameters, for *every* parameter: the trainer differentiates w.r.t. all of them,
-since its grad_norm metric reads them, so frozen towers are differentiated too).
+(float32, sharded like their parameters, for the trained parameters only: the trainer differentiates nothing
+else).
 
 Estimated: activations, for one train step, per device. Notation: b sequences per device (global batch x
 frames / data), T tokens per sequence, S encoder positions a decoder layer cross-attends to, D width, F MLP
@@ -47,9 +47,10 @@ FLOPs (analytic, per step). Matmuls: every kernel W counts 2*|W| per token it mu
 tokens; the projection: visual tokens; UL2 encoder kernels: visual + prompt tokens; decoder kernels: target
 tokens, except cross-attention keys/values: encoder tokens; embedding lookups: none; a tied output
 projection: target tokens). Attention: 4*h*d*T*(T + S) per layer and sequence (q.k and probs.v; the causal
-decoder computes its full T x T). Backward = 2 x forward (input and weight gradients), for frozen towers too
-(see gradients above; the report says what stopping gradients at them would save). Recompute: remat 'full'
-repeats a stack's layer forward, 'dots' its attention part. 'model FLOPs' (what MFU divides) = 3 x forward.
+decoder computes its full T x T). Backward = 2 x forward (input and weight gradients), less what frozen
+parameters skip: their weight gradients, and a frozen tower ahead of every trained parameter (stage 1's ViT)
+runs forward only (no backward, no recompute, nothing saved for a backward). Recompute: remat 'full' repeats
+a stack's layer forward, 'dots' its attention part. Train step = forward + backward as the trainer runs them.
 """
 
 from __future__ import annotations
@@ -160,7 +161,7 @@ class Plan:
   forward_flops: float
   train_flops: float  # forward + backward as the trainer runs them (no recompute)
   recompute_flops: float
-  frozen_savings: tuple[float, int] | None  # (FLOPs, activation bytes) that stopping gradients would save
+  frozen_skipped_flops: float  # the backward that frozen parameters do not need (not in train_flops)
   warnings: list[str]
 
   @property
@@ -369,15 +370,14 @@ def plan(model: Any, *, batch_size: int, feature_lengths: dict[str, int], mesh: 
 
   groups = _groups(geo, arrays, local, trainable, gradient_buffers=2 if microbatches > 1 else 1)
   replicated_opt = _add_optimizer_state(groups, optim.freeze(optimizer, frozen_params), params, paths, local)
+  forward_only = [s.name for s in _leading_frozen(geo, trainable)]
   flops = _flops(geo, arrays, batch_size, trainable)
-  activations = _activations(geo, sharder, arrays, axes, slice_size)
-  frozen_bytes = sum(_stack_memory(s, sharder, arrays, axes, slice_size)[0]
-                     for s in _leading_frozen(geo, trainable))
+  activations = _activations(geo, sharder, arrays, axes, slice_size, forward_only)
   return Plan(description=geo.description, mesh=dict(mesh), batch_size=batch_size, microbatches=microbatches,
               feature_lengths=dict(feature_lengths), groups=groups, local_shapes=local,
               replicated_opt_bytes=replicated_opt, activations=activations, forward_flops=flops["forward"],
-              train_flops=3 * flops["forward"], recompute_flops=flops["recompute"],
-              frozen_savings=(flops["frozen_backward"], frozen_bytes) if flops["frozen_backward"] else None,
+              train_flops=3 * flops["forward"] - flops["frozen_backward"], recompute_flops=flops["recompute"],
+              frozen_skipped_flops=flops["frozen_backward"],
               warnings=_undivisible(sharder, arrays, axes))
 
 
@@ -391,7 +391,8 @@ def _groups(geo: Geometry, arrays, local, trainable, gradient_buffers: int) -> l
     group.params += x.size
     group.trainable += x.size if trainable[path] else 0
     group.param_bytes += shard_bytes
-    group.grad_bytes += gradient_buffers * shard_bytes  # every parameter's, in its dtype, sharded like it
+    if trainable[path]:  # in the parameter's dtype, sharded like it
+      group.grad_bytes += gradient_buffers * shard_bytes
   return [g for g in groups if g.paths]
 
 
@@ -445,7 +446,7 @@ def _leading_frozen(geo: Geometry, trainable) -> list[Stack]:
 
 
 def _flops(geo: Geometry, arrays, batch_size: int, trainable) -> dict[str, float]:
-  """forward, recompute (remat) and frozen_backward (what stopping gradients at frozen parameters would save)."""
+  """forward, recompute (remat) and frozen_backward (the backward that frozen parameters skip)."""
   matmul = {path: 2.0 * x.size * tokens for path, x in arrays.items()
             if (tokens := _kernel_tokens(geo, path)) is not None}
 
@@ -460,12 +461,14 @@ def _flops(geo: Geometry, arrays, batch_size: int, trainable) -> dict[str, float
   # A frozen kernel never needs its weight gradient. A tower ahead of every trained parameter needs no input
   # gradients either, no attention backward and no recompute.
   frozen_backward = sum(f for p, f in matmul.items() if not trainable[p])
-  for stack in _leading_frozen(geo, trainable):
+  forward_only = _leading_frozen(geo, trainable)
+  for stack in forward_only:
     frozen_backward += sum(f for p, f in matmul.items() if re.fullmatch(stack.tower, p))
-    frozen_backward += 2 * _attention_flops(stack) + recompute(stack)
+    frozen_backward += 2 * _attention_flops(stack)
   scale = float(batch_size)
   return {"forward": forward * scale + geo.extra_forward_flops,
-          "recompute": sum(recompute(s) for s in geo.stacks) * scale, "frozen_backward": frozen_backward * scale}
+          "recompute": sum(recompute(s) for s in geo.stacks if s not in forward_only) * scale,
+          "frozen_backward": frozen_backward * scale}
 
 
 # ----------------------------------------------------------------------------------------- activations
@@ -537,19 +540,26 @@ def _stack_memory(stack: Stack, sharder: Sharder, arrays, axes, batch_size: int)
   return saved, recompute, weights
 
 
-def _activations(geo: Geometry, sharder: Sharder, arrays, axes, batch_size: int) -> list[tuple[str, int]]:
+def _activations(geo: Geometry, sharder: Sharder, arrays, axes, batch_size: int,
+                 forward_only: list[str]) -> list[tuple[str, int]]:
   """(what, bytes per device) rows whose sum is the activation peak of one train step.
 
   batch_size: the examples computed at once (a microbatch); the input batch is geo.batch, whole.
+  forward_only: stacks that need no backward (frozen, ahead of every trained parameter): only their output
+  outlives their forward.
   """
   rows, recompute, weights = [], (0, ""), 0
   for stack in geo.stacks:
-    saved, layer, layer_weights = _stack_memory(stack, sharder, arrays, axes, batch_size)
     dtype = {2: "bf16", 4: "fp32"}.get(stack.dtype_bytes, f"{stack.dtype_bytes} B")
     tokens = f"{stack.length:,}" + (f" (x {stack.cross_length:,} cross)" if stack.cross_length else "")
     frames = f" x {stack.sequences} frames" if stack.sequences > 1 else ""
-    rows.append((f"{stack.name}: {stack.layers} layers x {tokens} tokens{frames}, {dtype}, remat {stack.remat}",
-                 saved))
+    what = f"{stack.name}: {stack.layers} layers x {tokens} tokens{frames}, {dtype}"
+    if stack.name in forward_only:
+      output = _Tensor(1, (batch_size * stack.sequences, stack.length, stack.width), RESID, stack.dtype_bytes)
+      rows.append((f"{what}, frozen: forward only, its output", _bytes(sharder, [output])))
+      continue
+    saved, layer, layer_weights = _stack_memory(stack, sharder, arrays, axes, batch_size)
+    rows.append((f"{what}, remat {stack.remat}", saved))
     recompute = max(recompute, (layer, stack.name))
     weights = max(weights, layer_weights)
   if recompute[0]:
@@ -595,11 +605,9 @@ def report(result: Plan, header: Sequence[tuple[str, str]], memory_gib: float, d
   lines += ["", "activations per device, one train step (an estimate: the model is in `python -m vlm.plan --help`)"]
   lines += [f"  {what:<88}{_size(size):>11}" for what, size in result.activations]
   lines += [f"  {'total (peak)':<88}{_size(result.activation_bytes):>11}", "", _flops_text(result, device)]
-  if result.frozen_savings:
-    flops, size = result.frozen_savings
-    lines.append(f"{'':<11}frozen parameters are differentiated too (grad_norm reads every gradient): stopping "
-                 f"gradients at them would save {_flops_unit(flops)} per step and {_size(size)} of saved "
-                 "activations per device")
+  if result.frozen_skipped_flops:
+    lines.append(f"{'':<11}frozen parameters are not differentiated: {_flops_unit(result.frozen_skipped_flops)} "
+                 "of backward skipped per step")
   lines += ["", f"{'memory':<11}per device: parameters {_size(result.param_bytes)} + optimizer "
                 f"{_size(result.opt_bytes)} + gradients {_size(result.grad_bytes)} + activations "
                 f"{_size(result.activation_bytes)} = {_size(result.total_bytes)}"]
@@ -624,7 +632,7 @@ def verdict(total_bytes: int, memory_gib: float, device: str | None = None) -> s
 def _flops_text(result: Plan, device: str | None) -> str:
   executed = result.train_flops + result.recompute_flops
   text = (f"{'FLOPs':<11}per step: forward {_flops_unit(result.forward_flops)}; train step "
-          f"{_flops_unit(result.train_flops)} (3 x forward: the model FLOPs MFU divides) + remat recompute "
+          f"{_flops_unit(result.train_flops)} (forward + backward) + remat recompute "
           f"{_flops_unit(result.recompute_flops)} = {_flops_unit(executed)} executed, "
           f"{_flops_unit(executed / result.num_devices)} per device")
   if device in DEVICES:

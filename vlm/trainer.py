@@ -109,12 +109,14 @@ class StepFunctions:
 
 def build_step_functions(model: Model, optimizer: optax.GradientTransformation,
                          partitioner: partitioning.Partitioner, example_batch: dict[str, np.ndarray],
-                         seed: int = 0, microbatches: int = 1) -> StepFunctions:
+                         seed: int = 0, microbatches: int = 1, frozen_params: str | None = None) -> StepFunctions:
   """Shapes and shardings of the train state (without allocating it), its init, and the train step.
 
   With `microbatches` > 1 the step accumulates the gradient over that many slices of the batch (see
-  `_loss_and_grads`): activations of one slice at a time, the update of the whole batch.
+  `_loss_and_grads`): activations of one slice at a time, the update of the whole batch. Parameters whose path
+  matches the regex `frozen_params` are neither differentiated nor updated, nor given optimizer state.
   """
+  optimizer = optim.freeze(optimizer, frozen_params)
   batch_spec = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in example_batch.items()}
   with partitioner.context():
     boxed = jax.eval_shape(model.init_variables, jax.random.key(seed), batch_spec)["params"]
@@ -141,11 +143,15 @@ def build_step_functions(model: Model, optimizer: optax.GradientTransformation,
 
   def train_step(state: TrainState, batch: dict):
     rng = jax.random.fold_in(base_rng, state.step)
-    (loss, metrics), grads = _loss_and_grads(model.loss_fn, state.params, batch, rng, microbatches)
+    frozen = optim.frozen_mask(state.params, frozen_params)
+    (loss, metrics), trained_grads = _loss_and_grads(model.loss_fn, state.params, frozen, batch, rng,
+                                                     microbatches)
+    # Frozen parameters' zero "gradients" are never computed: the optimizer ignores them (set_to_zero).
+    grads = _merge(frozen, trained_grads, [jnp.zeros_like(x) for x in _split(frozen, state.params)[1]])
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), "param_norm": optax.global_norm(params),
-               **metrics}
+    metrics = {"loss": loss, "grad_norm": optax.global_norm(trained_grads),
+               "param_norm": optax.global_norm(params), **metrics}
     tokens = count_tokens(batch)
     if tokens is not None:
       metrics["num_tokens"] = tokens
@@ -158,17 +164,22 @@ def build_step_functions(model: Model, optimizer: optax.GradientTransformation,
       abstract_state=abstract_state)
 
 
-def _loss_and_grads(loss_fn, params, batch: dict, rng: jax.Array, microbatches: int):
+def _loss_and_grads(loss_fn, params, frozen, batch: dict, rng: jax.Array, microbatches: int):
   """`value_and_grad` of the loss: on the whole batch, or the mean over `microbatches` equal slices of it.
+
+  Differentiates only the parameters that `frozen` (a tree of bools like `params`) leaves trained, and returns
+  their gradients as a flat list in tree order: a frozen tower ahead of every trained parameter (PaLI's ViT in
+  stage 1) then runs forward only, with no backward and no gradient buffers.
 
   Slice i holds rows i, i + k, i + 2k, ... (k = microbatches): each device on 'data' keeps an equal share of
   every slice, so slicing moves no data between devices. For a loss that averages over examples the mean of
   the slices' losses and gradients is the whole batch's; a loss over the batch as a whole (SigLIP's pairs each
   image with every text of the batch) is computed within each slice, as with a batch that size.
   """
-  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  trained, fixed = _split(frozen, params)
+  grad_fn = jax.value_and_grad(lambda t, b, r: loss_fn(_merge(frozen, t, fixed), b, r), has_aux=True)
   if microbatches == 1:
-    return grad_fn(params, batch, rng)
+    return grad_fn(trained, batch, rng)
 
   def split(x):  # [batch, ...] -> [microbatches, batch / microbatches, ...]
     x = x.reshape((x.shape[0] // microbatches, microbatches) + x.shape[1:]).swapaxes(0, 1)
@@ -176,13 +187,26 @@ def _loss_and_grads(loss_fn, params, batch: dict, rng: jax.Array, microbatches: 
 
   def accumulate(total, slice_and_index):
     micro, i = slice_and_index
-    return jax.tree.map(jnp.add, total, grad_fn(params, micro, jax.random.fold_in(rng, i))), None
+    return jax.tree.map(jnp.add, total, grad_fn(trained, micro, jax.random.fold_in(rng, i))), None
 
   slices = jax.tree.map(split, batch)
   zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype),
-                       jax.eval_shape(grad_fn, params, jax.tree.map(lambda x: x[0], slices), rng))
+                       jax.eval_shape(grad_fn, trained, jax.tree.map(lambda x: x[0], slices), rng))
   total, _ = jax.lax.scan(accumulate, zeros, (slices, jnp.arange(microbatches)))
   return jax.tree.map(lambda x: x / microbatches, total)
+
+
+def _split(frozen, params) -> tuple[list, list]:
+  """(trained leaves, frozen leaves) of `params`, each in tree order."""
+  pairs = list(zip(jax.tree.leaves(frozen), jax.tree.leaves(params)))
+  return [x for f, x in pairs if not f], [x for f, x in pairs if f]
+
+
+def _merge(frozen, trained: list, fixed: list):
+  """The tree shaped like `frozen`: the `trained` leaves where it is False, the `fixed` ones where True."""
+  mask, treedef = jax.tree.flatten(frozen)
+  trained, fixed = iter(trained), iter(fixed)
+  return treedef.unflatten([next(fixed) if is_frozen else next(trained) for is_frozen in mask])
 
 
 def _count_tokens(batch: dict) -> jax.Array | None:
@@ -399,11 +423,11 @@ def train(model: Model = gin.REQUIRED, train_data: Dataset = gin.REQUIRED, *, mo
   partitioner.check_batch_size(batch_size)
   _check_microbatches(batch_size, microbatches, partitioner)
   schedule = learning_rate if callable(learning_rate) else (lambda _: learning_rate)
-  tx = optim.freeze(optimizer(learning_rate=learning_rate), frozen_params)
+  tx = optimizer(learning_rate=learning_rate)
   _write_or_check_model_config(model_dir, model.config_json())
 
   example = _example_batch(partitioner, train_data, batch_size)
-  fns = build_step_functions(model, tx, partitioner, example, seed, microbatches)
+  fns = build_step_functions(model, tx, partitioner, example, seed, microbatches, frozen_params)
   n_params = partitioning.count_params(fns.abstract_state.params)
   ckpt = checkpoints.Checkpointer(model_dir, checkpoint_period, keep=keep_checkpoints, keep_period=keep_period)
   main_process = jax.process_index() == 0
