@@ -162,7 +162,7 @@ def test_cli_on_the_tiny_stage1_run(capsys):
   code, out, _ = run_cli(capsys, f"--gin_file={TINY_RUN}", "--mesh", "data=2", "--device_memory", "1")
   assert code == 0
   for field in ("1,195,136", "1,087,360", "img (ViT)", "ul2 encoder", "activations per device", "FLOPs",
-                "data=2 x model=1", "frozen parameters are differentiated too", "fits in 1 GiB: headroom"):
+                "data=2 x model=1", "frozen parameters are not differentiated", "fits in 1 GiB: headroom"):
     assert field in out, field
   img = next(line for line in out.splitlines() if line.startswith("  img (ViT)"))
   assert img.split()[3] == "0" and img.split()[6:8] == ["0.0", "MiB"]  # frozen: not trainable, no optimizer state

@@ -71,9 +71,11 @@ def test_resumed_run_continues_the_uninterrupted_one(tmp_path):
   np.testing.assert_allclose([resumed[s] for s in range(5, 9)], [full[s] for s in range(5, 9)], rtol=1e-6)
 
 
-@pytest.mark.parametrize("num_partitions, parameter_partitioning_dims", [(1, 1), (2, 2)],
-                         ids=["data_parallel", "fsdp_and_tensor_parallel"])
-@pytest.mark.parametrize("optimizer", [optim.adamw, optim.adafactor], ids=["adamw", "adafactor"])
+# Each optimizer once and each layout once: AdamW's moments shard like the parameters, Adafactor's factored
+# statistics replicate, the case FSDP + tensor parallelism exercises.
+@pytest.mark.parametrize("optimizer, num_partitions, parameter_partitioning_dims",
+                         [(optim.adamw, 1, 1), (optim.adafactor, 2, 2)],
+                         ids=["adamw-data_parallel", "adafactor-fsdp_and_tensor_parallel"])
 def test_8_devices_match_one_device(tmp_path, num_partitions, parameter_partitioning_dims, optimizer):
   run(tmp_path / "one", 4, optimizer=optimizer)
   run(tmp_path / "eight", 4, num_devices=8, num_partitions=num_partitions,
