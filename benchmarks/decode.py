@@ -5,6 +5,10 @@ Both run the same random weights: a HF T5ForConditionalGeneration of T5-small ge
   greedy:   new tokens/s of greedy decoding, 64-token inputs, exactly 32 new tokens (EOS never ends a row in either),
             batch 1 and 8; HF `generate` (KV cache, num_beams=1) against ours
   forward:  encoder-decoder forward (64 encoder, 32 decoder tokens), sequences/s
+  --steps:  where a decode step's time goes: each framework's time per extra token (generating 32 tokens
+            against 2), and the floor under it, the step's matmuls alone (every decoder matrix a cached step
+            reads, self-attention q/k/v/o, cross-attention q/o, the gated MLP, the output projection, 154 MB
+            in fp32) as a dependent chain, eager torch and jitted XLA
 Timings interleave the two frameworks and keep the best of several repeats (the machine may be shared).
 
   python benchmarks/decode.py [--batches 1,8] [--repeats 5]
@@ -13,10 +17,12 @@ Timings interleave the two frameworks and keep the best of several repeats (the 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import tempfile
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import torch
 import transformers
@@ -40,6 +46,7 @@ def main():
   p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
   p.add_argument("--batches", default="1,8")
   p.add_argument("--repeats", type=int, default=5)
+  p.add_argument("--steps", action="store_true", help="also time one decode step and its matmuls alone")
   args = p.parse_args()
   torch.set_num_threads(os.cpu_count())
   hf = hf_t5_small()
@@ -83,9 +90,51 @@ def main():
     rows.append((f"greedy decode, batch {batch}", "new tokens/s", batch * NEW_TOKENS / hf_gen,
                  batch * NEW_TOKENS / our_gen))
     rows.append((f"forward, batch {batch}", "sequences/s", batch / hf_fwd, batch / our_fwd))
+    if args.steps:
+      rows += step_rows(hf, ours, encoder_ids, args.repeats)
   print(f"\n{'work':<26}{'unit':<14}{'HF torch':>12}{'ours (JAX)':>12}{'ours / HF':>11}")
   for work, unit, theirs, mine in rows:
-    print(f"{work:<26}{unit:<14}{theirs:>12.1f}{mine:>12.1f}{mine / theirs:>10.2f}x")
+    faster = theirs / mine if unit.startswith("ms") else mine / theirs  # a time: lower is better
+    print(f"{work:<26}{unit:<14}{theirs:>12.1f}{mine:>12.1f}{faster:>10.2f}x")
+
+
+def step_rows(hf, ours, encoder_ids: np.ndarray, repeats: int) -> list[tuple]:
+  """ms per decode step (generate 32 tokens minus 2, over 30) and of its matmuls alone, both frameworks."""
+  batch = encoder_ids.shape[0]
+  torch_ids = torch.tensor(encoder_ids, dtype=torch.long)
+
+  def hf_tokens(n):
+    with torch.no_grad():
+      hf.generate(input_ids=torch_ids, max_new_tokens=n, min_new_tokens=n, do_sample=False, num_beams=1)
+
+  def our_tokens(n):
+    ours.generate(encoder_ids, n, eos_id=ours.config.vocab_size)
+
+  def per_step(tokens):
+    tokens(2)
+    return (best_time(lambda: tokens(NEW_TOKENS), repeats) - best_time(lambda: tokens(2), repeats)) / (NEW_TOKENS - 2)
+
+  matrices = [w.detach() for name, w in hf.named_parameters() if name.startswith("decoder.block") and w.ndim == 2
+              and "relative_attention_bias" not in name  # a lookup table, not a matmul
+              and "EncDecAttention.k" not in name and "EncDecAttention.v" not in name]  # cross k/v: once
+  matrices.append(hf.lm_head.weight.detach())  # torch layout [out, in]
+
+  def torch_chain():
+    with torch.no_grad():
+      y = torch.ones(batch, 1024)
+      for w in matrices:
+        y = torch.cat([y, y], 1)[:, :w.shape[1]] @ w.T
+
+  jax_matrices = [jax.device_put(w.numpy().T) for w in matrices]  # ours: [in, out]
+  jax_chain = jax.jit(lambda ws, y: functools.reduce(lambda y, w: jnp.concatenate([y, y], 1)[:, :w.shape[0]] @ w,
+                                                      ws, y))
+  x = jnp.ones((batch, 1024))
+  run_jax = lambda: jax_chain(jax_matrices, x).block_until_ready()  # noqa: E731
+  torch_chain(), run_jax()
+  ms = 1e3
+  return [(f"decode step, batch {batch}", "ms / step", per_step(hf_tokens) * ms, per_step(our_tokens) * ms),
+          ("  its matmuls alone", "ms / step", best_time(torch_chain, repeats) * ms,
+           best_time(run_jax, repeats) * ms)]
 
 
 if __name__ == "__main__":
