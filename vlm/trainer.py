@@ -331,6 +331,8 @@ def matmul_flops(jaxpr: jax.extend.core.Jaxpr) -> float:
 def model_flops_per_step(model: Model, abstract_params: Any, example: dict, microbatches: int = 1) -> float:
   """Model FLOPs of one train step, as MFU counts them: 3 x the forward pass's (a backward pass costs two), so
   rematerialised recomputation is not counted. Traced on ShapeDtypeStructs: nothing is allocated or compiled.
+  A frozen tower counts as if trained, though the step skips its backward (`frozen_params`): MFU reads high by
+  that share (`python -m vlm.plan` prints it), or pass the run's own `flops_per_example`.
 
   Args:
     example: the global batch's ShapeDtypeStructs; the step runs the forward pass on `microbatches` slices.
