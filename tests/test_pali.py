@@ -158,9 +158,9 @@ def test_tiny_pali_beats_the_majority_answer(tmp_path):
   assert results["vqa_colour"] > 2 * results["vqa_colour_majority"], results
 
 
-@pytest.mark.parametrize("num_partitions,dims", [(1, 1), (2, 2)], ids=["data-parallel", "fsdp+tensor-parallel"])
-def test_8_devices_match_one_device(tmp_path, num_partitions, dims):
-  """The PaLI's losses on 8 devices (ViT frozen, as in stage 1) equal one device's, step by step."""
+def test_8_devices_match_one_device(tmp_path):
+  """The PaLI's losses on 8 devices (ViT frozen, as in stage 1) equal one device's, step by step: FSDP with
+  tensor parallelism, which exercises the PaLI's own axis rules (data parallelism alone: tests/test_trainer.py)."""
   from vlm import summaries  # pylint: disable=import-outside-toplevel
   data = scene_pali.SceneTaskBatches(IMAGE_SIZE, LENGTHS, {"vqa": 1, "refexp": 1})
 
@@ -171,6 +171,6 @@ def test_8_devices_match_one_device(tmp_path, num_partitions, dims):
     return [r["loss"] for r in summaries.read_metrics(str(directory)) if "split" not in r]
 
   one = run(tmp_path / "one", 1)
-  eight = run(tmp_path / "eight", 8, num_partitions=num_partitions, parameter_partitioning_dims=dims)
+  eight = run(tmp_path / "eight", 8, num_partitions=2, parameter_partitioning_dims=2)
   assert len(one) == 3
   np.testing.assert_allclose(eight, one, rtol=1e-4)

@@ -62,15 +62,6 @@ def test_same_seed_same_loss_curve(tmp_path):
   assert losses(tmp_path / "a") == losses(tmp_path / "b")
 
 
-def test_resumed_run_continues_the_uninterrupted_one(tmp_path):
-  run(tmp_path / "full", 8)
-  run(tmp_path / "resumed", 4)  # stops after its step-4 checkpoint, as if killed there
-  run(tmp_path / "resumed", 8)  # the same command again, with the full step count
-  full, resumed = losses(tmp_path / "full"), losses(tmp_path / "resumed")
-  assert sorted(resumed) == list(range(1, 9))
-  np.testing.assert_allclose([resumed[s] for s in range(5, 9)], [full[s] for s in range(5, 9)], rtol=1e-6)
-
-
 # Each optimizer once and each layout once: AdamW's moments shard like the parameters, Adafactor's factored
 # statistics replicate, the case FSDP + tensor parallelism exercises.
 @pytest.mark.parametrize("optimizer, num_partitions, parameter_partitioning_dims",
