@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+from tests.cli_errors import assert_one_line_error
+
 RUN = "gin_configs/runs/siglip_tiny_synthetic.gin"
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -15,14 +17,6 @@ def train(*args, timeout=600):
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one CPU device, as a user has
   return subprocess.run([sys.executable, "-m", "vlm.train", *args], cwd=REPO, env=env, capture_output=True,
                         text=True, timeout=timeout)
-
-
-def assert_one_line_error(result, *fragments):
-  assert result.returncode == 1, result.stderr
-  lines = [l for l in result.stderr.strip().splitlines() if l.startswith("error:")]
-  assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-  for fragment in fragments:
-    assert fragment in lines[0], lines[0]
 
 
 def test_unknown_gin_binding(tmp_path):

@@ -21,6 +21,7 @@ import time
 import numpy as np
 import pytest
 
+from tests.cli_errors import assert_one_line_error
 from vlm import checkpoints
 
 RUN = "gin_configs/runs/siglip_tiny_synthetic.gin"
@@ -114,14 +115,6 @@ def assert_same_run(model_dir, reference):
   losses = logged_losses(model_dir)
   assert sorted(losses) == list(range(1, STEPS + 1))
   np.testing.assert_allclose([losses[s] for s in sorted(losses)], [reference[s] for s in sorted(losses)], rtol=1e-5)
-
-
-def assert_one_line_error(result, *fragments):
-  assert result.returncode == 1, result.stderr
-  lines = [l for l in result.stderr.strip().splitlines() if l.startswith("error:")]
-  assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-  for fragment in fragments:
-    assert fragment in lines[0], lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -370,8 +370,8 @@ def plan(model: Any, *, batch_size: int, feature_lengths: dict[str, int], mesh: 
 
   groups = _groups(geo, arrays, local, trainable, gradient_buffers=2 if microbatches > 1 else 1)
   replicated_opt = _add_optimizer_state(groups, optim.freeze(optimizer, frozen_params), params, paths, local)
-  forward_only = [s.name for s in _leading_frozen(geo, trainable)]
-  flops = _flops(geo, arrays, batch_size, trainable)
+  forward_only = _leading_frozen(geo, trainable)
+  flops = _flops(geo, arrays, batch_size, trainable, forward_only)
   activations = _activations(geo, sharder, arrays, axes, slice_size, forward_only)
   return Plan(description=geo.description, mesh=dict(mesh), batch_size=batch_size, microbatches=microbatches,
               feature_lengths=dict(feature_lengths), groups=groups, local_shapes=local,
@@ -445,8 +445,11 @@ def _leading_frozen(geo: Geometry, trainable) -> list[Stack]:
   return out
 
 
-def _flops(geo: Geometry, arrays, batch_size: int, trainable) -> dict[str, float]:
-  """forward, recompute (remat) and frozen_backward (the backward that frozen parameters skip)."""
+def _flops(geo: Geometry, arrays, batch_size: int, trainable, forward_only: list[Stack]) -> dict[str, float]:
+  """forward, recompute (remat) and frozen_backward (the backward that frozen parameters skip).
+
+  forward_only: the frozen stacks ahead of every trained parameter (`_leading_frozen`).
+  """
   matmul = {path: 2.0 * x.size * tokens for path, x in arrays.items()
             if (tokens := _kernel_tokens(geo, path)) is not None}
 
@@ -461,7 +464,6 @@ def _flops(geo: Geometry, arrays, batch_size: int, trainable) -> dict[str, float
   # A frozen kernel never needs its weight gradient. A tower ahead of every trained parameter needs no input
   # gradients either, no attention backward and no recompute.
   frozen_backward = sum(f for p, f in matmul.items() if not trainable[p])
-  forward_only = _leading_frozen(geo, trainable)
   for stack in forward_only:
     frozen_backward += sum(f for p, f in matmul.items() if re.fullmatch(stack.tower, p))
     frozen_backward += 2 * _attention_flops(stack)
@@ -541,7 +543,7 @@ def _stack_memory(stack: Stack, sharder: Sharder, arrays, axes, batch_size: int)
 
 
 def _activations(geo: Geometry, sharder: Sharder, arrays, axes, batch_size: int,
-                 forward_only: list[str]) -> list[tuple[str, int]]:
+                 forward_only: list[Stack]) -> list[tuple[str, int]]:
   """(what, bytes per device) rows whose sum is the activation peak of one train step.
 
   batch_size: the examples computed at once (a microbatch); the input batch is geo.batch, whole.
@@ -554,7 +556,7 @@ def _activations(geo: Geometry, sharder: Sharder, arrays, axes, batch_size: int,
     tokens = f"{stack.length:,}" + (f" (x {stack.cross_length:,} cross)" if stack.cross_length else "")
     frames = f" x {stack.sequences} frames" if stack.sequences > 1 else ""
     what = f"{stack.name}: {stack.layers} layers x {tokens} tokens{frames}, {dtype}"
-    if stack.name in forward_only:
+    if stack in forward_only:
       output = _Tensor(1, (batch_size * stack.sequences, stack.length, stack.width), RESID, stack.dtype_bytes)
       rows.append((f"{what}, frozen: forward only, its output", _bytes(sharder, [output])))
       continue
