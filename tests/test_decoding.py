@@ -295,7 +295,7 @@ def test_everything_runs_under_jit(toy):
   params, state, length = toy
   model = functools.partial(toy_model, params)
 
-  @jax.jit
+  @decoding.jit
   def run(state, rng):
     return (decoding.greedy(model, state, max_decode_len=length),
             decoding.sample(model, state, max_decode_len=length, rng=rng, top_p=0.8),
@@ -306,6 +306,17 @@ def test_everything_runs_under_jit(toy):
   np.testing.assert_array_equal(greedy.tokens, reference_greedy(params, state, length)[0])
   np.testing.assert_array_equal(sampled.tokens, decode_toy(params, state, "sample", length, rng=rng, top_p=0.8).tokens)
   np.testing.assert_array_equal(beam.tokens, decode_toy(params, state, "beam", length, beam_size=3).tokens)
+
+
+def test_decoding_jit_keeps_dots_out_of_ynnpack_on_cpu():
+  """decoding.jit's one change to jax.jit: on CPU, matmuls stay on XLA's own path (faster for a few rows)."""
+  def step(x, w):
+    return jax.nn.log_softmax(x @ w)
+
+  x, w = jnp.ones((8, 64)), jnp.ones((64, 256)) / 64
+  compiled = decoding.jit(step).lower(x, w).compile().as_text()
+  assert "__ynn_fusion" not in compiled  # the backend config of a YNNPACK fusion
+  np.testing.assert_allclose(decoding.jit(step)(x, w), jax.jit(step)(x, w), rtol=1e-6)
 
 
 @pytest.mark.parametrize("method,opts,message", [

@@ -60,7 +60,7 @@ def draw_predictions(model_dir: str, path: str, n: int = 16) -> str | None:
   """Greedy answers of a PaLI MODEL_DIR on held-out scenes of every task, drawn to `path`."""
   import jax  # pylint: disable=import-outside-toplevel
   from tasks import scene_pali  # pylint: disable=import-outside-toplevel
-  from vlm import checkpoints, model as model_lib, summaries  # pylint: disable=import-outside-toplevel
+  from vlm import checkpoints, decoding, model as model_lib, summaries  # pylint: disable=import-outside-toplevel
   try:
     model, params = model_lib.load(model_dir)
   except checkpoints.CheckpointError:
@@ -69,7 +69,7 @@ def draw_predictions(model_dir: str, path: str, n: int = 16) -> str | None:
   data = scene_pali.SceneTaskBatches(size, {"inputs": model.prompt_length or 16, "targets": model.max_decode_len},
                                      {"caption": 1, "vqa": 2, "refexp": 1, "detect": 1}, split="validation")
   raw, batch = data.examples(0, n), data.batch(0, n)
-  tokens = jax.jit(model.predict_batch)(params, {k: batch[k] for k in ("image", "encoder_input_tokens")}).tokens
+  tokens = decoding.jit(model.predict_batch)(params, {k: batch[k] for k in ("image", "encoder_input_tokens")}).tokens
   answers = [scene_pali.detokenize(row) for row in jax.device_get(tokens)]
   return summaries.plot_predictions(raw["image"], raw["inputs"], answers, raw["targets"], path)
 

@@ -175,6 +175,20 @@ def beam_search(tokens_to_logits: TokensToLogits, state: PyTree, *, max_decode_l
 _METHODS = {"greedy": greedy, "beam": beam_search, "sample": sample}
 
 
+def jit(fn: Callable, **jit_kwargs) -> Callable:
+  """jax.jit for a function that runs a decoding loop; on CPU, without XLA's YNNPACK matmuls.
+
+  A decoding step multiplies a few rows (batch x beams) by every weight matrix. On CPU, XLA hands dots to
+  YNNPACK by default, whose [8, K] x [K, N] products run ~1.5x slower than XLA's own (Eigen) path
+  (measured on T5-small greedy decoding at batch 8: 26 -> 15 ms a step; at batch 1 and on the encoder's
+  full-length products, no different). Other backends ignore the option, so it is only set on CPU.
+  """
+  if jax.default_backend() == "cpu":
+    jit_kwargs["compiler_options"] = {"xla_cpu_experimental_ynn_fusion_type": "",
+                                      **jit_kwargs.get("compiler_options", {})}
+  return jax.jit(fn, **jit_kwargs)
+
+
 def decode(tokens_to_logits: TokensToLogits, state: PyTree, *, method: str, max_decode_len: int,
            **opts) -> DecodeResult:
   """Runs `method` ("greedy" | "beam" | "sample") with its options: the keyword arguments of that function.

@@ -19,6 +19,7 @@ import numpy as np
 
 from tasks import scene_pairs
 from tasks import scenes
+from vlm import decoding
 from vlm import metrics
 
 
@@ -107,7 +108,7 @@ class SceneTaskEvaluation:
     self._predict = {}
 
   def __call__(self, model, params) -> dict[str, float]:
-    predict = self._predict.setdefault(id(model), jax.jit(model.predict_batch))
+    predict = self._predict.setdefault(id(model), decoding.jit(model.predict_batch))
     out = {}
     for task, (raw, batch) in self.batches.items():
       inputs = {k: batch[k] for k in ("image", "encoder_input_tokens")}

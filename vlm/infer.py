@@ -139,7 +139,7 @@ def _encode(vocabulary, text: str) -> list[int]:
 def run(args) -> list[dict]:
   import jax  # pylint: disable=import-outside-toplevel
   from tasks import locations  # pylint: disable=import-outside-toplevel
-  from vlm import model as model_lib  # pylint: disable=import-outside-toplevel
+  from vlm import decoding, model as model_lib  # pylint: disable=import-outside-toplevel
   options = decoding_options(args)
   requests = read_requests(args)
   model, params = model_lib.load(args.checkpoint)
@@ -150,7 +150,7 @@ def run(args) -> list[dict]:
   prompt_length = model.prompt_length or max(len(_encode(model.vocabulary, r["prompt"])) for r in requests)
   max_len = args.max_decode_len or model.max_decode_len
   rng = jax.random.key(args.seed)
-  predict = jax.jit(lambda p, b, r: model.predict_batch(p, b, max_decode_len=max_len, method=args.method,
+  predict = decoding.jit(lambda p, b, r: model.predict_batch(p, b, max_decode_len=max_len, method=args.method,
                                                         **options, **({"rng": r} if args.method == "sample" else {})))
   results = []
   for start in range(0, len(requests), args.batch_size):

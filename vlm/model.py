@@ -86,8 +86,11 @@ class PaLI(nn.Module):
   def init_cache(self, encoded, encoder_mask, max_decode_len: int) -> dict:
     return self.ul2.init_cache(encoded, encoder_mask, max_decode_len)
 
-  def decode_step(self, token_ids, index, state):
-    return self.ul2.decode_step(token_ids, index, state)
+  def tied_head(self):
+    return self.ul2.tied_head()
+
+  def decode_step(self, token_ids, index, state, tied_head=None):
+    return self.ul2.decode_step(token_ids, index, state, tied_head)
 
 
 @gin.configurable(module="vlm.model")
@@ -156,9 +159,10 @@ class PaLIModel:
                                       method=PaLI.encode)
     max_len = max_decode_len or self.max_decode_len
     state = self.module.apply(variables, encoded, mask, max_len, method=PaLI.init_cache)
+    tied_head = self.module.apply(variables, method=PaLI.tied_head)
 
     def tokens_to_logits(token_ids, index, state):
-      return self.module.apply(variables, token_ids, index, state, method=PaLI.decode_step)
+      return self.module.apply(variables, token_ids, index, state, tied_head, method=PaLI.decode_step)
 
     return decoding.decode(tokens_to_logits, state, method=method or self.decode_method, max_decode_len=max_len,
                            eos_id=ul2_lib.EOS_ID, start_id=ul2_lib.PAD_ID, **{**self.decode_options, **options})
