@@ -2,16 +2,18 @@
 
 Both run the same random weights: a HF T5ForConditionalGeneration of T5-small geometry with gated SiLU
 (d_model 512, 8+8 layers, 6 heads x 64, d_ff 1024, vocab 32128), loaded into ours through vlm.ul2.load.
+transformers 5 ties the output projection to the token embedding table whatever the config asks, so both
+compute the logits from that table (unscaled).
   greedy:   new tokens/s of greedy decoding, 64-token inputs, exactly 32 new tokens (EOS never ends a row in either),
             batch 1 and 8; HF `generate` (KV cache, num_beams=1) against ours
   forward:  encoder-decoder forward (64 encoder, 32 decoder tokens), sequences/s
   --steps:  where a decode step's time goes: each framework's time per extra token (generating 32 tokens
             against 2), and the floor under it, the step's matmuls alone (every decoder matrix a cached step
             reads, self-attention q/k/v/o, cross-attention q/o, the gated MLP, the output projection, 154 MB
-            in fp32) as a dependent chain, eager torch and jitted XLA
+            in fp32) as a dependent chain, eager torch and jitted XLA (compiled as our decoding is)
 Timings interleave the two frameworks and keep the best of several repeats (the machine may be shared).
 
-  python benchmarks/decode.py [--batches 1,8] [--repeats 5]
+  python benchmarks/decode.py [--batches 1,8] [--repeats 5] [--steps]
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ import numpy as np
 import torch
 import transformers
 
-from timing import best_time  # benchmarks/timing.py (scripts run from this folder)
+from timing import best_times  # benchmarks/timing.py (scripts run from this folder)
+from vlm import decoding
 from vlm import ul2
 
 INPUT_LEN, NEW_TOKENS = 64, 32
@@ -85,8 +88,8 @@ def main():
 
     for fn in (hf_generate, ours_generate, hf_forward, ours_forward):
       fn()  # warm up: compile (ours) and allocate (both)
-    hf_gen, our_gen, hf_fwd, our_fwd = (best_time(fn, args.repeats) for fn in
-                                        (hf_generate, ours_generate, hf_forward, ours_forward))
+    hf_gen, our_gen, hf_fwd, our_fwd = best_times([hf_generate, ours_generate, hf_forward, ours_forward],
+                                                  args.repeats)
     rows.append((f"greedy decode, batch {batch}", "new tokens/s", batch * NEW_TOKENS / hf_gen,
                  batch * NEW_TOKENS / our_gen))
     rows.append((f"forward, batch {batch}", "sequences/s", batch / hf_fwd, batch / our_fwd))
@@ -110,10 +113,6 @@ def step_rows(hf, ours, encoder_ids: np.ndarray, repeats: int) -> list[tuple]:
   def our_tokens(n):
     ours.generate(encoder_ids, n, eos_id=ours.config.vocab_size)
 
-  def per_step(tokens):
-    tokens(2)
-    return (best_time(lambda: tokens(NEW_TOKENS), repeats) - best_time(lambda: tokens(2), repeats)) / (NEW_TOKENS - 2)
-
   matrices = [w.detach() for name, w in hf.named_parameters() if name.startswith("decoder.block") and w.ndim == 2
               and "relative_attention_bias" not in name  # a lookup table, not a matmul
               and "EncDecAttention.k" not in name and "EncDecAttention.v" not in name]  # cross k/v: once
@@ -126,15 +125,19 @@ def step_rows(hf, ours, encoder_ids: np.ndarray, repeats: int) -> list[tuple]:
         y = torch.cat([y, y], 1)[:, :w.shape[1]] @ w.T
 
   jax_matrices = [jax.device_put(w.numpy().T) for w in matrices]  # ours: [in, out]
-  jax_chain = jax.jit(lambda ws, y: functools.reduce(lambda y, w: jnp.concatenate([y, y], 1)[:, :w.shape[0]] @ w,
+  jax_chain = decoding.jit(lambda ws, y: functools.reduce(lambda y, w: jnp.concatenate([y, y], 1)[:, :w.shape[0]] @ w,
                                                       ws, y))
   x = jnp.ones((batch, 1024))
   run_jax = lambda: jax_chain(jax_matrices, x).block_until_ready()  # noqa: E731
-  torch_chain(), run_jax()
-  ms = 1e3
-  return [(f"decode step, batch {batch}", "ms / step", per_step(hf_tokens) * ms, per_step(our_tokens) * ms),
-          ("  its matmuls alone", "ms / step", best_time(torch_chain, repeats) * ms,
-           best_time(run_jax, repeats) * ms)]
+  runs = [functools.partial(tokens, n) for tokens in (hf_tokens, our_tokens) for n in (NEW_TOKENS, 2)]
+  runs += [torch_chain, run_jax]
+  for run in runs:
+    run()  # warm up
+  hf_long, hf_short, our_long, our_short, torch_chain_s, jax_chain_s = best_times(runs, repeats)
+  per_step = 1e3 / (NEW_TOKENS - 2)  # ms per extra token
+  return [(f"decode step, batch {batch}", "ms / step", (hf_long - hf_short) * per_step,
+           (our_long - our_short) * per_step),
+          ("  its matmuls alone", "ms / step", torch_chain_s * 1e3, jax_chain_s * 1e3)]
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import transformers
 
 from encoders import siglip
 from encoders import vit as vit_lib
-from timing import best_time  # benchmarks/timing.py (scripts run from this folder)
+from timing import best_times  # benchmarks/timing.py (scripts run from this folder)
 from vlm import checkpoints
 
 
@@ -100,10 +100,7 @@ def main():
     rows.append(("train step (fwd+bwd)", run_jax_train, run_torch_train))
   for name, run_jax, run_torch in rows:
     run_jax(), run_torch()  # compile / warm up
-    t_jax, t_torch = float("inf"), float("inf")
-    for _ in range(args.repeats):  # interleaved, so both see the same machine load
-      t_jax = min(t_jax, best_time(run_jax, 1))
-      t_torch = min(t_torch, best_time(run_torch, 1))
+    t_jax, t_torch = best_times([run_jax, run_torch], args.repeats)
     print(f"{name:<22s} ours {args.batch / t_jax:7.2f} img/s   HF/torch {args.batch / t_torch:7.2f} img/s   "
           f"ratio {t_torch / t_jax:5.2f}x")
 

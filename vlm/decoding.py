@@ -181,7 +181,8 @@ def jit(fn: Callable, **jit_kwargs) -> Callable:
   A decoding step multiplies a few rows (batch x beams) by every weight matrix. On CPU, XLA hands dots to
   YNNPACK by default, whose [8, K] x [K, N] products run ~1.5x slower than XLA's own (Eigen) path
   (measured on T5-small greedy decoding at batch 8: 26 -> 15 ms a step; at batch 1 and on the encoder's
-  full-length products, no different). Other backends ignore the option, so it is only set on CPU.
+  full-length products, no different). Eigen is slow on a transposed operand instead, hence UL2.tied_head.
+  Other backends ignore the option, so it is only set on CPU.
   """
   if jax.default_backend() == "cpu":
     jit_kwargs["compiler_options"] = {"xla_cpu_experimental_ynn_fusion_type": "",

@@ -150,8 +150,9 @@ def run(args) -> list[dict]:
   prompt_length = model.prompt_length or max(len(_encode(model.vocabulary, r["prompt"])) for r in requests)
   max_len = args.max_decode_len or model.max_decode_len
   rng = jax.random.key(args.seed)
+  sample_rng = lambda r: {"rng": r} if args.method == "sample" else {}  # noqa: E731
   predict = decoding.jit(lambda p, b, r: model.predict_batch(p, b, max_decode_len=max_len, method=args.method,
-                                                        **options, **({"rng": r} if args.method == "sample" else {})))
+                                                             **options, **sample_rng(r)))
   results = []
   for start in range(0, len(requests), args.batch_size):
     chunk = requests[start:start + args.batch_size]
