@@ -125,8 +125,8 @@ def step_rows(hf, ours, encoder_ids: np.ndarray, repeats: int) -> list[tuple]:
         y = torch.cat([y, y], 1)[:, :w.shape[1]] @ w.T
 
   jax_matrices = [jax.device_put(w.numpy().T) for w in matrices]  # ours: [in, out]
-  jax_chain = decoding.jit(lambda ws, y: functools.reduce(lambda y, w: jnp.concatenate([y, y], 1)[:, :w.shape[0]] @ w,
-                                                      ws, y))
+  jax_chain = decoding.jit(
+      lambda ws, y: functools.reduce(lambda y, w: jnp.concatenate([y, y], 1)[:, :w.shape[0]] @ w, ws, y))
   x = jnp.ones((batch, 1024))
   run_jax = lambda: jax_chain(jax_matrices, x).block_until_ready()  # noqa: E731
   runs = [functools.partial(tokens, n) for tokens in (hf_tokens, our_tokens) for n in (NEW_TOKENS, 2)]
