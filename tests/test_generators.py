@@ -2,6 +2,7 @@
 plumbing (tasks.render): determinism, split disjointness, image format, answers that match the rendered
 content, captions in each language's own script."""
 
+import concurrent.futures
 import dataclasses
 import re
 import time
@@ -312,6 +313,16 @@ def test_chart_pixels_do_not_depend_on_earlier_charts():
   for a, b in zip(forward, backward):
     np.testing.assert_array_equal(a, b)
   assert not np.array_equal(forward[0], forward[1])
+
+
+def test_charts_render_the_same_on_concurrent_threads():
+  # tf.data renders on its own threads, each with its own figures and no lock: the pixels must not notice.
+  examples = [charts.example(0, i, image_size=96) for i in range(12)]
+  with concurrent.futures.ThreadPoolExecutor(4) as pool:
+    for _ in range(2):  # the second round reuses every thread's figures
+      together = list(pool.map(lambda i: charts.example(0, i, image_size=96), range(12)))
+      for alone, concurrent_one in zip(examples, together):
+        np.testing.assert_array_equal(alone["image"], concurrent_one["image"])
 
 
 def test_small_charts_have_fewer_points():
