@@ -13,7 +13,11 @@ Counts are of events in this process since the last reset(): an example read twi
 that is bad both times counts twice, and each host of a multi-host run counts only what it read.
 
 The counter is process-wide because tf.data runs the Python callbacks that find the faults on its own
-threads, far from the trainer; a lock keeps concurrent updates whole.
+threads, far from the trainer. Those threads record events without a lock: a thread holding a lock can run
+Python's garbage collector, which can destroy an old tf.data iterator, whose destructor waits for that
+iterator's worker threads; a worker waiting for the lock would never finish (the chart renderer deadlocked
+that way). `deque.append` is atomic, so events go through a deque, summed on reading under a lock that only
+readers take.
 """
 
 from __future__ import annotations
@@ -23,9 +27,10 @@ import logging
 import threading
 
 _LOG = logging.getLogger(__name__)
-_LOCK = threading.Lock()
+_EVENTS: collections.deque[tuple[str, int]] = collections.deque()  # recorded, not yet summed into _COUNTS
 _COUNTS: collections.Counter[str] = collections.Counter()
 _WARNED: set[str] = set()
+_READING = threading.Lock()  # readers only: record() never waits
 
 
 def record(source: str, reason: str, detail: str = "", n: int = 1) -> None:
@@ -38,24 +43,26 @@ def record(source: str, reason: str, detail: str = "", n: int = 1) -> None:
     n: how many examples the event stands for.
   """
   key = f"{source}/{reason}"
-  with _LOCK:
-    _COUNTS[key] += n
-    first = key not in _WARNED
+  _EVENTS.append((key, n))
+  if key not in _WARNED:  # two threads meeting a new fault at once may both warn: harmless
     _WARNED.add(key)
-  if first:
     _LOG.warning("data: skipping bad data from %s (%s)%s; further cases are counted in data_health.counts()",
                  source, reason, f": {detail}" if detail else "")
 
 
 def counts() -> dict[str, int]:
   """Every count so far: {"<source>/<reason>": n}, keys sorted."""
-  with _LOCK:
+  with _READING:
+    while _EVENTS:
+      key, n = _EVENTS.popleft()
+      _COUNTS[key] += n
     return dict(sorted(_COUNTS.items()))
 
 
 def reset() -> None:
   """Forgets every count, and which (source, reason) pairs have been warned about."""
-  with _LOCK:
+  with _READING:
+    _EVENTS.clear()
     _COUNTS.clear()
     _WARNED.clear()
 

@@ -2,6 +2,7 @@
 images decoded to size and range, texts and VQA answers checked, and every kind of bad data skipped (or
 truncated) with exact counts in tasks.data_health."""
 
+import concurrent.futures
 import io
 import json
 import logging
@@ -28,6 +29,18 @@ def fresh_counts():
   data_health.reset()
   yield
   data_health.reset()
+
+
+def test_counts_stay_exact_when_threads_record_at_once():
+  # tf.data records from its own threads, and data_health takes no lock (see its docstring).
+  def record(i):
+    for _ in range(2000):
+      data_health.record("threads", f"reason_{i % 2}")
+    data_health.counts()  # readers drain the events while others still record
+
+  with concurrent.futures.ThreadPoolExecutor(4) as pool:
+    list(pool.map(record, range(8)))
+  assert data_health.counts() == {"threads/reason_0": 8000, "threads/reason_1": 8000}
 
 
 def encoded(rgb, fmt="JPEG", size=(12, 10)):
