@@ -83,15 +83,6 @@ class PaLI(nn.Module):
     mask = jnp.concatenate([jnp.ones(visual.shape[:2], bool), encoder_input_tokens != ul2_lib.PAD_ID], axis=1)
     return self.ul2.encode_embeddings(x, mask), mask
 
-  def init_cache(self, encoded, encoder_mask, max_decode_len: int) -> dict:
-    return self.ul2.init_cache(encoded, encoder_mask, max_decode_len)
-
-  def tied_head(self):
-    return self.ul2.tied_head()
-
-  def decode_step(self, token_ids, index, state, tied_head=None):
-    return self.ul2.decode_step(token_ids, index, state, tied_head)
-
 
 @gin.configurable(module="vlm.model")
 class PaLIModel:
@@ -157,15 +148,10 @@ class PaLIModel:
     variables = {"params": params}
     encoded, mask = self.module.apply(variables, batch["image"], batch["encoder_input_tokens"],
                                       method=PaLI.encode)
-    max_len = max_decode_len or self.max_decode_len
-    state = self.module.apply(variables, encoded, mask, max_len, method=PaLI.init_cache)
-    tied_head = self.module.apply(variables, method=PaLI.tied_head)
-
-    def tokens_to_logits(token_ids, index, state):
-      return self.module.apply(variables, token_ids, index, state, tied_head, method=PaLI.decode_step)
-
-    return decoding.decode(tokens_to_logits, state, method=method or self.decode_method, max_decode_len=max_len,
-                           eos_id=ul2_lib.EOS_ID, start_id=ul2_lib.PAD_ID, **{**self.decode_options, **options})
+    # From here it is the UL2's decoding, on the UL2's own parameters.
+    return ul2_lib.generate_from_encoded(ul2_lib.UL2(self.config.ul2), params["ul2"], encoded, mask,
+                                         max_decode_len=max_decode_len or self.max_decode_len,
+                                         method=method or self.decode_method, **{**self.decode_options, **options})
 
   def warm_start(self, params: Any) -> Any:
     """Replaces the ViT and/or UL2 parameters with the configured checkpoints' (host arrays, same tree)."""
