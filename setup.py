@@ -28,6 +28,7 @@ TEST_REQUIRES = [
     "transformers==5.23.0",
     "pycocoevalcap==1.2",  # the CIDEr reference scorer
     "pytest==9.0.3",
+    "pytest-xdist==3.8.0",  # pytest.ini runs the suite on two worker processes
 ]
 
 setup(

@@ -10,8 +10,9 @@ import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 
-# One XLA compilation cache for the run, inherited by the `python -m vlm.train` processes tests launch: the
-# same tiny train steps compile in many tests and launches (a fault test alone starts five), once each here.
+# One XLA compilation cache per test process (pytest.ini starts two workers), inherited by the `python -m
+# vlm.train` processes its tests launch: the same tiny train steps compile in many tests and launches (a fault
+# test alone starts five), once each here.
 _XLA_CACHE = tempfile.mkdtemp(prefix="vlm-tests-xla-cache-")
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _XLA_CACHE)
 atexit.register(shutil.rmtree, _XLA_CACHE, ignore_errors=True)
