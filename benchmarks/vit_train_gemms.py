@@ -3,8 +3,9 @@
 A diagnostic for the ViT train step (`encoder_throughput.py`): it runs every GEMM of a B/16 forward +
 backward at batch 8 (per layer: q/k/v/out and the two MLP products, each forward, dX and dW; the attention's
 QK^T and PV forward and their four backward products) with nothing else, so the gap between this and the
-whole step is the cost of everything that is not a matrix product. Every product has its own operands (XLA
-would merge repeated ones) and each result is reduced with `max` (a `sum` could be folded into the product).
+whole step is the cost of everything that is not a matrix product. Every product of every layer has its own
+operands (XLA merges repeated products: operands shared across layers made it compute the dW and attention
+products once) and each result is reduced with `max` (a `sum` could be folded into the product).
 
   python benchmarks/vit_train_gemms.py [--layers 12] [--repeats 4]
 """
@@ -47,15 +48,16 @@ def main():
   def operand(*shape):
     return rng.standard_normal(shape, np.float32) * 0.02
 
-  operands = (operand(8, TOKENS, WIDTH), operand(2, TOKENS, MLP), operand(args.layers, 4, WIDTH, WIDTH),
-              operand(args.layers, WIDTH, MLP), operand(args.layers, MLP, WIDTH),
-              operand(4, BATCH * HEADS, LENGTH, 64), operand(2, BATCH * HEADS, LENGTH, LENGTH))
+  n = args.layers
+  operands = (operand(n, 8, TOKENS, WIDTH), operand(n, 2, TOKENS, MLP), operand(n, 4, WIDTH, WIDTH),
+              operand(n, WIDTH, MLP), operand(n, MLP, WIDTH), operand(n, 4, BATCH * HEADS, LENGTH, 64),
+              operand(n, 2, BATCH * HEADS, LENGTH, LENGTH))
 
   @jax.jit
   def jax_products(x, h, w_attn, w_in, w_out, qkv, probs):
     total = jnp.float32(0)
     for layer in range(args.layers):
-      for y in layer_products(x, h, w_attn[layer], w_in[layer], w_out[layer], qkv, probs,
+      for y in layer_products(*(a[layer] for a in (x, h, w_attn, w_in, w_out, qkv, probs)),
                               lambda a: a.T, lambda a: a.transpose(0, 2, 1)):
         total = total + jnp.max(y)
     return total
@@ -63,7 +65,7 @@ def main():
   def torch_products(x, h, w_attn, w_in, w_out, qkv, probs):
     with torch.no_grad():
       for layer in range(args.layers):
-        for y in layer_products(x, h, w_attn[layer], w_in[layer], w_out[layer], qkv, probs,
+        for y in layer_products(*(a[layer] for a in (x, h, w_attn, w_in, w_out, qkv, probs)),
                                 lambda a: a.T, lambda a: a.transpose(1, 2)):
           y.max()
 
