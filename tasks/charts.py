@@ -204,7 +204,8 @@ def sample_chart(rng: np.random.Generator, split: str, image_size: int | tuple[i
 # Rendering
 # ----------------------------------------------------------------------------------------------------------------
 
-_FIGURES = threading.local()  # .cache: {(h, w, kind): (figure, canvas, axes)} of the thread
+_FIGURES = threading.local()  # .cache: {(h, w, kind): (figure, canvas, axes)} of the thread, oldest use first
+_FIGURES_PER_THREAD = 16
 _BAR_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf",
                 "#4c72b0", "#55a868")
 _PIE_COLOURS = ("#8dd3c7", "#ffffb3", "#bebada", "#fb8072", "#80b1d3", "#fdb462", "#b3de69", "#fccde5",
@@ -213,16 +214,24 @@ _FAMILIES = ("DejaVu Sans", "DejaVu Serif")
 
 
 def _figure(h: int, w: int, kind: str):
-  """This thread's figure of h x w pixels with one axes, made once and reused: (figure, canvas, axes)."""
+  """This thread's figure of h x w pixels with one axes, made once and reused: (figure, canvas, axes).
+
+  Each thread keeps its _FIGURES_PER_THREAD most recently used figures.
+  """
   cache = _FIGURES.__dict__.setdefault("cache", {})
-  if (h, w, kind) not in cache:
-    fig = Figure(figsize=(w / _DPI, h / _DPI), dpi=_DPI)
-    canvas = FigureCanvasAgg(fig)
-    ax = fig.add_axes((0, 0, 1, 1))
-    if kind == "pie":
-      ax.set_axis_off()
-    cache[(h, w, kind)] = fig, canvas, ax
-  return cache[(h, w, kind)]
+  key = (h, w, kind)
+  if key in cache:
+    cache[key] = cache.pop(key)  # now the most recently used
+    return cache[key]
+  if len(cache) >= _FIGURES_PER_THREAD:
+    del cache[next(iter(cache))]  # the least recently used
+  fig = Figure(figsize=(w / _DPI, h / _DPI), dpi=_DPI)
+  canvas = FigureCanvasAgg(fig)
+  ax = fig.add_axes((0, 0, 1, 1))
+  if kind == "pie":
+    ax.set_axis_off()
+  cache[key] = fig, canvas, ax
+  return cache[key]
 
 
 def _clear(ax) -> None:
