@@ -2,8 +2,8 @@
 
 A diagnostic for the ViT train step (`encoder_throughput.py`): it runs every GEMM of a B/16 forward +
 backward at batch 8 (per layer: q/k/v/out and the two MLP products, each forward, dX and dW; the attention's
-QK^T and PV forward and their four backward products) with nothing else, so the gap between this and the
-whole step is the cost of everything that is not a matrix product. Every product of every layer has its own
+QK^T and PV forward and their four backward products) with nothing else. Indicative only: the operands
+(1.5 GB) come from memory, where the step's come from cache. Every product of every layer has its own
 operands (XLA merges repeated products: operands shared across layers made it compute the dW and attention
 products once) and each result is reduced with `max` (a `sum` could be folded into the product).
 
@@ -25,8 +25,9 @@ from timing import best_times  # benchmarks/timing.py (scripts run from this fol
 TOKENS, WIDTH, MLP, HEADS, LENGTH, BATCH = 8 * 196, 768, 3072, 12, 196, 8  # B/16 at 224 px, batch 8
 
 
-def layer_products(x, h, w_attn, w_in, w_out, qkv, probs, t, bt):
+def layer_products(operands, layer, t, bt):
   """The products of one layer's forward and backward; `t` transposes a matrix, `bt` a batch of them."""
+  x, h, w_attn, w_in, w_out, qkv, probs = (a[layer] for a in operands)
   out = []
   for j in range(4):  # query, key, value, out projections: forward, dX = dY W^T, dW = X^T dY
     out += [x[j] @ w_attn[j], x[4 + j] @ t(w_attn[j]), t(x[j]) @ x[4 + j]]
@@ -54,25 +55,23 @@ def main():
               operand(n, 2, BATCH * HEADS, LENGTH, LENGTH))
 
   @jax.jit
-  def jax_products(x, h, w_attn, w_in, w_out, qkv, probs):
+  def jax_products(operands):
     total = jnp.float32(0)
     for layer in range(args.layers):
-      for y in layer_products(*(a[layer] for a in (x, h, w_attn, w_in, w_out, qkv, probs)),
-                              lambda a: a.T, lambda a: a.transpose(0, 2, 1)):
+      for y in layer_products(operands, layer, lambda a: a.T, lambda a: a.transpose(0, 2, 1)):
         total = total + jnp.max(y)
     return total
 
-  def torch_products(x, h, w_attn, w_in, w_out, qkv, probs):
+  def torch_products(operands):
     with torch.no_grad():
       for layer in range(args.layers):
-        for y in layer_products(*(a[layer] for a in (x, h, w_attn, w_in, w_out, qkv, probs)),
-                                lambda a: a.T, lambda a: a.transpose(1, 2)):
+        for y in layer_products(operands, layer, lambda a: a.T, lambda a: a.transpose(1, 2)):
           y.max()
 
   jax_args = [jnp.asarray(a) for a in operands]
   torch_args = [torch.from_numpy(a) for a in operands]
-  run_jax = lambda: jax_products(*jax_args).block_until_ready()
-  run_torch = lambda: torch_products(*torch_args)
+  run_jax = lambda: jax_products(jax_args).block_until_ready()  # noqa: E731
+  run_torch = lambda: torch_products(torch_args)  # noqa: E731
   run_jax(), run_torch()  # compile / warm up
   t_jax, t_torch = best_times([run_jax, run_torch], args.repeats)
   flops = args.layers * (4 * 3 * 2 * TOKENS * WIDTH * WIDTH + 6 * 2 * TOKENS * WIDTH * MLP
