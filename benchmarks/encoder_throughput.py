@@ -4,6 +4,8 @@ Both run the same random weights (HF's, loaded through encoders.siglip.load), fp
   forward:     images/s of the tower (pooled + tokens)
   train step:  forward + backward of sum(pooled**2) w.r.t. every weight (no optimizer), images/s
 Timings interleave the two frameworks and keep the best of several repeats (the machine is shared).
+The process runs with `vlm.host_memory.reuse_freed_memory()`, as `vlm.train` does (VLM_SYSTEM_MALLOC=1 turns it
+off); the setting is process-wide, so torch runs under it too.
 
   python benchmarks/encoder_throughput.py [--variant B/16] [--batch 8] [--repeats 5]
 """
@@ -25,6 +27,7 @@ from encoders import siglip
 from encoders import vit as vit_lib
 from timing import best_times  # benchmarks/timing.py (scripts run from this folder)
 from vlm import checkpoints
+from vlm import host_memory
 
 
 def hf_vision_model(variant: str, image_size: int) -> transformers.SiglipVisionModel:
@@ -47,6 +50,7 @@ def main():
   p.add_argument("--train_scan", type=int, default=1, help="scan over layers in the train step (1/0)")
   p.add_argument("--train_remat", default="dots", help="remat policy of the train step: none | dots | full")
   args = p.parse_args()
+  reused = host_memory.reuse_freed_memory()
   torch.set_num_threads(os.cpu_count())
 
   model = hf_vision_model(args.variant, args.image_size)
@@ -93,7 +97,7 @@ def main():
   print(f"{args.variant} @{args.image_size}, batch {args.batch}, fp32, {os.cpu_count()} cores; "
         f"jax {jax.__version__}, torch {torch.__version__}, transformers {transformers.__version__}; "
         f"max rel. diff of pooled outputs {err:.1e}; train step: scan={bool(args.train_scan)}, "
-        f"remat={args.train_remat}")
+        f"remat={args.train_remat}; malloc {'reuses freed memory' if reused else 'glibc defaults'}")
 
   rows = [("forward", run_jax_forward, run_torch_forward)]
   if not args.skip_train:

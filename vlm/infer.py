@@ -19,6 +19,8 @@ import warnings
 
 import numpy as np
 
+from vlm import host_memory
+
 RESIZE_MODES = ("squash", "pad", "none")
 METHODS = ("greedy", "beam", "sample")
 
@@ -195,6 +197,7 @@ def draw(results: list[dict], directory: str) -> None:
 
 
 def main(argv=None) -> None:
+  host_memory.reuse_freed_memory()  # XLA:CPU's per-call buffers stop page-faulting (vlm.host_memory)
   args = parser().parse_args(argv)
   try:
     results = run(args)

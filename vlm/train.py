@@ -18,9 +18,11 @@ import sys
 import gin
 
 from vlm import gin_cli
+from vlm import host_memory
 
 
 def main(argv=None) -> None:
+  host_memory.reuse_freed_memory()  # before JAX allocates: XLA:CPU's per-step buffers stop page-faulting
   parser = gin_cli.parser("vlm.train", __doc__)
   args = gin_cli.parse(parser, argv)
   import jax  # pylint: disable=import-outside-toplevel
