@@ -3,8 +3,8 @@
 XLA:CPU allocates the buffers of a compiled program (its temporaries, its outputs) with malloc every time the
 program runs, and frees them when it ends. glibc serves blocks over 32 MiB with fresh mmaps, returns them to the
 kernel on free, and trims its thread arenas likewise, so every step page-faults its whole working set in again:
-a ViT-B/16 train step at batch 8 took 220-320k minor page faults and 2-3 core-seconds of kernel time per 8-10 s
-step on the 2-core box, where torch, whose tensors come and go in smaller blocks, took a few hundred.
+a ViT-B/16 train step at batch 8 took 260-320k minor page faults and 1.6-3.1 core-seconds of kernel time per
+7-11 s step on the 2-core box (torch's step of the same tower: a few hundred to 190k faults, 0.1-0.6 s).
 
 `reuse_freed_memory()` tells glibc to serve every block from its heap (no mmap), to keep freed memory there
 (no trim) and to use one arena for all threads (a thread arena cannot hold a block over 64 MiB). Measured on the
