@@ -73,7 +73,8 @@ def main():
       model(pixel_values=x_torch)
 
   # Training runs the layers as one scanned, rematerialised block: measured faster on CPU than the unrolled
-  # stack (less live memory), and what the gin configs use for large towers.
+  # stack, where XLA fuses every later layer's residual gradient into each layer's dW transpose (README), and
+  # what the gin configs use for large towers.
   train_cfg = dataclasses.replace(ours.config.image, scan=args.train_scan, remat=args.train_remat)
   train_tower = vit_lib.ViT(train_cfg)
   train_params = checkpoints.stack_layers(params["img"]) if args.train_scan else params["img"]
