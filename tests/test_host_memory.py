@@ -4,6 +4,7 @@ Each case runs in a fresh interpreter: the malloc settings are process-wide and 
 """
 
 import os
+import resource
 import subprocess
 import sys
 import textwrap
@@ -24,6 +25,7 @@ PROBE = textwrap.dedent("""
     libc = ctypes.CDLL(None)
     libc.malloc.restype = ctypes.c_void_p
     libc.free.argtypes = [ctypes.c_void_p]
+    assert libc.prctl(41, 1, 0, 0, 0) == 0  # PR_SET_THP_DISABLE: base-page faults whatever the THP mode
 
     def step_faults():
       before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -35,7 +37,7 @@ PROBE = textwrap.dedent("""
     step_faults()  # the first step grows the heap
     print(active, step_faults())
 """)
-PAGES = (256 << 20) // 4096
+PAGES = (256 << 20) // resource.getpagesize()
 
 
 def second_step(system_malloc: bool) -> tuple[bool, int]:
