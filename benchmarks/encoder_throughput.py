@@ -25,7 +25,7 @@ import transformers
 
 from encoders import siglip
 from encoders import vit as vit_lib
-from timing import best_times  # benchmarks/timing.py (scripts run from this folder)
+from timing import best_times, machine  # benchmarks/timing.py (scripts run from this folder)
 from vlm import checkpoints
 from vlm import host_memory
 
@@ -38,6 +38,21 @@ def hf_vision_model(variant: str, image_size: int) -> transformers.SiglipVisionM
                                         attn_implementation="sdpa")
   torch.manual_seed(0)
   return transformers.SiglipVisionModel(cfg).eval()
+
+
+def matmul_ratio(m: int, k: int, n: int, repeats: int) -> str:
+  """The MLP's first product alone, [m, k] x [k, n] fp32, in XLA and torch: how far apart the two
+  frameworks' matrix libraries are on this CPU (they bound the ratio of a tower that is mostly products)."""
+  rng = np.random.default_rng(0)
+  a, b = rng.standard_normal((m, k), np.float32), rng.standard_normal((k, n), np.float32)
+  product = jax.jit(jnp.matmul)
+  a_jax, b_jax, a_torch, b_torch = jnp.asarray(a), jnp.asarray(b), torch.from_numpy(a), torch.from_numpy(b)
+  run_jax, run_torch = (lambda: product(a_jax, b_jax).block_until_ready()), (lambda: a_torch @ b_torch)
+  run_jax(), run_torch()
+  t_jax, t_torch = best_times([run_jax, run_torch], 3 * repeats)
+  gflop = 2 * m * k * n / 1e9
+  return (f"fp32 matmul [{m},{k}]x[{k},{n}] alone: XLA {gflop / t_jax:.0f} GFLOP/s, torch {gflop / t_torch:.0f} "
+          f"GFLOP/s, ratio {t_torch / t_jax:.2f}x")
 
 
 def main():
@@ -94,10 +109,13 @@ def main():
     ref = model(pixel_values=x_torch).pooler_output.numpy()
   got = np.asarray(forward_jax(params, x_jax)["pooled"])
   err = np.max(np.abs(got - ref)) / np.max(np.abs(ref))
-  print(f"{args.variant} @{args.image_size}, batch {args.batch}, fp32, {os.cpu_count()} cores; "
+  print(f"{args.variant} @{args.image_size}, batch {args.batch}, fp32, {machine()}; "
         f"jax {jax.__version__}, torch {torch.__version__}, transformers {transformers.__version__}; "
         f"max rel. diff of pooled outputs {err:.1e}; train step: scan={bool(args.train_scan)}, "
         f"remat={args.train_remat}; malloc {'reuses freed memory' if reused else 'glibc defaults'}")
+  geometry = vit_lib.parse_variant(args.variant)
+  tokens = args.batch * (args.image_size // geometry["patch_size"]) ** 2
+  print(matmul_ratio(tokens, geometry["width"], geometry["mlp_dim"], args.repeats))
 
   rows = [("forward", run_jax_forward, run_torch_forward)]
   if not args.skip_train:

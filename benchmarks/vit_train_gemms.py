@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
-from timing import best_times  # benchmarks/timing.py (scripts run from this folder)
+from timing import best_times, machine  # benchmarks/timing.py (scripts run from this folder)
 
 TOKENS, WIDTH, MLP, HEADS, LENGTH, BATCH = 8 * 196, 768, 3072, 12, 196, 8  # B/16 at 224 px, batch 8
 
@@ -77,7 +77,7 @@ def main():
   flops = args.layers * (4 * 3 * 2 * TOKENS * WIDTH * WIDTH + 6 * 2 * TOKENS * WIDTH * MLP
                          + 6 * 2 * BATCH * HEADS * LENGTH * LENGTH * 64)
   print(f"GEMMs of a B/16 train step ({args.layers} layers, batch 8, {flops / 1e9:.0f} GFLOP), fp32, "
-        f"{os.cpu_count()} cores; jax {jax.__version__}, torch {torch.__version__}")
+        f"{machine()}; jax {jax.__version__}, torch {torch.__version__}")
   print(f"ours (XLA) {t_jax:.2f} s ({flops / t_jax / 1e9:.0f} GFLOP/s)   torch {t_torch:.2f} s "
         f"({flops / t_torch / 1e9:.0f} GFLOP/s)   ratio {t_torch / t_jax:.2f}x")
 
