@@ -41,8 +41,8 @@ def hf_vision_model(variant: str, image_size: int) -> transformers.SiglipVisionM
 
 
 def matmul_ratio(m: int, k: int, n: int, repeats: int) -> str:
-  """The MLP's first product alone, [m, k] x [k, n] fp32, in XLA and torch: how far apart the two
-  frameworks' matrix libraries are on this CPU (they bound the ratio of a tower that is mostly products)."""
+  """One fp32 product [m, k] x [k, n] alone, in XLA and torch: how far apart the two frameworks' matrix
+  libraries are on this CPU, the gap a tower that is mostly products has to make up elsewhere."""
   rng = np.random.default_rng(0)
   a, b = rng.standard_normal((m, k), np.float32), rng.standard_normal((k, n), np.float32)
   product = jax.jit(jnp.matmul)
@@ -115,7 +115,7 @@ def main():
         f"remat={args.train_remat}; malloc {'reuses freed memory' if reused else 'glibc defaults'}")
   geometry = vit_lib.parse_variant(args.variant)
   tokens = args.batch * (args.image_size // geometry["patch_size"]) ** 2
-  print(matmul_ratio(tokens, geometry["width"], geometry["mlp_dim"], args.repeats))
+  print(matmul_ratio(tokens, geometry["width"], geometry["mlp_dim"], args.repeats))  # the MLP's first product
 
   rows = [("forward", run_jax_forward, run_torch_forward)]
   if not args.skip_train:
