@@ -115,7 +115,8 @@ def main():
         f"remat={args.train_remat}; malloc {'reuses freed memory' if reused else 'glibc defaults'}")
   geometry = vit_lib.parse_variant(args.variant)
   tokens = args.batch * (args.image_size // geometry["patch_size"]) ** 2
-  print(matmul_ratio(tokens, geometry["width"], geometry["mlp_dim"], args.repeats))  # the MLP's first product
+  # The MLP's first product: the tower's largest.
+  print(matmul_ratio(tokens, geometry["width"], geometry["mlp_dim"], args.repeats))
 
   rows = [("forward", run_jax_forward, run_torch_forward)]
   if not args.skip_train:
