@@ -51,8 +51,8 @@ def matmul_ratio(m: int, k: int, n: int, repeats: int) -> str:
   run_jax(), run_torch()
   t_jax, t_torch = best_times([run_jax, run_torch], 3 * repeats)
   gflop = 2 * m * k * n / 1e9
-  return (f"fp32 matmul [{m},{k}]x[{k},{n}] alone: XLA {gflop / t_jax:.0f} GFLOP/s, torch {gflop / t_torch:.0f} "
-          f"GFLOP/s, ratio {t_torch / t_jax:.2f}x")
+  return (f"fp32 matmul [{m},{k}]x[{k},{n}] alone: XLA {gflop / t_jax:.0f} GFLOP/s, "
+          f"torch {gflop / t_torch:.0f} GFLOP/s, ratio {t_torch / t_jax:.2f}x")
 
 
 def main():
