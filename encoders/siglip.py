@@ -189,7 +189,8 @@ class SigLIPModel:
 class Encoder:
   """A loaded SigLIP: `encode_image(pixels)` and `encode_text(token_ids)` -> dicts of numpy arrays.
 
-  Each returns 'pooled' [N, D] (before L2 normalisation) and 'tokens' [N, T, D] (the last LN's output).
+  Each returns 'pooled' [N, D] (before L2 normalisation) and 'tokens' [N, T, D] (the last LN's output);
+  an image tower without a pooling head gives 'tokens' only.
   """
 
   def __init__(self, config: SigLIPConfig, params):
@@ -200,22 +201,26 @@ class Encoder:
     self._text_fn = jax.jit(functools.partial(module.apply, method=TwoTower.encode_text))
 
   def encode_image(self, pixels) -> dict[str, np.ndarray]:
-    """pixels: float [N, H, W, 3] normalised to [-1, 1]; H, W multiples of the patch size."""
-    if self.config.image.pool_type == "none":
-      raise ValueError("this image tower has pool_type='none': it gives tokens only; use "
-                       "encoders.vit.ViT directly for that")
+    """pixels: float [N, H, W, 3] normalised to [-1, 1]; H, W multiples of the patch size.
+
+    A tower without a pooling head (pool_type 'none', HF's vision_use_head=False) gives 'tokens' only.
+    """
     pixels = _check_pixels(pixels, self.config.image.patch_size)
-    out = self._image_fn({"params": self.params}, pixels)
-    return {k: np.asarray(v, np.float32) for k, v in out.items()}
+    return self._run(self._image_fn, pixels)
 
   def encode_text(self, token_ids) -> dict[str, np.ndarray]:
-    """token_ids: int [N, L], 0 <= id < vocab_size, L <= max_len (pad to the trained length)."""
+    """token_ids: int [N, L], 0 <= id < vocab_size, 1 <= L <= max_len (pad to the trained length)."""
     if self.config.text is None:
       raise ValueError("this checkpoint holds an image tower only (vision-only); encode_text needs a "
                        "two-tower SigLIP checkpoint")
     token_ids = _check_token_ids(token_ids, self.config.text)
-    out = self._text_fn({"params": self.params}, token_ids)
-    return {k: np.asarray(v, np.float32) for k, v in out.items()}
+    return self._run(self._text_fn, token_ids)
+
+  def _run(self, fn, inputs: np.ndarray) -> dict[str, np.ndarray]:
+    if not len(inputs):  # an empty batch: empty outputs of the right shapes, without running the tower
+      shapes = jax.eval_shape(fn, {"params": self.params}, np.zeros((1,) + inputs.shape[1:], inputs.dtype))
+      return {k: np.zeros((0,) + v.shape[1:], np.float32) for k, v in shapes.items()}
+    return {k: np.asarray(v, np.float32) for k, v in fn({"params": self.params}, inputs).items()}
 
 
 def _check_pixels(pixels, patch_size: int) -> np.ndarray:
@@ -232,6 +237,8 @@ def _check_pixels(pixels, patch_size: int) -> np.ndarray:
     raise ValueError(f"pixels must be normalised to [-1, 1]; got values in [{lo:.3g}, {hi:.3g}] "
                      "(for 0..255 images use pixels / 127.5 - 1)")
   h, w = pixels.shape[1:3]
+  if not h or not w:
+    raise ValueError(f"image size {h}x{w} is empty; images need at least one {patch_size}x{patch_size} patch")
   if h % patch_size or w % patch_size:
     raise ValueError(f"image size {h}x{w} is not a multiple of the patch size {patch_size}; resize first")
   return pixels.astype(np.float32)
@@ -243,6 +250,8 @@ def _check_token_ids(token_ids, cfg: text_lib.TextConfig) -> np.ndarray:
     raise ValueError(f"token_ids must be [N, L]; got shape {token_ids.shape}")
   if not np.issubdtype(token_ids.dtype, np.integer):
     raise ValueError(f"token_ids must be integers; got dtype {token_ids.dtype}")
+  if not token_ids.shape[1]:
+    raise ValueError("token_ids have length 0; the text tower pools the last token, so texts need at least one")
   if token_ids.shape[1] > cfg.max_len:
     raise ValueError(f"token_ids have length {token_ids.shape[1]} but the text tower takes at most "
                      f"{cfg.max_len} tokens")

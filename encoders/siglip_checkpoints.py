@@ -2,7 +2,8 @@
 
 - HF transformers: a directory with config.json + model.safetensors (SiglipModel, or SiglipVisionModel
   for an image tower alone). Read with `read_hf`, written with `write_hf`.
-- big_vision: an .npz whose names are already ours (we kept big_vision's); geometry is read off the shapes.
+- big_vision: an .npz with big_vision's names, which ours follow (except its text encoder, unnamed there and so
+  `Encoder_0`, which is `Transformer` here as in the image tower); geometry is read off the shapes.
 - This project: a training MODEL_DIR (model_config.json + orbax checkpoints).
 
 Every reader checks the converted tree against the shapes the config implies, so a checkpoint that does
@@ -14,6 +15,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 from typing import Any, Iterator
 
 import flax.linen as nn
@@ -168,25 +170,36 @@ _HF_TEXT_DEFAULTS = dict(vocab_size=32000, hidden_size=768, intermediate_size=30
                          num_attention_heads=12, max_position_embeddings=64)
 
 
+# HF hidden_act -> encoders.vit.ACTIVATIONS (gelu_new and gelu_fast are the same tanh approximation).
+_HF_ACTIVATIONS = {"gelu_pytorch_tanh": "gelu_tanh", "gelu_new": "gelu_tanh", "gelu_fast": "gelu_tanh",
+                   "gelu": "gelu", "quick_gelu": "quick_gelu"}
+_HF_ACTIVATION_NAMES = {"gelu_tanh": "gelu_pytorch_tanh", "gelu": "gelu", "quick_gelu": "quick_gelu"}
+
+
+def _hf_activation(cfg: dict, tower: str) -> str:
+  act = cfg.get("hidden_act", "gelu_pytorch_tanh")
+  if act not in _HF_ACTIVATIONS:
+    raise CheckpointError(f"HF SigLIP {tower} tower uses hidden_act={act!r}; supported: "
+                          f"{', '.join(_HF_ACTIVATIONS)}")
+  return _HF_ACTIVATIONS[act]
+
+
 def _hf_config(hf: dict) -> siglip.SigLIPConfig:
   vision = hf.get("vision_config", hf) if hf.get("model_type") != "siglip_vision_model" else hf
   vision = {**_HF_VISION_DEFAULTS, **(vision or {})}
-  for cfg, name in ((vision, "vision"),) + (((hf["text_config"] or {}, "text"),) if "text_config" in hf else ()):
-    act = cfg.get("hidden_act", "gelu_pytorch_tanh")
-    if act != "gelu_pytorch_tanh":
-      raise CheckpointError(f"HF SigLIP {name} tower uses hidden_act={act!r}; only gelu_pytorch_tanh is supported")
   image = vit_lib.ViTConfig(
       width=vision["hidden_size"], depth=vision["num_hidden_layers"], mlp_dim=vision["intermediate_size"],
       num_heads=vision["num_attention_heads"], patch_size=vision["patch_size"], image_size=vision["image_size"],
       pool_type="map" if vision.get("vision_use_head", True) else "none",
-      layer_norm_eps=vision.get("layer_norm_eps", 1e-6))
+      layer_norm_eps=vision.get("layer_norm_eps", 1e-6), activation=_hf_activation(vision, "vision"))
   text = None
   if "text_config" in hf:
     t = {**_HF_TEXT_DEFAULTS, **(hf["text_config"] or {})}
     text = text_lib.TextConfig(
         vocab_size=t["vocab_size"], width=t["hidden_size"], depth=t["num_hidden_layers"],
         mlp_dim=t["intermediate_size"], num_heads=t["num_attention_heads"], max_len=t["max_position_embeddings"],
-        head_dim=t.get("projection_size", t["hidden_size"]), layer_norm_eps=t.get("layer_norm_eps", 1e-6))
+        head_dim=t.get("projection_size", t["hidden_size"]), layer_norm_eps=t.get("layer_norm_eps", 1e-6),
+        activation=_hf_activation(t, "text"))
   return siglip.SigLIPConfig(image=image, text=text)
 
 
@@ -241,7 +254,7 @@ def write_hf(config: siglip.SigLIPConfig, params: Any, directory: str) -> None:
   img = config.image
   vision = dict(model_type="siglip_vision_model", hidden_size=img.width, num_hidden_layers=img.depth,
                 intermediate_size=img.mlp_dim, num_attention_heads=img.num_heads, patch_size=img.patch_size,
-                image_size=img.image_size, num_channels=3, hidden_act="gelu_pytorch_tanh",
+                image_size=img.image_size, num_channels=3, hidden_act=_HF_ACTIVATION_NAMES[img.activation],
                 layer_norm_eps=img.layer_norm_eps, vision_use_head=img.pool_type == "map")
   if config.text is None:
     hf = dict(architectures=["SiglipVisionModel"], **vision)
@@ -250,7 +263,7 @@ def write_hf(config: siglip.SigLIPConfig, params: Any, directory: str) -> None:
     text = dict(model_type="siglip_text_model", vocab_size=t.vocab_size, hidden_size=t.width,
                 num_hidden_layers=t.depth, intermediate_size=t.mlp_dim, num_attention_heads=t.num_heads,
                 max_position_embeddings=t.max_len, projection_size=t.head_dim or t.width,
-                hidden_act="gelu_pytorch_tanh", layer_norm_eps=t.layer_norm_eps)
+                hidden_act=_HF_ACTIVATION_NAMES[t.activation], layer_norm_eps=t.layer_norm_eps)
     hf = dict(architectures=["SiglipModel"], model_type="siglip", text_config=text, vision_config=vision)
   checkpoints.write_safetensors(tensors, os.path.join(directory, "model.safetensors"))
   checkpoints.write_json(hf, os.path.join(directory, "config.json"))
@@ -259,6 +272,9 @@ def write_hf(config: siglip.SigLIPConfig, params: Any, directory: str) -> None:
 # ----------------------------------------------------------------------------------------------------------
 # big_vision .npz and project checkpoints.
 # ----------------------------------------------------------------------------------------------------------
+
+_BIG_VISION_TEXT_ENCODER = re.compile(r"^txt/Encoder_0/")
+
 
 def _count_blocks(flat: dict, prefix: str) -> tuple[int, bool]:
   """(depth, scanned) of the tower under `prefix` ('img/' or 'txt/')."""
@@ -273,7 +289,7 @@ def _count_blocks(flat: dict, prefix: str) -> tuple[int, bool]:
 
 def read_big_vision(path: str) -> tuple[siglip.SigLIPConfig, Any]:
   """A big_vision SigLIP (or ViT) .npz; every size is read off the array shapes."""
-  flat = checkpoints.read_npz(path)
+  flat = {_BIG_VISION_TEXT_ENCODER.sub("txt/Transformer/", k): v for k, v in checkpoints.read_npz(path).items()}
   if "img/embedding/kernel" not in flat:
     raise CheckpointError(f"{path}: no 'img/embedding/kernel' array; not a big_vision SigLIP checkpoint")
   depth, scanned = _count_blocks(flat, "img/")

@@ -29,6 +29,7 @@ class TextConfig:
   max_len: int = 64
   head_dim: int | None = None  # output width of the head; None: same as width
   layer_norm_eps: float = 1e-6
+  activation: str = "gelu_tanh"  # the MLPs' nonlinearity, a key of encoders.vit.ACTIVATIONS
   dtype: str = "float32"
   scan: bool = False
   remat: str = "none"
@@ -36,6 +37,8 @@ class TextConfig:
   def __post_init__(self):
     if self.width % self.num_heads:
       raise ValueError(f"text width {self.width} is not divisible by num_heads {self.num_heads}")
+    if self.activation not in vit.ACTIVATIONS:
+      raise ValueError(f"text activation={self.activation!r} is not one of {sorted(vit.ACTIVATIONS)}")
 
 
 @gin.configurable(module="encoders.text")
@@ -68,7 +71,8 @@ class TextTransformer(nn.Module):
                                          (None, "length", "embed")),
                         (1, cfg.max_len, cfg.width), jnp.float32)
     x = x + posemb[:, :token_ids.shape[1]].astype(cfg.dtype)
-    x = layers.Encoder(cfg.depth, cfg.mlp_dim, cfg.num_heads, eps=cfg.layer_norm_eps, scan=cfg.scan,
-                       remat=cfg.remat, dtype=cfg.dtype, name="Transformer")(x)
+    x = layers.Encoder(cfg.depth, cfg.mlp_dim, cfg.num_heads, eps=cfg.layer_norm_eps,
+                       activation=vit.ACTIVATIONS[cfg.activation], scan=cfg.scan, remat=cfg.remat, dtype=cfg.dtype,
+                       name="Transformer")(x)
     pooled = layers.dense(cfg.head_dim or cfg.width, ("embed", "mlp"), dtype=cfg.dtype, name="head")(x[:, -1])
     return {"tokens": x, "pooled": pooled}

@@ -9,6 +9,7 @@ Parameter names follow big_vision, so its checkpoints map one to one.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import flax.linen as nn
 import gin
@@ -35,6 +36,14 @@ VARIANTS: dict[str, tuple[int, int, int, int]] = {
 
 POOL_TYPES = ("map", "gap", "none")
 
+# The MLP nonlinearity by name. SigLIP uses GELU's tanh approximation; the others are what other SigLIP-family
+# checkpoints ship (HF's hidden_act 'gelu' is the exact erf form, 'quick_gelu' is CLIP's).
+ACTIVATIONS = {
+    "gelu_tanh": functools.partial(jax.nn.gelu, approximate=True),
+    "gelu": functools.partial(jax.nn.gelu, approximate=False),
+    "quick_gelu": lambda x: x * jax.nn.sigmoid(1.702 * x),
+}
+
 
 @dataclasses.dataclass(frozen=True)
 class ViTConfig:
@@ -48,6 +57,7 @@ class ViTConfig:
   pool_type: str = "map"  # map: attention pooling with one learned probe; gap: mean; none: no pooled output
   head_dim: int | None = None  # optional linear head after pooling (big_vision `head`); None: no head
   layer_norm_eps: float = 1e-6
+  activation: str = "gelu_tanh"  # the MLPs' nonlinearity, a key of ACTIVATIONS
   dtype: str = "float32"  # compute dtype; parameters stay float32
   scan: bool = False
   remat: str = "none"
@@ -55,6 +65,8 @@ class ViTConfig:
   def __post_init__(self):
     if self.pool_type not in POOL_TYPES:
       raise ValueError(f"ViT pool_type={self.pool_type!r} is not one of {POOL_TYPES}")
+    if self.activation not in ACTIVATIONS:
+      raise ValueError(f"ViT activation={self.activation!r} is not one of {sorted(ACTIVATIONS)}")
     if self.width % self.num_heads:
       raise ValueError(f"ViT width {self.width} is not divisible by num_heads {self.num_heads}")
     if self.image_size % self.patch_size:
@@ -96,6 +108,7 @@ class MAPHead(nn.Module):
   mlp_dim: int
   num_heads: int
   eps: float = 1e-6
+  activation: str = "gelu_tanh"
   dtype: str = "float32"
 
   @nn.compact
@@ -108,7 +121,7 @@ class MAPHead(nn.Module):
     x = layers.MultiHeadAttention(self.num_heads, embed, dtype=self.dtype,
                                   name="MultiHeadDotProductAttention_0")(probe, x)
     y = layers.layer_norm(self.eps, dtype=self.dtype, name="LayerNorm_0")(x)
-    x = x + layers.MlpBlock(self.mlp_dim, dtype=self.dtype, name="MlpBlock_0")(y)
+    x = x + layers.MlpBlock(self.mlp_dim, ACTIVATIONS[self.activation], dtype=self.dtype, name="MlpBlock_0")(y)
     return x[:, 0]
 
 
@@ -131,11 +144,13 @@ class ViT(nn.Module):
                         layers.with_axes(nn.initializers.normal(stddev=d ** -0.5), (None, "length", "embed")),
                         (1, cfg.grid * cfg.grid, d), jnp.float32)
     x = x + resize_posemb(posemb, (cfg.grid, cfg.grid), (gh, gw)).astype(cfg.dtype)
-    x = layers.Encoder(cfg.depth, cfg.mlp_dim, cfg.num_heads, eps=cfg.layer_norm_eps, scan=cfg.scan,
-                       remat=cfg.remat, dtype=cfg.dtype, name="Transformer")(x)
+    x = layers.Encoder(cfg.depth, cfg.mlp_dim, cfg.num_heads, eps=cfg.layer_norm_eps,
+                       activation=ACTIVATIONS[cfg.activation], scan=cfg.scan, remat=cfg.remat, dtype=cfg.dtype,
+                       name="Transformer")(x)
     out = {"tokens": x}
     if cfg.pool_type == "map":
-      pooled = MAPHead(cfg.mlp_dim, cfg.num_heads, eps=cfg.layer_norm_eps, dtype=cfg.dtype, name="MAPHead_0")(x)
+      pooled = MAPHead(cfg.mlp_dim, cfg.num_heads, eps=cfg.layer_norm_eps, activation=cfg.activation,
+                       dtype=cfg.dtype, name="MAPHead_0")(x)
     elif cfg.pool_type == "gap":
       pooled = jnp.mean(x, axis=1)
     else:

@@ -22,16 +22,18 @@ def perturb(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
   return model.eval()
 
 
-def save_siglip(directory: str, seed: int = 0) -> transformers.SiglipModel:
+def save_siglip(directory: str, seed: int = 0, **overrides) -> transformers.SiglipModel:
+  """overrides: fields set in both towers' configs (hidden_act='gelu', say)."""
   torch.manual_seed(seed)
-  model = perturb(transformers.SiglipModel(transformers.SiglipConfig(text_config=TEXT, vision_config=VISION)), seed)
+  config = transformers.SiglipConfig(text_config={**TEXT, **overrides}, vision_config={**VISION, **overrides})
+  model = perturb(transformers.SiglipModel(config), seed)
   model.save_pretrained(directory)
   return model
 
 
-def save_siglip_vision(directory: str, seed: int = 0) -> transformers.SiglipVisionModel:
+def save_siglip_vision(directory: str, seed: int = 0, **overrides) -> transformers.SiglipVisionModel:
   torch.manual_seed(seed)
-  model = perturb(transformers.SiglipVisionModel(transformers.SiglipVisionConfig(**VISION)), seed)
+  model = perturb(transformers.SiglipVisionModel(transformers.SiglipVisionConfig(**{**VISION, **overrides})), seed)
   model.save_pretrained(directory)
   return model
 
@@ -44,7 +46,8 @@ def hf_image(model, pixels: np.ndarray):
   vision = model.vision_model if hasattr(model, "vision_model") else model
   with torch.no_grad():
     out = vision(pixel_values=torch.from_numpy(pixels).permute(0, 3, 1, 2))
-  return out.pooler_output.numpy(), out.last_hidden_state.numpy()
+  pooled = None if out.pooler_output is None else out.pooler_output.numpy()  # None: a tower without a head
+  return pooled, out.last_hidden_state.numpy()
 
 
 def hf_text(model, ids: np.ndarray):

@@ -27,6 +27,7 @@ def encoder(tmp_path_factory):
     (np.full((1, 32, 32, 3), 200.0, np.float32), r"normalised to \[-1, 1\]"),
     (np.full((1, 32, 32, 3), np.nan, np.float32), "NaN"),
     (np.zeros((1, 30, 32, 3), np.float32), "not a multiple of the patch size 8"),
+    (np.zeros((1, 0, 32, 3), np.float32), "image size 0x32 is empty"),
 ])
 def test_bad_pixels(encoder, pixels, message):
   with pytest.raises(ValueError, match=message):
@@ -39,6 +40,7 @@ def test_bad_pixels(encoder, pixels, message):
     (np.full((1, 12), 97), r"token id 97 is outside the vocabulary \[0, 97\)"),
     (np.full((1, 12), -1), "token id -1 is outside"),
     (np.zeros((1, 13), np.int32), "at most 12 tokens"),
+    (np.zeros((2, 0), np.int32), "length 0"),
 ])
 def test_bad_token_ids(encoder, ids, message):
   with pytest.raises(ValueError, match=message):
@@ -84,17 +86,20 @@ def test_unknown_size_names(make):
     make()
 
 
-def test_big_vision_npz_loads_with_geometry_from_shapes(tmp_path):
+@pytest.mark.parametrize("text_encoder", ["Encoder_0", "Transformer"])  # big_vision's name, and ours
+def test_big_vision_npz_loads_with_geometry_from_shapes(tmp_path, text_encoder):
   directory = str(tmp_path / "hf")
   model = hf_fixtures.save_siglip(directory)
   config, params = siglip_checkpoints.read(directory)
   flat = checkpoints.flatten(jax.tree.map(np.asarray, params))
   npz = str(tmp_path / "siglip.npz")
-  np.savez(npz, **{f"params/{k}": v for k, v in flat.items()})
+  np.savez(npz, **{"params/" + k.replace("txt/Transformer/", f"txt/{text_encoder}/"): v for k, v in flat.items()})
   loaded = siglip.load(npz)
   assert loaded.config == config
-  pixels = hf_fixtures.images(2, 32)
+  pixels, ids = hf_fixtures.images(2, 32), np.random.default_rng(1).integers(0, 97, (2, 12))
   np.testing.assert_array_equal(loaded.encode_image(pixels)["pooled"],
                                 siglip.load(directory).encode_image(pixels)["pooled"])
   reference = hf_fixtures.hf_image(model, pixels)[0]
   np.testing.assert_allclose(loaded.encode_image(pixels)["pooled"], reference, atol=1e-4 * np.abs(reference).max())
+  reference = hf_fixtures.hf_text(model, ids)[0]
+  np.testing.assert_allclose(loaded.encode_text(ids)["pooled"], reference, atol=1e-4 * np.abs(reference).max())

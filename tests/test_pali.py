@@ -103,6 +103,11 @@ def test_warm_start_from_siglip_and_t5(tmp_path):
   wrong_params = wrong.init_variables(jax.random.key(0), batch())["params"]
   with pytest.raises(checkpoints.CheckpointError):
     wrong.warm_start(jax.tree.map(np.asarray, nn_unbox(wrong_params)))
+  # A ViT whose MLPs compute another function than the checkpoint's is refused too (same shapes).
+  other_act = model_lib.PaLIModel(vit=dataclass_replace(model.config.vit, activation="gelu"), ul2=pali_ul2,
+                                  siglip_checkpoint=str(siglip_dir))
+  with pytest.raises(checkpoints.CheckpointError, match="activation='gelu_tanh'"):
+    other_act.warm_start(jax.tree.map(np.asarray, nn_unbox(params)))
 
 
 def nn_unbox(tree):

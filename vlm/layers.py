@@ -383,6 +383,7 @@ class EncoderBlock(nn.Module):
   mlp_dim: int
   num_heads: int
   eps: float = 1e-6
+  activation: Callable[[jax.Array], jax.Array] = functools.partial(jax.nn.gelu, approximate=True)  # the MLP's
   scanned: bool = False  # under nn.scan the block returns (x, None)
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
@@ -399,7 +400,7 @@ class EncoderBlock(nn.Module):
         y, y, mask=mask)
     x = x + y
     y = layer_norm(self.eps, name="LayerNorm_1", **kw)(x)
-    y = MlpBlock(self.mlp_dim, name="MlpBlock_0", **kw)(y)
+    y = MlpBlock(self.mlp_dim, self.activation, name="MlpBlock_0", **kw)(y)
     x = x + y
     return (x, None) if self.scanned else x
 
@@ -415,6 +416,7 @@ class Encoder(nn.Module):
   mlp_dim: int
   num_heads: int
   eps: float = 1e-6
+  activation: Callable[[jax.Array], jax.Array] = functools.partial(jax.nn.gelu, approximate=True)  # the MLPs'
   scan: bool = False
   remat: str = "none"
   dtype: Dtype = jnp.float32
@@ -422,8 +424,8 @@ class Encoder(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
-    block_kw = dict(mlp_dim=self.mlp_dim, num_heads=self.num_heads, eps=self.eps, dtype=self.dtype,
-                    param_dtype=self.param_dtype)
+    block_kw = dict(mlp_dim=self.mlp_dim, num_heads=self.num_heads, eps=self.eps, activation=self.activation,
+                    dtype=self.dtype, param_dtype=self.param_dtype)
     block_cls = remat_block(EncoderBlock, self.remat, self.scan)
     if self.scan:
       scanned = nn.scan(

@@ -200,6 +200,10 @@ def vit_params_from_siglip(path: str, vit: vit_lib.ViTConfig, current: Any) -> A
   """The image tower of a SigLIP checkpoint as PaLI's 'img': pooling head dropped, posemb resized."""
   from encoders import siglip_checkpoints  # pylint: disable=import-outside-toplevel
   siglip_config, siglip_params = siglip_checkpoints.read(path)
+  if siglip_config.image.activation != vit.activation:  # same shapes, other function: the tree check misses it
+    raise checkpoints.CheckpointError(
+        f"{path}: its ViT's MLPs use activation={siglip_config.image.activation!r} but this PaLI's ViT uses "
+        f"{vit.activation!r}; set the vit config's activation to match")
   img = {k: v for k, v in siglip_params["img"].items() if k not in ("MAPHead_0", "head")}
   img = _resize_posemb(img, siglip_config.image.grid, vit.grid)
   _check_same_tree(img, current, path)
