@@ -16,7 +16,7 @@ from vlm import metrics
 
 @pytest.mark.parametrize("text, tokens", [
     ("A man's hat, isn't it?", "a man 's hat is n't it"),  # PTB splits clitics; coco-caption drops , and ?
-    ("Two dogs (a puppy) play.", "two dogs a puppy play"),  # -LRB- / -RRB- and . are dropped
+    ("Two dogs (a puppy) play.", "two dogs -lrb- a puppy -rrb- play"),  # brackets stay (filtered in upper case)
     ('A "Stop" sign -- on a T-shirt!', "a stop sign on a t-shirt"),  # quotes and -- go, hyphenated words stay
     ("It costs 1,000.50 dollars; can't", "it costs 1,000.50 dollars ca n't"),  # numbers stay whole
     ("dogs' toys ... ", "dogs toys"),
@@ -69,9 +69,54 @@ def test_cider_by_hand():
 
 
 def test_cider_tokenises_predictions_and_references():
-  raw = metrics.cider(["A dog, running.", "Two cats!"], [["a dog running", "The dog runs."], ["two (2) cats"]])
-  clean = metrics.cider(["a dog running", "two cats"], [["a dog running", "the dog runs"], ["two 2 cats"]])
+  raw = metrics.cider(["A dog, running.", "Two cats!"], [["a dog running", "The dog runs."], ["two -- cats"]])
+  clean = metrics.cider(["a dog running", "two cats"], [["a dog running", "the dog runs"], ["two cats"]])
   assert raw == clean > 0
+
+
+# Captions that exercise PTBTokenizer's rules: clitics, brackets, quotes of every kind, symbols, abbreviations,
+# acronyms, numbers, emoticons, repeated marks, dashes, ellipses, emoji, and scripts with combining marks.
+TRICKY_CAPTIONS = """A man's hat, isn't it?|Two dogs (a puppy) play.|A "Stop" sign -- on a T-shirt!
+It costs 1,000.50 dollars; can't|dogs' toys ... |Mr. Smith walks his dog.|I cannot go|we're gonna win
+U.S. flag on a pole|50% off sale|rock'n'roll band|cost $5.00 today|a man with a #1 shirt|smile :)|dog!!!
+hello;world|y'all|a *star*|5'6" tall|e.g. a dog|What?!|wanna play|'tis|..a dog|Jr. is here|!!!|emoji 😀 face
+a '90s car|shouldn't've|St. Louis|a p.m. train|A.M.|No. 5|the no. 1 bus|I said no.|vs. team|a dog etc.
+a [red] car|a {big} dog|“Quoted” text|the dog’s bone|it‘s fine|a dog — running|a dog – running
+A man…|a dog+cat|a=b|rock 'n' roll|a man w/ a hat|a dog?!|(a dog)|a (dog|dog)|a -dog|a dog-|a b&w photo
+AT&T store|cats & dogs|a 3/4 view|3:30 pm clock|a <b> tag|dog.cat|a.b.c|12-year-old boy|a 2.5-inch screen
+gotta go|lemme see|'em|o'clock|ma'am|CAN'T|won't|the 80's|a man 's hat|two dogs -lrb- a puppy -rrb- play
+café’s menu|naïve résumé|日本 の 犬|किताब और बड़ा पेड़
+كلب أحمر، صغير|Большой красный круг.""".replace("\n", "|").split("|")
+
+
+def coco_caption_tokenizer():
+  """pycocoevalcap's PTBTokenizer (it runs Stanford's Java tokenizer), or a skip where Java is missing."""
+  import shutil
+
+  if shutil.which("java") is None:
+    pytest.skip("no java: coco-caption's PTBTokenizer needs it")
+  from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+  return PTBTokenizer()
+
+
+def test_ptb_tokenize_matches_coco_captions_java_tokenizer():
+  java = coco_caption_tokenizer().tokenize({i: [{"caption": c}] for i, c in enumerate(TRICKY_CAPTIONS)})
+  for i, caption in enumerate(TRICKY_CAPTIONS):
+    assert metrics.ptb_tokenize(caption) == java[i][0], caption
+
+
+def test_cider_on_raw_captions_matches_coco_caption():
+  rng = random.Random(0)
+  predictions = TRICKY_CAPTIONS[:30]
+  references = [rng.sample(TRICKY_CAPTIONS, rng.randint(1, 5)) + [p.upper()] for p in predictions]
+  tokenizer = coco_caption_tokenizer()
+  from pycocoevalcap.cider.cider import Cider
+
+  score, _ = Cider().compute_score(
+      tokenizer.tokenize({i: [{"caption": r} for r in refs] for i, refs in enumerate(references)}),
+      tokenizer.tokenize({i: [{"caption": p}] for i, p in enumerate(predictions)}))
+  assert metrics.cider(predictions, references) == pytest.approx(100.0 * score, abs=1e-6)
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -119,6 +164,7 @@ def test_vqa_accuracy_normalises_both_sides():
 
 def test_anls_by_hand():
   assert metrics.anls(["Hello "], [["hello"]]) == 100.0  # case and surrounding space ignored
+  assert metrics.anls(["hello  world"], [["hello\tworld"]]) == 100.0  # a run of whitespace is one space
   assert metrics.anls(["hallo"], [["hello"]]) == pytest.approx(80.0)  # 1 edit / 5 chars
   assert metrics.anls(["abxd"], [["abcd"]]) == pytest.approx(75.0)
   assert metrics.anls(["abxy"], [["abcd"]]) == 0.0  # NL = 0.5 is past the threshold
@@ -146,8 +192,11 @@ def test_levenshtein_fallback_agrees_with_editdistance():
     ("104.9", "100", True), ("95.1", "100", True),  # 4.9% off
     ("105.1", "100", False), ("94.9", "100", False),  # 5.1% off
     ("-10.4", "-10", True),
-    ("45%", "45", True), ("45", "45.0%", True), ("1,200", "1200", True), ("1,150", "1,200", True),
-    ("0", "0.0", True), ("0.01", "0", False),  # a zero reference needs an exact zero
+    ("5.", "5", True), ("1e3", "1000", True), ("4.9e-1", "0.5", True),  # whatever float() reads
+    ("0.45", "45%", True), ("45%", "45", False),  # as pix2struct: a percent sign divides by 100
+    ("1,200", "1200", False), ("1,200", "1,200", True),  # a comma makes it text
+    ("0", "0", True), ("0.0", "0", False), ("0.01", "0", False),  # a zero reference needs the same string
+    ("nan", "nan", True), ("inf", "1e400", False),  # non-finite values are text
     ("Yes", "yes ", True), ("Canada", "canada", True), ("yes", "no", False), ("12", "twelve", False),
 ])
 def test_relaxed_accuracy_cases(prediction, reference, right):
@@ -173,6 +222,11 @@ def test_text_metrics_reject_bad_input(metric):
     metric(["a", "b"], [["a"], []])
   with pytest.raises(ValueError, match="not a single string"):
     metric("a", [["a"]])
+  with pytest.raises(ValueError, match=r"predictions\[1\] must be a string; got None"):
+    metric(["a", None], [["a"], ["b"]])
+  for refs in ([None], [b"a"], {"a": 1}, 3):
+    with pytest.raises(ValueError, match=r"references\[0\] must be a non-empty list of strings"):
+      metric(["a"], [refs])
 
 
 def test_relaxed_accuracy_rejects_bad_input():
@@ -180,6 +234,10 @@ def test_relaxed_accuracy_rejects_bad_input():
     metrics.relaxed_accuracy(["1"], ["1", "2"])
   with pytest.raises(ValueError, match="no predictions"):
     metrics.relaxed_accuracy([], [])
+  with pytest.raises(ValueError, match=r"references\[0\] must be a string; got \['12'\]"):
+    metrics.relaxed_accuracy(["12"], [["12"]])
+  with pytest.raises(ValueError, match=r"predictions\[0\] must be a string; got 12"):
+    metrics.relaxed_accuracy([12], ["12"])
 
 
 # ------------------------------------------------------------------------------------------------------------------

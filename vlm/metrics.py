@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import math
 import re
+import unicodedata
 from collections.abc import Sequence
 
 import numpy as np
@@ -102,37 +103,91 @@ def linear_probe(train_features: np.ndarray, train_labels: np.ndarray, test_feat
 
 
 def _check_pairs(metric: str, predictions, references, nested: bool = True) -> None:
-  """Raises a one-line ValueError unless there is one non-empty reference entry per prediction."""
+  """Raises a one-line ValueError unless every prediction is a string with a non-empty reference entry of strings."""
   if isinstance(predictions, str) or isinstance(references, str):
     raise ValueError(f"{metric} takes a list of predictions and a list of references, not a single string")
   if len(predictions) == 0:
     raise ValueError(f"{metric} got no predictions")
   if len(predictions) != len(references):
     raise ValueError(f"{metric} got {len(predictions)} predictions but {len(references)} references")
-  if nested:
-    for i, refs in enumerate(references):
-      if isinstance(refs, str) or len(refs) == 0:
-        raise ValueError(f"{metric}: references[{i}] must be a non-empty list of strings; got {refs!r}")
+  for i, (prediction, refs) in enumerate(zip(predictions, references)):
+    if not isinstance(prediction, str):
+      raise ValueError(f"{metric}: predictions[{i}] must be a string; got {prediction!r}")
+    if not nested:
+      if not isinstance(refs, str):
+        raise ValueError(f"{metric}: references[{i}] must be a string; got {refs!r}")
+    elif (isinstance(refs, (str, bytes, dict, set)) or not hasattr(refs, "__len__") or len(refs) == 0
+          or not all(isinstance(r, str) for r in refs)):
+      raise ValueError(f"{metric}: references[{i}] must be a non-empty list of strings; got {refs!r}")
 
 
 # CIDEr-D (Vedantam et al., 2015) as coco-caption's pycocoevalcap computes it.
 
-_PTB_DROPPED_ANYWHERE = re.compile(r"[\"()\[\]{}]|--|(?<!\d),|,(?!\d)")
-_PTB_CLITICS = ("n't", "'s", "'re", "'ve", "'ll", "'d", "'m")
-_PTB_SPLIT_CLITIC = re.compile(r"^(.+?)(" + "|".join(_PTB_CLITICS) + ")$")
-_PTB_DROPPED_LEFT = "'`?!:;"  # no period: ".5" is a number
-_PTB_DROPPED_RIGHT = "'`.?!:;"
+# coco-caption runs Stanford's PTBTokenizer (-lowerCase) and then drops these tokens. The bracket names are listed in
+# upper case, so after lowercasing "-lrb-" and friends survive, as they do in every published CIDEr.
+_PTB_FILTERED = frozenset(["''", "'", "``", "`", '"', ".", "?", "!", ",", ":", "-", "--", "...", ";"])
+_PTB_UNICODE = str.maketrans({"\u2019": "'", "\u2018": "`", "\u201c": '"', "\u201d": '"', "\u201e": '"',
+                              "\u2013": " -- ", "\u2014": " -- ", "\u2026": " ... ", "\xa0": " "})
+_PTB_DELETED_CATEGORIES = frozenset({"So", "Cs", "Co", "Cn"})  # emoji and other pictographs, unassigned code points
+_PTB_BRACKETS = {"(": "-lrb-", ")": "-rrb-", "[": "-lsb-", "]": "-rsb-", "{": "-lcb-", "}": "-rcb-"}
+# Abbreviations whose period PTB keeps; "no." only before a number ("no. 5", but "I said no.").
+_PTB_ABBREVIATIONS = "mr|mrs|ms|dr|st|jr|sr|vs|etc|prof|mt|ft|inc|ltd|co|corp|ave"
+def _combining_marks_class() -> str:
+  """A regex character class body of the Basic Multilingual Plane's combining marks (Devanagari vowel signs, ...).
+
+  Python's \w leaves them out, so without them "बड़ा" would fall apart into letters and marks.
+  """
+  marks = [c for c in range(0x10000) if unicodedata.category(chr(c)) in ("Mn", "Mc", "Me")]
+  ranges, start = [], marks[0]
+  for previous, c in zip(marks, marks[1:] + [None]):
+    if c != previous + 1:
+      ranges.append(f"\\u{start:04x}" + (f"-\\u{previous:04x}" if previous > start else ""))
+      start = c
+  return "".join(ranges)
+
+
+_MARKS = _combining_marks_class()
+_ALNUM = rf"(?:[^\W_]|[{_MARKS}])"  # a letter or digit of any script, or a mark combining with one
+_LETTER = rf"(?:[^\W\d_]|[{_MARKS}])"
+_PTB_TOKEN = re.compile(rf"""
+    (?P<emoticon>[:;]-?[()](?!{_ALNUM}))
+  | (?P<tag><[^<>\s]+> | -[lr][rsc]b-)                                # <b>, and brackets already named
+  | (?P<acronym>(?:{_LETTER}\.){{2,}}(?!{_ALNUM}))                    # u.s.  e.g.  a.m.
+  | (?P<abbreviation>\b(?:{_PTB_ABBREVIATIONS})\.(?!{_ALNUM}) | \bno\.(?=\s*\d))
+  | (?P<quoted_word>'(?:em|n'|\d0s|s|re|ve|ll|d|m)(?!{_ALNUM}) | 't(?=(?:is|was)\b))  # 'em '90s 'tis; tokenised 's
+  | (?P<word>(?-i:[A-Z]+&[A-Z]+)                                    # AT&T, but b&w splits
+        | {_ALNUM}+(?:[-./]{_ALNUM}+|'{_LETTER}+|(?<=\d)[,:]\d+)*)   # t-shirt 3.5 1,000 3:30 o'clock red/blue
+  | (?P<marks>[!?]{{2,}})                                           # "!!!" and "?!" are tokens coco-caption keeps
+  | (?P<other>\S)
+""", re.VERBOSE | re.IGNORECASE)
+_PTB_CLITIC = re.compile(r"^(.+?)(n't|'s|'re|'ve|'ll|'d|'m)$")
+_PTB_SPLIT_WORDS = {"cannot": ("can", "not"), "gonna": ("gon", "na"), "gotta": ("got", "ta"),
+                    "wanna": ("wan", "na"), "lemme": ("lem", "me"), "gimme": ("gim", "me"), "y'all": ("y'", "all")}
+
+
+def _ptb_word(word: str) -> list[str]:
+  """A lowercased word as PTB splits it: "shouldn't've" -> should n't 've, "cannot" -> can not."""
+  if word in _PTB_SPLIT_WORDS:
+    return list(_PTB_SPLIT_WORDS[word])
+  if "'n'" in word:  # rock'n'roll
+    return [t for part in word.split("'n'") for t in (part, "'n'")][:-1]
+  clitics = []
+  while match := _PTB_CLITIC.match(word):
+    word, clitic = match.groups()
+    clitics.insert(0, clitic)
+  return [word, *clitics]
 
 
 def ptb_tokenize(text: str) -> str:
   """Pure-Python stand-in for coco-caption's Java PTBTokenizer (-lowerCase) plus its punctuation filter.
 
-  coco-caption tokenises with Stanford PTBTokenizer and then drops the tokens '' ' `` ` -LRB- -RRB- -LCB- -RCB-
-  . ? ! , : - -- ... ; from both candidates and references. This keeps what that pipeline keeps: lowercase words,
-  clitics split off as PTB does ("isn't" -> "is n't", "man's" -> "man 's"), hyphenated words, and numbers such as
-  "1,000" or "3.5"; it drops brackets, quotes, stand-alone dashes and the listed marks at word edges. Known gaps:
-  PTB keeps abbreviation periods ("mr.") and splits "cannot" / "gonna"; those differ here (rare in captions).
-  Already-tokenised text comes back unchanged.
+  coco-caption tokenises with Stanford PTBTokenizer and then drops the tokens '' ' `` ` . ? ! , : - -- ... ; from
+  candidates and references. This does what that pipeline does to captions: lowercase; clitics split off
+  ("isn't" -> "is n't", "man's" -> "man 's", "cannot" -> "can not", "gonna" -> "gon na"); hyphenated words,
+  numbers ("1,000", "3.5", "3:30"), acronyms and common abbreviations ("u.s.", "mr.") kept whole; brackets kept as
+  -lrb- -rrb- -lsb- -rsb- -lcb- -rcb-; symbols such as % $ # & + = * / split off and kept; runs like "!!!" or "?!"
+  kept; curly quotes, dashes and ellipses normalised (and then dropped); emoji and other pictographs dropped.
+  Already-tokenised text comes back unchanged. tests/test_metrics.py checks it against the Java tokenizer itself.
 
   Args:
     text: a caption.
@@ -140,16 +195,17 @@ def ptb_tokenize(text: str) -> str:
   Returns:
     The caption as space-separated tokens.
   """
+  text = "".join(c for c in text.translate(_PTB_UNICODE) if unicodedata.category(c) not in _PTB_DELETED_CATEGORIES)
   tokens = []
-  for word in _PTB_DROPPED_ANYWHERE.sub(" ", text.lower()).split():
-    word = word.rstrip(_PTB_DROPPED_RIGHT)
-    if word not in _PTB_CLITICS:  # a bare "'s" (already-tokenised text) keeps its apostrophe; other quotes go
-      word = word.lstrip(_PTB_DROPPED_LEFT)
-    if not word.strip("-."):  # "-", "--", "..." on their own
-      continue
-    clitic = _PTB_SPLIT_CLITIC.match(word)
-    tokens.extend(clitic.groups() if clitic else (word,))
-  return " ".join(tokens)
+  for match in _PTB_TOKEN.finditer(text):
+    kind, token = match.lastgroup, match.group().lower()
+    if kind == "emoticon":
+      tokens.append(token[:-1] + _PTB_BRACKETS[token[-1]])
+    elif kind == "word":
+      tokens.extend(_ptb_word(token))
+    else:  # runs of dashes and dots arrive one mark at a time, and are dropped like "--" and "..."
+      tokens.append(_PTB_BRACKETS.get(token, token))
+  return " ".join(t for t in tokens if t not in _PTB_FILTERED)
 
 
 def _ngram_counts(tokens: list[str], max_n: int) -> collections.Counter:
@@ -329,8 +385,13 @@ def _anls_similarity(prediction: str, reference: str) -> float:
   return 1.0 - distance if distance < _ANLS_THRESHOLD else 0.0
 
 
+def _anls_normalize(text: str) -> str:
+  """As the DocVQA evaluation script: lowercase, surrounding whitespace gone, inner runs of it one space."""
+  return " ".join(text.lower().split())
+
+
 def anls(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> float:
-  """Average Normalized Levenshtein Similarity, percent; case-insensitive, surrounding whitespace ignored.
+  """Average Normalized Levenshtein Similarity, percent; case-insensitive, whitespace runs count as one space.
 
   Args:
     predictions: one answer per question.
@@ -340,7 +401,7 @@ def anls(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> flo
     100 x mean over questions of max over references of (1 - NL if NL < 0.5 else 0).
   """
   _check_pairs("anls", predictions, references)
-  scores = [max(_anls_similarity(p.strip().lower(), r.strip().lower()) for r in refs)
+  scores = [max(_anls_similarity(_anls_normalize(p), _anls_normalize(r)) for r in refs)
             for p, refs in zip(predictions, references)]
   return float(100.0 * np.mean(scores))
 
@@ -348,31 +409,33 @@ def anls(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> flo
 # Relaxed accuracy (ChartQA, Masry et al., 2022).
 
 _RELAXED_TOLERANCE = 0.05
-# Plain or thousands-grouped decimals: "12", "-3.5", ".5", "1,234,567.8". Words like "nan" or "inf" are not numbers.
-_NUMBER = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)?(?:\.\d+)?")
 
 
 def _as_number(text: str) -> float | None:
-  """The value of a numeric answer, ignoring a trailing percent sign and thousands commas; None if not numeric."""
-  text = text.strip().removesuffix("%").strip()
-  if not any(c.isdigit() for c in text) or not _NUMBER.fullmatch(text):
+  """A finite number as pix2struct's ChartQA evaluation reads one ("45%" is 0.45, "1,200" is not a number)."""
+  try:
+    value = float(text[:-1]) / 100.0 if text.endswith("%") else float(text)
+  except ValueError:
     return None
-  return float(text.replace(",", ""))
+  return value if math.isfinite(value) else None
 
 
 def _relaxed_match(prediction: str, reference: str) -> bool:
+  prediction, reference = prediction.strip(), reference.strip()
   target, value = _as_number(reference), _as_number(prediction)
-  if target is not None and value is not None:
-    # Relative error is undefined at 0, so a zero reference needs an exact zero.
-    return value == 0 if target == 0 else abs(value - target) <= _RELAXED_TOLERANCE * abs(target)
-  return prediction.strip().lower() == reference.strip().lower()
+  # Relative error is undefined at 0, so a zero reference (like any text) needs the same string.
+  if target and value is not None:
+    return abs(value - target) <= _RELAXED_TOLERANCE * abs(target)
+  return prediction.lower() == reference.lower()
 
 
 def relaxed_accuracy(predictions: Sequence[str], references: Sequence[str]) -> float:
   """ChartQA relaxed accuracy: numbers within 5% of the reference count as right, other answers must match exactly.
 
-  "45%" and "45", or "1,200" and "1200", are the same number here (ChartQA answers mix the forms); non-numeric
-  answers compare case-insensitively after trimming whitespace.
+  As pix2struct's `relaxed_correctness`, which the ChartQA figures of MatCha, DePlot, PaLI-X and PaLI-3 come from:
+  a number is whatever Python's float() reads, a trailing "%" divides it by 100 (so "45%" matches "0.45", not
+  "45"), "1,200" is text, and a reference of 0 needs the same string. Text compares case-insensitively; unlike
+  pix2struct, surrounding whitespace is ignored.
 
   Args:
     predictions: one answer per question.
