@@ -13,7 +13,6 @@ not fit names the parameter and both shapes instead of failing deep inside JAX.
 from __future__ import annotations
 
 import functools
-import json
 import os
 import re
 from typing import Any, Iterator
@@ -205,16 +204,11 @@ def _hf_config(hf: dict) -> siglip.SigLIPConfig:
 
 def read_hf(directory: str) -> tuple[siglip.SigLIPConfig, Any]:
   """A HF SiglipModel / SiglipVisionModel directory (config.json + model.safetensors)."""
-  with open(os.path.join(directory, "config.json")) as f:
-    hf = json.load(f)
+  hf = checkpoints.read_json(os.path.join(directory, "config.json"))
   if hf.get("model_type") not in ("siglip", "siglip_vision_model"):
     raise CheckpointError(f"{directory}/config.json has model_type={hf.get('model_type')!r}; expected "
                           "'siglip' or 'siglip_vision_model'")
-  weights = os.path.join(directory, "model.safetensors")
-  if not os.path.isfile(weights):
-    raise CheckpointError(f"{directory}: model.safetensors is missing (only safetensors weights are read; "
-                          "re-save with save_pretrained(..., safe_serialization=True))")
-  tensors = checkpoints.read_safetensors(weights)
+  tensors, weights = checkpoints.read_hf_weights(directory)
   config = _hf_config(hf)
   # A vision-only model saves its names with or without the 'vision_model.' prefix, depending on version.
   vision_prefix = "vision_model." if any(k.startswith("vision_model.") for k in tensors) else ""
@@ -321,8 +315,7 @@ def read_big_vision(path: str) -> tuple[siglip.SigLIPConfig, Any]:
 
 def read_project(model_dir: str) -> tuple[siglip.SigLIPConfig, Any]:
   """The latest checkpoint of a training MODEL_DIR."""
-  with open(os.path.join(model_dir, checkpoints.MODEL_CONFIG_FILE)) as f:
-    meta = json.load(f)
+  meta = checkpoints.read_json(os.path.join(model_dir, checkpoints.MODEL_CONFIG_FILE))
   if meta.get("model") != "siglip":
     raise CheckpointError(f"{model_dir} holds a {meta.get('model')!r} model, not a SigLIP")
   config = siglip.SigLIPConfig.from_json(meta)

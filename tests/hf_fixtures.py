@@ -57,20 +57,26 @@ def hf_text(model, ids: np.ndarray):
 
 
 def save_t5(directory: str, feed_forward_proj: str, tie_word_embeddings: bool, num_layers: int = 2,
-            num_decoder_layers: int = 3, seed: int = 0) -> transformers.T5ForConditionalGeneration:
-  """A perturbed random T5 (gated MLP); depths differ so encoder/decoder tables cannot be swapped."""
+            num_decoder_layers: int = 3, seed: int = 0, max_shard_size: str | None = None,
+            **overrides) -> transformers.T5ForConditionalGeneration:
+  """A perturbed random T5 (gated MLP); depths differ so encoder/decoder tables cannot be swapped.
+
+  `overrides` replace T5Config fields (special token ids, say); `max_shard_size` saves it in shards.
+  """
   torch.manual_seed(seed)
-  config = transformers.T5Config(
-      vocab_size=97, d_model=32, d_kv=8, d_ff=48, num_layers=num_layers, num_decoder_layers=num_decoder_layers,
-      num_heads=4, relative_attention_num_buckets=8, relative_attention_max_distance=20,
-      feed_forward_proj=feed_forward_proj, tie_word_embeddings=tie_word_embeddings, dropout_rate=0.0,
-      decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+  config = transformers.T5Config(**{
+      **dict(vocab_size=97, d_model=32, d_kv=8, d_ff=48, num_layers=num_layers,
+             num_decoder_layers=num_decoder_layers, num_heads=4, relative_attention_num_buckets=8,
+             relative_attention_max_distance=20, feed_forward_proj=feed_forward_proj,
+             tie_word_embeddings=tie_word_embeddings, dropout_rate=0.0, decoder_start_token_id=0, pad_token_id=0,
+             eos_token_id=1),
+      **overrides})
   model = transformers.T5ForConditionalGeneration(config)
   gen = torch.Generator().manual_seed(seed)
   with torch.no_grad():
     for p in model.parameters():
       p.add_(0.2 * torch.randn(p.shape, generator=gen))
-  model.eval().save_pretrained(directory)
+  model.eval().save_pretrained(directory, **({"max_shard_size": max_shard_size} if max_shard_size else {}))
   return model
 
 

@@ -66,6 +66,12 @@ def test_missing_and_corrupt_checkpoints(tmp_path):
   (tmp_path / "model.safetensors").write_bytes(b"not a safetensors file")
   with pytest.raises(checkpoints.CheckpointError, match="not a readable safetensors file"):
     siglip.load(str(tmp_path))
+  (tmp_path / "model.safetensors").unlink()
+  with pytest.raises(checkpoints.CheckpointError, match="neither model.safetensors nor its sharded"):
+    siglip.load(str(tmp_path))
+  (tmp_path / "config.json").write_text('{"model_type": "siglip",')
+  with pytest.raises(checkpoints.CheckpointError, match=r"config.json: not valid JSON"):
+    siglip.load(str(tmp_path))
   bad_npz = tmp_path / "bad.npz"
   bad_npz.write_bytes(b"garbage")
   with pytest.raises(checkpoints.CheckpointError, match="not a readable .npz"):

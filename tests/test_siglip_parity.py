@@ -52,6 +52,17 @@ def test_vision_only_checkpoint(tmp_path):
     encoder.encode_text(np.zeros((1, 4), np.int32))
 
 
+def test_sharded_checkpoint_loads(hf_dir, tmp_path):
+  _, model = hf_dir
+  model.save_pretrained(str(tmp_path), max_shard_size="50KB")
+  assert (tmp_path / "model.safetensors.index.json").exists() and not (tmp_path / "model.safetensors").exists()
+  pixels = hf_fixtures.images(2, 32, seed=5)
+  pooled, tokens = hf_fixtures.hf_image(model, pixels)
+  ours = siglip.load(str(tmp_path)).encode_image(pixels)
+  assert_close(ours["pooled"], pooled)
+  assert_close(ours["tokens"], tokens)
+
+
 @pytest.mark.parametrize("hidden_act", ["gelu", "quick_gelu", "gelu_new"])
 def test_other_mlp_activations_match_hf_and_export(hidden_act, tmp_path):
   import transformers

@@ -43,8 +43,55 @@ def test_greedy_matches_hf(hf_t5):
   encoder, _ = _ids(1)
   ref = hf_fixtures.t5_greedy(hf, encoder, 10)
   got = ours.generate(encoder, max_new_tokens=10)
-  assert got.dtype == np.int32 and got.shape == (3, 10)
-  np.testing.assert_array_equal(got[:, :ref.shape[1]], ref)
+  assert got.dtype == np.int32
+  np.testing.assert_array_equal(got, ref)
+
+
+def test_special_token_ids_come_from_the_config_and_rows_end_as_in_hf(tmp_path):
+  encoder = _ids(1)[0][1:]
+  first = hf_fixtures.t5_greedy(hf_fixtures.save_t5(str(tmp_path / "a"), "gated-silu", False,
+                                                    decoder_start_token_id=2), encoder, 10)
+  # Make EOS a token both rows emit early on (this seed's model: [32 78 78 ...], [57 16 78 ...]).
+  eos = int(first[1, 2])
+  ends = [list(row).index(eos) + 1 for row in first]
+  expected = np.zeros((2, max(ends)), np.int32)
+  for row, end in enumerate(ends):
+    expected[row, :end] = first[row, :end]
+  assert expected.shape[1] < 10  # so the output is cut to the longest row
+  hf = hf_fixtures.save_t5(str(tmp_path / "b"), "gated-silu", False, decoder_start_token_id=2, eos_token_id=eos)
+  ours = ul2.load(tmp_path / "b")
+  assert (ours.config.eos_id, ours.config.start_id) == (eos, 2)
+  np.testing.assert_array_equal(hf_fixtures.t5_greedy(hf, encoder, 10), expected)
+  np.testing.assert_array_equal(ours.generate(encoder, max_new_tokens=10), expected)
+
+
+def test_sharded_checkpoints_load(tmp_path):
+  hf = hf_fixtures.save_t5(str(tmp_path), "gated-gelu", False, max_shard_size="20KB")
+  assert (tmp_path / "model.safetensors.index.json").exists() and not (tmp_path / "model.safetensors").exists()
+  encoder, decoder = _ids()
+  ref = hf_fixtures.t5_logits(hf, encoder, decoder)
+  np.testing.assert_allclose(ul2.load(tmp_path).logits(encoder, decoder), ref, rtol=1e-4,
+                             atol=1e-4 * np.abs(ref).max())
+
+
+def test_gated_relu_matches_hf(tmp_path):
+  hf = hf_fixtures.save_t5(str(tmp_path), "gated-relu", True)
+  encoder, decoder = _ids()
+  ref = hf_fixtures.t5_logits(hf, encoder, decoder)
+  np.testing.assert_allclose(ul2.load(tmp_path).logits(encoder, decoder), ref, rtol=1e-4,
+                             atol=1e-4 * np.abs(ref).max())
+
+
+def test_empty_batches(hf_t5):
+  _, ours = hf_t5
+  vocab = ours.config.vocab_size
+  assert ours.logits(np.zeros((0, 5), int), np.zeros((0, 3), int)).shape == (0, 3, vocab)
+  assert ours.logits(np.ones((2, 5), int), np.zeros((2, 0), int)).shape == (2, 0, vocab)
+  for method in ("greedy", "beam", "sample"):
+    got = ours.generate(np.zeros((0, 5), int), 4, method=method)
+    assert got.shape == (0, 0) and got.dtype == np.int32
+  with pytest.raises(ValueError, match=r"encoder_ids has no tokens \(shape \(2, 0\)\)"):
+    ours.generate(np.zeros((2, 0), int), 4)
 
 
 def test_cached_greedy_equals_uncached_argmax_loop(hf_t5):
@@ -80,8 +127,32 @@ def test_bad_input_is_one_clear_error(hf_t5):
     ours.logits(encoder + 200, decoder)
   with pytest.raises(ValueError, match="decoding method 'nucleus'"):
     ours.generate(encoder, 4, method="nucleus")
-  with pytest.raises(ValueError, match="max_new_tokens"):
-    ours.generate(encoder, 0)
+  for bad in (0, True, "4", None, 2.0):
+    with pytest.raises(ValueError, match="max_new_tokens must be an integer >= 1"):
+      ours.generate(encoder, bad)
+  with pytest.raises(ValueError, match="seed=<int> for sampling, not rng"):
+    ours.generate(encoder, 4, method="sample", rng=jax.random.key(0))
+  with pytest.raises(ValueError, match=r"option top_k=\[1\] must be a number"):
+    ours.generate(encoder, 4, method="sample", top_k=[1])
+
+
+def test_bad_checkpoints_are_one_clear_error(tmp_path):
+  import json
+
+  hf_fixtures.save_t5(str(tmp_path), "gated-silu", False)
+  config_path = tmp_path / "config.json"
+  config = json.loads(config_path.read_text())
+  config_path.write_text(json.dumps({**config, "num_heads": 2}))  # 2 x d_kv 8 = 16, the tensors have 32
+  with pytest.raises(CheckpointError, match=r"relative_attention_bias.weight has shape \(8, 4\) but config.json "
+                                            r"\(.*num_heads.*\) implies \(8, 2\)"):
+    ul2.load(tmp_path)
+  config_path.write_text("{not json")
+  with pytest.raises(CheckpointError, match=r"config.json: not valid JSON"):
+    ul2.load(tmp_path)
+  (tmp_path / "model.safetensors").unlink()
+  config_path.write_text(json.dumps(config))
+  with pytest.raises(CheckpointError, match="neither model.safetensors nor its sharded"):
+    ul2.load(tmp_path)
 
 
 def test_hf_export_round_trips(tmp_path):

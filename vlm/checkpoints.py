@@ -114,6 +114,41 @@ def unstack_layers(tree: Mapping[str, Any], name: str = "encoderblock") -> dict[
 # Foreign formats.
 # ----------------------------------------------------------------------------------------------------------
 
+def read_json(path: str) -> dict:
+  """A JSON object from a config file, or a CheckpointError naming the file."""
+  try:
+    with open(path) as f:
+      obj = json.load(f)
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise CheckpointError(f"{path}: not valid JSON ({e})") from None
+  if not isinstance(obj, dict):
+    raise CheckpointError(f"{path}: expected a JSON object, got {type(obj).__name__}")
+  return obj
+
+
+def read_hf_weights(directory: str) -> tuple[dict[str, np.ndarray], str]:
+  """(tensors, where) of a HF model directory: model.safetensors, or the shards its index file lists.
+
+  `save_pretrained` splits models over its max_shard_size into model-0000i-of-0000n.safetensors files and a
+  model.safetensors.index.json whose weight_map names each tensor's file.
+  """
+  single = os.path.join(directory, "model.safetensors")
+  index = f"{single}.index.json"
+  if os.path.isfile(single):
+    return read_safetensors(single), single
+  if not os.path.isfile(index):
+    raise CheckpointError(f"{directory} has config.json but neither model.safetensors nor its sharded "
+                          "model.safetensors.index.json (pytorch .bin files are not read: they are pickles; "
+                          "re-save with transformers' save_pretrained(..., safe_serialization=True))")
+  weight_map = read_json(index).get("weight_map")
+  if not isinstance(weight_map, dict):
+    raise CheckpointError(f"{index}: no weight_map object naming each tensor's file")
+  tensors = {}
+  for shard in sorted(set(weight_map.values())):
+    tensors.update(read_safetensors(os.path.join(directory, os.path.basename(shard))))
+  return tensors, index
+
+
 def read_safetensors(path: str) -> dict[str, np.ndarray]:
   from safetensors.numpy import load_file  # pylint: disable=import-outside-toplevel
   try:

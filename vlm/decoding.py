@@ -102,7 +102,8 @@ def beam_search(tokens_to_logits: TokensToLogits, state: PyTree, *, max_decode_l
 
   Returns:
     Per row, the best finished sequence, or the best alive one (max_decode_len tokens, no EOS) if none
-    finished; `penalized_scores` is what was ranked.
+    finished; `penalized_scores` is what was ranked. As in T5X, a finished sequence wins over any beam cut
+    off at max_decode_len (HF lets those compete, so it can return a truncated beam that scores higher).
   """
   _check_common(max_decode_len, eos_id, start_id)
   _check_int("beam_size", beam_size, 1)

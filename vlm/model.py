@@ -12,7 +12,6 @@ Several images per example (video frames) concatenate their tokens in order. The
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import Any
 
@@ -232,8 +231,7 @@ def load(path: str | os.PathLike) -> tuple[PaLIModel, Any]:
   config_path = os.path.join(path, checkpoints.MODEL_CONFIG_FILE)
   if not os.path.isfile(config_path):
     raise checkpoints.CheckpointError(f"{path} is not a PaLI training directory (no {checkpoints.MODEL_CONFIG_FILE})")
-  with open(config_path) as f:
-    meta = json.load(f)
+  meta = checkpoints.read_json(config_path)
   if meta.get("model") != "pali":
     raise checkpoints.CheckpointError(f"{path} holds a {meta.get('model')!r} model, not a PaLI")
   config = PaLIConfig.from_json(meta)

@@ -31,7 +31,7 @@ from vlm import layers
 PAD_ID = 0  # also the decoder's start token, as in T5
 EOS_ID = 1
 
-ACTIVATIONS = {"silu": jax.nn.silu, "gelu": functools.partial(jax.nn.gelu, approximate=True)}
+ACTIVATIONS = {"silu": jax.nn.silu, "gelu": functools.partial(jax.nn.gelu, approximate=True), "relu": jax.nn.relu}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,7 +44,7 @@ class UL2Config:
   d_ff: int = 1024
   num_encoder_layers: int = 8
   num_decoder_layers: int = 8
-  activation: str = "silu"  # gated: 'silu' (UL2) or 'gelu' (T5 v1.1, tanh approximation)
+  activation: str = "silu"  # gated: 'silu' (UL2), 'gelu' (T5 v1.1, tanh approximation) or 'relu'
   num_buckets: int = 32  # relative position buckets per stack
   max_distance: int = 128
   tie_embeddings: bool = False  # the output projection is the token embedding table
@@ -52,6 +52,8 @@ class UL2Config:
   eps: float = 1e-6
   dtype: str = "float32"  # compute dtype; parameters stay float32
   remat: str = "none"  # 'none' | 'full' | 'dots', per layer
+  eos_id: int = EOS_ID  # where decoding stops (HF's eos_token_id)
+  start_id: int = PAD_ID  # the token decoding starts from (HF's decoder_start_token_id)
 
   def __post_init__(self):
     if self.activation not in ACTIVATIONS:
@@ -392,7 +394,7 @@ def generate_from_encoded(module: UL2, params, encoded: jax.Array, encoder_mask:
   def tokens_to_logits(token_ids, index, state):
     return module.apply(variables, token_ids, index, state, tied_head, method=UL2.decode_step)
 
-  options = {"eos_id": EOS_ID, "start_id": PAD_ID, **options}
+  options = {"eos_id": module.config.eos_id, "start_id": module.config.start_id, **options}
   return decoding.decode(tokens_to_logits, state, method=method, max_decode_len=max_decode_len, **options)
 
 
@@ -421,30 +423,45 @@ class LoadedUL2:
   def logits(self, encoder_ids, decoder_input_ids) -> np.ndarray:
     """[N, L_enc], [N, L_dec] int (0 = padding in the encoder; the decoder starts with 0) -> [N, L_dec, V]."""
     enc = _check_ids(encoder_ids, "encoder_ids", self.config.vocab_size)
-    dec = _check_ids(decoder_input_ids, "decoder_input_ids", self.config.vocab_size)
+    dec = _check_ids(decoder_input_ids, "decoder_input_ids", self.config.vocab_size, allow_empty=True)
     if enc.shape[0] != dec.shape[0]:
       raise ValueError(f"encoder_ids has {enc.shape[0]} rows but decoder_input_ids has {dec.shape[0]}")
+    if dec.size == 0:  # no rows or no decoder positions: nothing to run
+      return np.zeros(dec.shape + (self.config.vocab_size,), np.float32)
     return np.asarray(self._logits(self.params, enc, dec), np.float32)
 
   def generate(self, encoder_ids, max_new_tokens: int, method: str = "greedy", seed: int = 0,
                **opts) -> np.ndarray:
     """Decodes up to max_new_tokens per row -> [N, L] int32, without the start token, 0 after EOS.
 
-    method: 'greedy', 'beam' (beam_size, alpha) or 'sample' (temperature, top_k, top_p; `seed`).
+    As HF's generate, L is the longest row's length (through its EOS), so max_new_tokens only when a row
+    runs that long. method: 'greedy', 'beam' (beam_size, alpha) or 'sample' (temperature, top_k, top_p;
+    `seed`, an int).
     """
     enc = _check_ids(encoder_ids, "encoder_ids", self.config.vocab_size)
-    if max_new_tokens < 1:
-      raise ValueError(f"max_new_tokens must be >= 1; got {max_new_tokens}")
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 1:
+      raise ValueError(f"max_new_tokens must be an integer >= 1; got {max_new_tokens!r}")
+    if "rng" in opts:
+      raise ValueError("generate takes seed=<int> for sampling, not rng")
+    for name, value in opts.items():
+      if not isinstance(value, (int, float, str, np.integer, np.floating)):
+        raise ValueError(f"generate option {name}={value!r} must be a number")
+    if enc.shape[0] == 0:  # no rows, so no longest row either
+      return np.zeros((0, 0), np.int32)
     options = tuple(sorted({"max_decode_len": int(max_new_tokens), "method": method, **opts}.items()))
     rng = jax.random.key(seed) if method == "sample" else None
-    tokens = self._generate(self.params, enc, options, rng).tokens
-    return np.asarray(tokens, np.int32)
+    tokens = np.asarray(self._generate(self.params, enc, options, rng).tokens, np.int32)
+    is_eos = tokens == opts.get("eos_id", self.config.eos_id)
+    lengths = np.where(is_eos.any(axis=1), is_eos.argmax(axis=1) + 1, tokens.shape[1])
+    return tokens[:, :lengths.max()]
 
 
-def _check_ids(ids, name: str, vocab_size: int) -> np.ndarray:
+def _check_ids(ids, name: str, vocab_size: int, allow_empty: bool = False) -> np.ndarray:
   ids = np.asarray(ids)
-  if ids.ndim != 2 or not np.issubdtype(ids.dtype, np.integer):
+  if ids.ndim != 2 or not (np.issubdtype(ids.dtype, np.integer) or (ids.size == 0 and ids.dtype == np.float64)):
     raise ValueError(f"{name} must be an integer array [N, L]; got {ids.dtype} of shape {ids.shape}")
+  if ids.shape[0] and not ids.shape[1] and not allow_empty:
+    raise ValueError(f"{name} has no tokens (shape {ids.shape}); give each row at least one")
   if ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
     raise ValueError(f"{name} holds token ids outside the vocabulary [0, {vocab_size})")
   return ids.astype(np.int32)

@@ -7,7 +7,6 @@ and reshaped, nothing else. The name table below is the whole mapping.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, Iterator
 
@@ -17,7 +16,7 @@ from vlm import checkpoints
 from vlm import ul2
 from vlm.checkpoints import CheckpointError
 
-_HF_ACTIVATIONS = {"gated-silu": "silu", "gated-gelu": "gelu"}
+_HF_ACTIVATIONS = {"gated-silu": "silu", "gated-gelu": "gelu", "gated-relu": "relu"}
 
 
 def read(path: str) -> tuple[ul2.UL2Config, Any]:
@@ -31,8 +30,7 @@ def read(path: str) -> tuple[ul2.UL2Config, Any]:
 
 
 def read_project(model_dir: str) -> tuple[ul2.UL2Config, Any]:
-  with open(os.path.join(model_dir, checkpoints.MODEL_CONFIG_FILE)) as f:
-    meta = json.load(f)
+  meta = checkpoints.read_json(os.path.join(model_dir, checkpoints.MODEL_CONFIG_FILE))
   if meta.get("model") != "ul2":
     raise CheckpointError(f"{model_dir} holds a {meta.get('model')!r} model, not a UL2")
   config = ul2.UL2Config.from_json(meta)
@@ -48,8 +46,8 @@ def hf_config(hf: dict, has_lm_head: bool) -> ul2.UL2Config:
   """
   proj = hf.get("feed_forward_proj", "relu")
   if proj not in _HF_ACTIVATIONS:
-    raise CheckpointError(f"feed_forward_proj={proj!r} is not supported: this UL2 has gated MLPs only "
-                          f"({', '.join(_HF_ACTIVATIONS)}), as T5 v1.1, Flan-T5 and UL2 checkpoints do")
+    raise CheckpointError(f"feed_forward_proj={proj!r} is not supported: this UL2 reads the gated MLPs of "
+                          f"T5 v1.1, Flan-T5 and UL2 ({', '.join(_HF_ACTIVATIONS)}), not T5 v1.0's plain one")
   d_model = hf.get("d_model", 512)
   num_layers = hf.get("num_layers", 6)
   return ul2.UL2Config(
@@ -60,7 +58,20 @@ def hf_config(hf: dict, has_lm_head: bool) -> ul2.UL2Config:
       max_distance=hf.get("relative_attention_max_distance", 128),
       tie_embeddings=not has_lm_head,
       scale_decoder_outputs=hf.get("scale_decoder_outputs", hf.get("tie_word_embeddings", True)),
-      eps=hf.get("layer_norm_epsilon", 1e-6))
+      eps=hf.get("layer_norm_epsilon", 1e-6), eos_id=_token_id(hf, "eos_token_id", ul2.EOS_ID),
+      start_id=_token_id(hf, "decoder_start_token_id", ul2.PAD_ID))
+
+
+def _token_id(hf: dict, key: str, default: int) -> int:
+  """A special token id of a HF config; of a list of EOS ids (some configs give several), the first."""
+  value = hf.get(key)
+  if isinstance(value, list) and value:
+    value = value[0]
+  if value is None:
+    return default
+  if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    raise CheckpointError(f"config.json: {key}={value!r} is not a token id")
+  return value
 
 
 def _hf_names(config: ul2.UL2Config) -> Iterator[tuple[str, str, str]]:
@@ -98,6 +109,17 @@ def _to_ours(x: np.ndarray, kind: str, config: ul2.UL2Config) -> np.ndarray:
   return x.T.reshape(config.num_heads, config.head_dim, x.shape[0])  # heads_out: [d, h*k] -> [h, k, d]
 
 
+def _hf_shape(shape: tuple[int, ...], kind: str) -> tuple[int, ...]:
+  """The HF shape of a tensor whose shape is ours, by the same rules as _to_hf."""
+  if kind == "copy":
+    return tuple(shape)
+  if kind == "linear":
+    return tuple(reversed(shape))
+  if kind == "heads_in":  # [d, h, k] -> [h*k, d]
+    return (shape[1] * shape[2], shape[0])
+  return (shape[2], shape[0] * shape[1])  # heads_out: [h, k, d] -> [d, h*k]
+
+
 def _to_hf(x: np.ndarray, kind: str) -> np.ndarray:
   if kind == "copy":
     return x
@@ -109,27 +131,25 @@ def _to_hf(x: np.ndarray, kind: str) -> np.ndarray:
 
 
 def read_hf(directory: str) -> tuple[ul2.UL2Config, Any]:
-  """A HF T5ForConditionalGeneration directory (config.json + model.safetensors)."""
-  with open(os.path.join(directory, "config.json")) as f:
-    hf = json.load(f)
+  """A HF T5ForConditionalGeneration directory (config.json + model.safetensors, or its shards)."""
+  hf = checkpoints.read_json(os.path.join(directory, "config.json"))
   if hf.get("model_type", "t5") not in ("t5", "mt5"):
     raise CheckpointError(f"{directory} holds a {hf.get('model_type')!r} model; expected a T5 / mT5 "
                           "encoder-decoder (model_type 't5')")
-  weights_path = os.path.join(directory, "model.safetensors")
-  if not os.path.isfile(weights_path):
-    raise CheckpointError(f"{directory} has config.json but no model.safetensors (pytorch .bin files are "
-                          "not read: they are pickles; convert with transformers' save_pretrained)")
-  tensors = checkpoints.read_safetensors(weights_path)
+  tensors, source = checkpoints.read_hf_weights(directory)
   config = hf_config(hf, has_lm_head="lm_head.weight" in tensors)
+  expected = checkpoints.flatten(ul2.abstract_params(config))
   flat = {}
   for hf_name, ours, kind in _hf_names(config):
     if hf_name not in tensors:
-      raise CheckpointError(f"{weights_path} lacks {hf_name}, which a {config.num_encoder_layers}+"
+      raise CheckpointError(f"{source} lacks {hf_name}, which a {config.num_encoder_layers}+"
                             f"{config.num_decoder_layers}-layer T5 with these settings needs")
+    want = _hf_shape(expected[ours].shape, kind)
+    if tuple(tensors[hf_name].shape) != want:  # checked before the reshapes, which would fail without a name
+      raise CheckpointError(f"{source}: {hf_name} has shape {tuple(tensors[hf_name].shape)} but config.json "
+                            f"(d_model, d_kv x num_heads, d_ff, vocab_size) implies {want}")
     flat[ours] = _to_ours(np.asarray(tensors[hf_name], np.float32), kind, config)
-  params = checkpoints.unflatten(flat)
-  checkpoints.check_shapes(checkpoints.flatten(ul2.abstract_params(config)), flat, weights_path)
-  return config, params
+  return config, checkpoints.unflatten(flat)
 
 
 def write_hf(config: ul2.UL2Config, params: Any, directory: str) -> None:
@@ -146,8 +166,8 @@ def write_hf(config: ul2.UL2Config, params: Any, directory: str) -> None:
         "relative_attention_max_distance": config.max_distance, "layer_norm_epsilon": config.eps,
         "feed_forward_proj": f"gated-{config.activation}", "tie_word_embeddings": config.tie_embeddings,
         "scale_decoder_outputs": config.scale_decoder_outputs,
-        "is_encoder_decoder": True, "pad_token_id": ul2.PAD_ID, "eos_token_id": ul2.EOS_ID,
-        "decoder_start_token_id": ul2.PAD_ID, "dropout_rate": 0.0}
+        "is_encoder_decoder": True, "pad_token_id": ul2.PAD_ID, "eos_token_id": config.eos_id,
+        "decoder_start_token_id": config.start_id, "dropout_rate": 0.0}
   os.makedirs(directory, exist_ok=True)
   checkpoints.write_safetensors(tensors, os.path.join(directory, "model.safetensors"))
   checkpoints.write_json(hf, os.path.join(directory, "config.json"))
