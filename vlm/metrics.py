@@ -132,10 +132,12 @@ _PTB_DELETED_CATEGORIES = frozenset({"So", "Cs", "Co", "Cn"})  # emoji and other
 _PTB_BRACKETS = {"(": "-lrb-", ")": "-rrb-", "[": "-lsb-", "]": "-rsb-", "{": "-lcb-", "}": "-rcb-"}
 # Abbreviations whose period PTB keeps; "no." only before a number ("no. 5", but "I said no.").
 _PTB_ABBREVIATIONS = "mr|mrs|ms|dr|st|jr|sr|vs|etc|prof|mt|ft|inc|ltd|co|corp|ave"
+
+
 def _combining_marks_class() -> str:
   """A regex character class body of the Basic Multilingual Plane's combining marks (Devanagari vowel signs, ...).
 
-  Python's \w leaves them out, so without them "बड़ा" would fall apart into letters and marks.
+  Python's word characters leave them out, so without them "बड़ा" would fall apart into letters and marks.
   """
   marks = [c for c in range(0x10000) if unicodedata.category(chr(c)) in ("Mn", "Mc", "Me")]
   ranges, start = [], marks[0]
