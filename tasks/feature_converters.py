@@ -138,3 +138,21 @@ class TwoTowerFeatureConverter(seqio.FeatureConverter):
 
 
 __all__ = ["MultimodalEncDecFeatureConverter", "TwoTowerFeatureConverter"]
+
+
+def check_task_feature_lengths(lengths: Mapping[str, int] | None, defaults: Mapping[str, int],
+                               source: str) -> dict[str, int]:
+  """The TASK_FEATURE_LENGTHS a source of generated batches reads: exactly the keys of `defaults`.
+
+  None takes the defaults. A key the source has no feature for, a missing one, or a length that is not an
+  integer >= 1 is a ValueError naming it (a length silently ignored would train on other shapes than asked).
+  """
+  if lengths is None:
+    return dict(defaults)
+  lengths = dict(lengths)
+  if set(lengths) != set(defaults):
+    raise ValueError(f"{source} takes TASK_FEATURE_LENGTHS with the keys {sorted(defaults)}; got {sorted(lengths)}")
+  for key, value in lengths.items():
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+      raise ValueError(f"TASK_FEATURE_LENGTHS[{key!r}] must be an integer >= 1; got {value!r}")
+  return lengths

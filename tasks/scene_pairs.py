@@ -11,6 +11,7 @@ import functools
 import gin
 import numpy as np
 
+from tasks import feature_converters
 from tasks import scenes
 from tasks import word_vocab
 
@@ -40,7 +41,8 @@ class SceneCaptionPairs:
   def __init__(self, image_size: int = 32, task_feature_lengths: dict[str, int] | None = None,
                split: str = "train", seed: int = 0, max_objects: int = 3):
     self.image_size, self.split = image_size, split
-    self.text_length = (task_feature_lengths or {}).get("text", 40)
+    lengths = feature_converters.check_task_feature_lengths(task_feature_lengths, {"text": 40}, "SceneCaptionPairs")
+    self.text_length = lengths["text"]
     self.seed, self.max_objects = seed, max_objects
 
   def batch(self, step: int, batch_size: int) -> dict[str, np.ndarray]:

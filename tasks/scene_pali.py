@@ -14,6 +14,7 @@ from typing import Mapping
 import gin
 import numpy as np
 
+from tasks import feature_converters
 from tasks import locations
 from tasks import scene_tasks
 from tasks import word_vocab
@@ -57,8 +58,9 @@ class SceneTaskBatches:
   def __init__(self, image_size: int = 32, task_feature_lengths: Mapping[str, int] | None = None,
                tasks: str | Mapping[str, float] = "vqa", split: str = "train", seed: int = 0,
                max_objects: int = 3):
-    lengths = dict(task_feature_lengths or {})
-    self.inputs_length, self.targets_length = lengths.get("inputs", 16), lengths.get("targets", 24)
+    lengths = feature_converters.check_task_feature_lengths(task_feature_lengths, {"inputs": 16, "targets": 24},
+                                                            "SceneTaskBatches")
+    self.inputs_length, self.targets_length = lengths["inputs"], lengths["targets"]
     self.image_size, self.tasks, self.split, self.seed = image_size, tasks, split, seed
     self.max_objects = max_objects
 

@@ -40,6 +40,33 @@ def test_unknown_size_name(tmp_path):
   assert_one_line_error(result, "unknown ViT size 'Q/4'")
 
 
+@pytest.mark.parametrize("flag, fragment", [
+    ("--gin.CHECKPOINT_PERIOD=0", "CHECKPOINT_PERIOD must be an integer >= 1; got 0"),
+    ("--gin.BATCH_SIZE=8.0", "BATCH_SIZE must be an integer >= 1; got 8.0"),
+    ("--gin.TRAIN_STEPS='4'", "total_steps must be an integer >= 1; got '4'"),
+    ("--gin.MIXTURE_OR_TASK_NAME='no_such_task'", "MIXTURE_OR_TASK_NAME='no_such_task' is neither"),
+    ("--gin.TASK_FEATURE_LENGTHS={'inputs': 8}", "takes TASK_FEATURE_LENGTHS with the keys ['text']"),
+])
+def test_bad_macro_values_name_the_macro(tmp_path, flag, fragment):
+  assert_one_line_error(train(f"--gin_file={RUN}", f"--gin.MODEL_DIR='{tmp_path}'", flag), fragment)
+
+
+def test_command_line_mistakes(tmp_path):
+  assert_one_line_error(train(f"--gin_file={RUN}", f"--gin.MODEL_DIR={tmp_path}"),
+                        f"--gin.MODEL_DIR={tmp_path}", f"a string needs quotes: --gin.MODEL_DIR=\"'{tmp_path}'\"")
+  assert_one_line_error(train(f"--gin_file={RUN}", "--gin.TRAIN_STEPS"), "unrecognised argument '--gin.TRAIN_STEPS'")
+  assert_one_line_error(train(), "at least one --gin_file is required")
+  # T5X's spelling of a binding works too.
+  assert_one_line_error(train(f"--gin_file={RUN}", "--gin_bindings=vlm.trainer.train.no_such_arg = 3"), "no_such_arg")
+
+
+def test_a_run_that_diverges_ends_in_one_line_after_the_progress_bar(tmp_path):
+  result = train(f"--gin_file={RUN}", f"--gin.MODEL_DIR='{tmp_path}'", "--gin.TRAIN_STEPS=4", "--gin.BATCH_SIZE=8",
+                 "--gin.CHECKPOINT_PERIOD=1", "--gin.vlm.optim.schedule.peak=1e30",
+                 "--gin.vlm.optim.schedule.warmup_steps=0")
+  assert_one_line_error(result, "non-finite", "Lower the learning rate")  # its own line, not the bar's
+
+
 def test_help_lists_the_gin_flags():
   result = subprocess.run([sys.executable, "-m", "vlm.train", "--help"], cwd=REPO, capture_output=True, text=True)
   assert result.returncode == 0 and "--gin_file" in result.stdout and "--gin.KEY=VALUE" in result.stdout

@@ -95,6 +95,49 @@ def test_non_finite_loss_halts_naming_the_step_and_keeps_the_last_good_checkpoin
   assert checkpoints.Checkpointer(str(tmp_path), 1).latest_step() == 4
 
 
+def test_an_update_that_blows_the_parameters_up_is_never_checkpointed(tmp_path):
+  with pytest.raises(trainer.TrainingHalted, match=r"non-finite .* at step \d+; "):
+    run(tmp_path, 6, checkpoint_period=1, lr=1e30)
+  if checkpoints.complete_steps(str(tmp_path)):  # whatever was saved before the halt is sound
+    params = checkpoints.restore_params(str(tmp_path), step_functions(1, 1)[1].abstract_state.params)
+    assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
+
+
+@pytest.mark.parametrize("field, value, macro", [
+    ("train_steps", 0, "TRAIN_STEPS"), ("batch_size", 0, "BATCH_SIZE"), ("checkpoint_period", 0,
+                                                                           "CHECKPOINT_PERIOD"),
+    ("train_steps", "4", "TRAIN_STEPS"), ("batch_size", 8.0, "BATCH_SIZE"), ("train_steps", True, "TRAIN_STEPS"),
+])
+def test_counts_must_be_positive_integers(tmp_path, field, value, macro):
+  args = dict(model_dir=str(tmp_path), train_steps=2, batch_size=16, checkpoint_period=1)
+  with pytest.raises(ValueError, match=f"{macro} must be an integer >= 1; got {value!r}"):
+    trainer.train(tiny_model(), scene_pairs.SceneCaptionPairs(IMAGE_SIZE, LENGTHS), optimizer=optim.adamw,
+                  learning_rate=1e-3, progress=False, **{**args, field: value})
+  assert not (tmp_path / "model_config.json").exists()
+
+
+def test_a_checkpoint_of_another_shape_is_named_and_leaves_model_dir_as_it_was(tmp_path):
+  run(tmp_path, 2, checkpoint_period=2)
+  (tmp_path / "model_config.json").unlink()  # as in a copied MODEL_DIR: nothing tells the models apart first
+  other = siglip.SigLIPModel(image=vit_lib.config("pico/4", image_size=IMAGE_SIZE),
+                             text=text_lib.config("pico", vocab_size=scene_pairs.vocab_size() + 8, max_len=TEXT_LENGTH))
+  with pytest.raises(checkpoints.CheckpointError, match=r"checkpoints/2: parameter txt/Embed_0/embedding has shape "
+                                                        r"\(\d+, 32\) but the model config expects"):
+    trainer.train(other, scene_pairs.SceneCaptionPairs(IMAGE_SIZE, LENGTHS), model_dir=str(tmp_path),
+                  train_steps=4, batch_size=16, optimizer=optim.adamw, learning_rate=1e-3, progress=False)
+  assert not (tmp_path / "model_config.json").exists()  # not rewritten by the run that could not start
+  run(tmp_path, 4, checkpoint_period=2)  # the right model still resumes
+
+
+def test_a_line_cut_short_in_metrics_jsonl_does_not_block_resuming(tmp_path, capsys):
+  run(tmp_path, 2, checkpoint_period=2)
+  with open(tmp_path / summaries.METRICS_FILE, "a") as f:
+    f.write('{"step": 3, "loss": 0.')  # a crash mid-write
+  run(tmp_path, 4, checkpoint_period=2)
+  assert sorted(losses(tmp_path)) == [1, 2, 3, 4]
+  assert "skipped 1 unreadable line" in capsys.readouterr().err
+
+
 def test_unwritable_model_dir_fails_before_training(tmp_path):
   blocker = tmp_path / "file"
   blocker.write_text("")

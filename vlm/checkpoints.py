@@ -294,11 +294,29 @@ class Checkpointer:
     The state takes the structure, shapes, dtypes and shardings of `abstract_state` (ShapeDtypeStructs), so a
     checkpoint written on one mesh restores onto another: orbax reads each device's slice of each array.
     """
+    source = os.path.join(self.directory, str(step))
+    self._check_param_shapes(abstract_state, step, source)
     items = {_STATE: ocp.args.StandardRestore(abstract_state)}
-    if os.path.isdir(os.path.join(self.directory, str(step), _INPUT)):
+    if os.path.isdir(os.path.join(source, _INPUT)):
       items[_INPUT] = ocp.args.JsonRestore()
-    restored = self.manager.restore(step, args=ocp.args.Composite(**items))
+    try:
+      restored = self.manager.restore(step, args=ocp.args.Composite(**items))
+    except Exception as e:  # pylint: disable=broad-except  (orbax and tensorstore raise many types)
+      reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+      raise CheckpointError(f"{source} does not restore into this run's state ({reason}); was it written by "
+                            "another configuration? Use another MODEL_DIR") from e
     return restored[_STATE], (restored[_INPUT] if _INPUT in items else None)
+
+  def _check_param_shapes(self, abstract_state: Any, step: int, source: str) -> None:
+    """Names the first parameter whose saved shape differs from the model's (orbax's own error does not)."""
+    params = getattr(abstract_state, "params", None)
+    try:
+      with ocp.StandardCheckpointer() as reader:
+        saved = reader.metadata(os.path.join(source, _STATE)).item_metadata.tree["params"]
+    except Exception:  # pylint: disable=broad-except  (no metadata to compare: restore reports what it finds)
+      return
+    if params is not None:
+      check_shapes(params, jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), saved), source)
 
   def wait(self) -> None:
     """Blocks until the save in flight (if any) is complete on disk."""

@@ -2,6 +2,7 @@
 
   --gin_file=F (several allowed; later files override earlier ones)
   --gin.KEY=VALUE  a binding or macro, VALUE written as gin writes it (strings quoted: --gin.MODEL_DIR="'/tmp/x'")
+  --gin_bindings='KEY = VALUE'  the same, as T5X writes it
   --gin_search_paths=DIR,DIR  where relative gin files and includes are looked up (the repo root is always)
   --coordinator_address=HOST:PORT --num_processes=N --process_id=I  this process's place in a multi-host run
       (else found in the environment, if anywhere: see vlm.partitioning.initialize_distributed)
@@ -13,7 +14,9 @@ one line on stderr naming the thing at fault and exit code 1; `--debug` shows th
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
+import logging
 import os
 import sys
 from typing import Iterator, Sequence
@@ -23,15 +26,26 @@ import gin
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+class _OneLineErrors(argparse.ArgumentParser):
+  """argparse, but a bad command line ends as every other user error does: one `error:` line, exit code 1."""
+
+  def error(self, message: str):
+    print(f"error: {message} (python -m {self.prog} --help lists the flags)", file=sys.stderr)
+    raise SystemExit(1)
+
+
 def parser(prog: str, description: str) -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(prog=prog, description=description,
-                              formatter_class=argparse.RawDescriptionHelpFormatter,
-                              epilog="Any --gin.KEY=VALUE argument binds KEY (a macro such as MODEL_DIR or TRAIN_STEPS, "
-                                     "or a configurable's parameter) to the gin VALUE.\nExample:\n"
-                                     f"  python -m {prog} --gin_file=gin_configs/runs/siglip_tiny_synthetic.gin "
-                                     "--gin.TRAIN_STEPS=100 --gin.MODEL_DIR=\"'/tmp/run'\"")
+  p = _OneLineErrors(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
+                     epilog="Any --gin.KEY=VALUE argument binds KEY (a macro such as MODEL_DIR or TRAIN_STEPS, "
+                            "or a configurable's parameter) to the gin VALUE.\nMacros every run file sets: "
+                            "MODEL_DIR, TRAIN_STEPS, BATCH_SIZE, CHECKPOINT_PERIOD, MIXTURE_OR_TASK_NAME, "
+                            "TASK_FEATURE_LENGTHS, NUM_PARTITIONS, PARAMETER_PARTITIONING_DIMS.\nExample:\n"
+                            f"  python -m {prog} --gin_file=gin_configs/runs/siglip_tiny_synthetic.gin "
+                            "--gin.TRAIN_STEPS=100 --gin.MODEL_DIR=\"'/tmp/run'\"")
   p.add_argument("--gin_file", action="append", default=[], metavar="FILE",
                  help="gin config file; repeat for several (later ones override)")
+  p.add_argument("--gin_bindings", action="append", default=[], metavar="'KEY = VALUE'",
+                 help="a gin binding, as T5X writes them; the same as --gin.KEY=VALUE")
   p.add_argument("--gin_search_paths", default="", metavar="DIRS",
                  help="comma-separated directories for relative gin files and includes")
   p.add_argument("--debug", action="store_true", help="show full tracebacks instead of one-line errors")
@@ -52,12 +66,13 @@ def parse(p: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> argp
   import a config names, since it must precede every other use of JAX.
   """
   args, rest = p.parse_known_args(argv)
-  bindings = []
+  bindings = []  # (the flag as given, the gin statement)
   for arg in rest:
     if not arg.startswith("--gin.") or "=" not in arg:
       p.error(f"unrecognised argument {arg!r} (gin bindings are written --gin.KEY=VALUE)")
     key, value = arg[len("--gin."):].split("=", 1)
-    bindings.append(f"{key} = {value}")
+    bindings.append((arg, f"{key} = {value}"))
+  bindings += [(f"--gin_bindings={b}", b) for b in args.gin_bindings]
   if not args.gin_file:
     p.error("at least one --gin_file is required (for example gin_configs/runs/siglip_tiny_synthetic.gin)")
   from vlm import partitioning  # pylint: disable=import-outside-toplevel  (--help stays fast without JAX)
@@ -67,9 +82,30 @@ def parse(p: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> argp
   for directory in search:
     gin.add_config_file_search_path(directory)
   files = [_resolve(f, search) for f in args.gin_file]
-  with user_errors(args.debug, "gin config"):
-    gin.parse_config_files_and_bindings(files, bindings, finalize_config=False)
+  # gin logs an ERROR line for every search path an include is not under, even when a later one has it.
+  logging.disable(logging.ERROR)
+  try:
+    with user_errors(args.debug, "gin config"):
+      gin.parse_config_files_and_bindings(files, [], finalize_config=False)
+    for flag, binding in bindings:  # one at a time, so that an error names its flag
+      with user_errors(args.debug, flag, hint=_quoting_hint(binding)):
+        gin.parse_config(binding)
+  finally:
+    logging.disable(logging.NOTSET)
   return args
+
+
+def _quoting_hint(binding: str) -> str:
+  """For KEY = VALUE with a bare word or path as VALUE, how to write it as the gin string it must be."""
+  if "=" not in binding:
+    return ""
+  key, value = (part.strip() for part in binding.split("=", 1))
+  try:
+    ast.literal_eval(value)
+  except (ValueError, SyntaxError):
+    if value and value[0] not in "@%'\"[{(":
+      return f"a string needs quotes: --gin.{key}=\"'{value}'\""
+  return ""
 
 
 def _resolve(path: str, search: list[str]) -> str:
@@ -77,22 +113,31 @@ def _resolve(path: str, search: list[str]) -> str:
     candidate = os.path.join(directory, path)
     if os.path.isfile(candidate):
       return candidate
-  raise SystemExit(f"error: gin file {path!r} not found (looked in the current directory and {REPO_ROOT})")
+  raise SystemExit(f"error: gin file {path!r} not found (looked in {', '.join(['.'] + search)})")
 
 
 @contextlib.contextmanager
-def user_errors(debug: bool, what: str = "") -> Iterator[None]:
-  """Turns the errors a user's input causes into one line and exit code 1."""
+def user_errors(debug: bool, what: str = "", hint: str = "") -> Iterator[None]:
+  """Turns the errors a user's input causes into one line and exit code 1.
+
+  Args:
+    what: what was being done, put before the message ("gin config", the flag at fault).
+    hint: what to do, put after it.
+  """
   try:
     yield
-  except (ValueError, TypeError, OSError, KeyError, RuntimeError, SyntaxError) as e:
+  except (ValueError, TypeError, OSError, KeyError, RuntimeError, SyntaxError, ArithmeticError) as e:
     if debug:
       raise
-    message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    lines = [line.strip() for line in str(e).strip().splitlines()]
+    message = lines[0] if lines and lines[0] else type(e).__name__
+    where = next((line for line in lines[1:] if line.startswith("In file")), None)  # gin's file and line
+    if where and where not in message:
+      message = f"{message} ({where.rstrip(':')})"
     if "gin" in type(e).__module__ or "configurable" in message or "binding" in message.lower():
       message = f"{what or 'gin config'}: {message}"
     elif what:
       message = f"{what}: {message}"
-    print(f"error: {message}", file=sys.stderr)
+    print(f"error: {message}" + (f"; {hint}" if hint else ""), file=sys.stderr)
     print("(run again with --debug for the full traceback)", file=sys.stderr)
     raise SystemExit(1) from None

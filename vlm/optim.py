@@ -27,6 +27,10 @@ def schedule(peak: float = 1e-3, warmup_steps: int = 0, decay: str = "cosine", t
   """
   if decay not in SCHEDULES:
     raise ValueError(f"schedule decay={decay!r} is not one of {SCHEDULES}")
+  for name, value, minimum in (("total_steps", total_steps, 1), ("warmup_steps", warmup_steps, 0)):
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+      raise ValueError(f"schedule {name} must be an integer >= {minimum}; got {value!r} (the run files bind "
+                       "total_steps to TRAIN_STEPS)")
   warmup = optax.linear_schedule(0.0, peak, max(warmup_steps, 1))
   rest = max(total_steps - warmup_steps, 1)
   if decay == "cosine":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from typing import Mapping
 
 METRICS_FILE = "metrics.jsonl"
@@ -23,7 +24,10 @@ class SummaryWriter:
     from tensorboardX import SummaryWriter as TBWriter  # pylint: disable=import-outside-toplevel
     self.path = os.path.join(model_dir, METRICS_FILE)
     _truncate_after(self.path, resume_step)
-    self._tb = {split: TBWriter(os.path.join(model_dir, split), flush_secs=30) for split in ("train", "eval")}
+    # purge_step: TensorBoard hides the events a resumed run logged past its checkpoint, as metrics.jsonl drops them.
+    self._tb = {split: TBWriter(os.path.join(model_dir, split), flush_secs=30,
+                                **({"purge_step": resume_step + 1} if resume_step else {}))
+                for split in ("train", "eval")}
 
   def write(self, step: int, metrics: Mapping[str, float], split: str = "train") -> None:
     record = {"step": int(step), **({"split": split} if split != "train" else {}),
@@ -41,15 +45,34 @@ class SummaryWriter:
 def _truncate_after(path: str, step: int) -> None:
   if not os.path.exists(path):
     return
-  with open(path) as f:
-    kept = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
-  with open(path, "w") as f:
+  kept = [json.dumps(r) + "\n" for r in _read_lines(path) if r["step"] <= step]
+  with open(f"{path}.tmp", "w") as f:  # then renamed: a crash now leaves the old file, not half of it
     f.writelines(kept)
+  os.replace(f"{path}.tmp", path)
+
+
+def _read_lines(path: str) -> list[dict]:
+  """The records of a metrics.jsonl; a line a crash cut short (or any unreadable one) is skipped and counted."""
+  records, unreadable = [], 0
+  with open(path) as f:
+    for line in f:
+      if not line.strip():
+        continue
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError:
+        record = None
+      if isinstance(record, dict) and "step" in record:
+        records.append(record)
+      else:
+        unreadable += 1
+  if unreadable:
+    print(f"warning: {path}: skipped {unreadable} unreadable line(s)", file=sys.stderr)
+  return records
 
 
 def read_metrics(model_dir: str) -> list[dict]:
-  with open(os.path.join(model_dir, METRICS_FILE)) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  return _read_lines(os.path.join(model_dir, METRICS_FILE))
 
 
 def plot_loss(model_dir: str) -> str:

@@ -31,10 +31,12 @@ def main(argv=None) -> None:
   with gin_cli.user_errors(args.debug):
     model_dir = gin.query_parameter("%MODEL_DIR")
     trainer.check_model_dir(model_dir)
-    if main_process:
+
+    def record_config() -> None:  # once the run has started: a run that cannot start keeps the old record
       with open(os.path.join(model_dir, "config.gin"), "w") as f:
         f.write(gin.config_str())
-    results = trainer.train()
+
+    results = trainer.train(on_start=record_config)
     if not main_process:  # process 0 reports for the run
       return
     plot = summaries.plot_loss(model_dir)

@@ -245,17 +245,26 @@ def _dict_keys(path) -> tuple[str, ...]:
   return tuple(reversed(keys))
 
 
-def _write_or_check_model_config(model_dir: str, config: dict) -> None:
-  """Writes model_config.json, or checks that an existing run in MODEL_DIR trained the same model."""
+def _check_model_config(model_dir: str, config: dict) -> None:
+  """Fails, before anything compiles, if MODEL_DIR's model_config.json records another model than this one."""
   path = os.path.join(model_dir, checkpoints.MODEL_CONFIG_FILE)
-  if os.path.exists(path):
-    with open(path) as f:
-      if json.load(f) != json.loads(json.dumps(config)):
-        raise ValueError(f"MODEL_DIR {model_dir} holds a run of a different model ({path} differs from this "
-                         "configuration); use another MODEL_DIR")
-    return
-  if jax.process_index() == 0:  # one writer; every process checks a file that is already there
+  if os.path.exists(path) and checkpoints.read_json(path) != json.loads(json.dumps(config)):
+    raise ValueError(f"MODEL_DIR {model_dir} holds a run of a different model ({path} differs from this "
+                     "configuration); use another MODEL_DIR")
+
+
+def _record_model_config(model_dir: str, config: dict) -> None:
+  """Writes model_config.json once the run has started (a run that fails to resume must not rewrite it)."""
+  path = os.path.join(model_dir, checkpoints.MODEL_CONFIG_FILE)
+  if jax.process_index() == 0 and not os.path.exists(path):  # one writer
     checkpoints.write_json(config, path)
+
+
+def _check_counts(**counts) -> None:
+  """TRAIN_STEPS, BATCH_SIZE, CHECKPOINT_PERIOD, ...: each an integer >= 1, named as the gin macro."""
+  for name, value in counts.items():
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+      raise ValueError(f"{name} must be an integer >= 1; got {value!r}")
 
 
 def _initial_state(model: Model, fns: StepFunctions, partitioner: partitioning.Partitioner,
@@ -277,6 +286,9 @@ def _initial_state(model: Model, fns: StepFunctions, partitioner: partitioning.P
 
 def check_model_dir(model_dir: str) -> None:
   """Fails before any compile if MODEL_DIR cannot be written (permissions, a file in the way, a full disk)."""
+  if not isinstance(model_dir, (str, os.PathLike)) or not os.fspath(model_dir):
+    raise ValueError(f"MODEL_DIR must be a directory path, a quoted string in gin (--gin.MODEL_DIR=\"'/tmp/run'\"); "
+                     f"got {model_dir!r}")
   probe = os.path.join(model_dir, f".write_test.{jax.process_index()}")  # the processes probe at once
   try:
     os.makedirs(model_dir, exist_ok=True)
@@ -402,7 +414,8 @@ def train(model: Model = gin.REQUIRED, train_data: Dataset = gin.REQUIRED, *, mo
           keep_checkpoints: int | None = 3, keep_period: int | None = None, evaluator: Callable | None = None,
           eval_period: int | None = None, log_period: int = 10, seed: int = 0, progress: bool = True,
           frozen_params: str | None = None, microbatches: int = 1, flops_per_example: float | None = None,
-          peak_flops_per_device: float | None = None) -> dict[str, float]:
+          peak_flops_per_device: float | None = None,
+          on_start: Callable[[], None] | None = None) -> dict[str, float]:
   """Trains `model` on `train_data` for `train_steps` steps, resuming from MODEL_DIR if it holds a checkpoint.
 
   Args:
@@ -417,16 +430,21 @@ def train(model: Model = gin.REQUIRED, train_data: Dataset = gin.REQUIRED, *, mo
       model's forward pass (`model_flops_per_step`).
     peak_flops_per_device: the devices' peak FLOP/s, for MFU; None: looked up by device kind
       (PEAK_BF16_FLOPS), and no MFU where unknown (CPUs).
+    on_start: called once the state is initialised or restored, before the first step (vlm.train records
+      config.gin there, so that a run which cannot start leaves an earlier run's record alone).
   Returns:
     the last evaluation's metrics (empty without an evaluator).
   """
+  _check_counts(TRAIN_STEPS=train_steps, BATCH_SIZE=batch_size, CHECKPOINT_PERIOD=checkpoint_period,
+                log_period=log_period, microbatches=microbatches,
+                **({} if eval_period is None else {"EVAL_PERIOD": eval_period}))
   check_model_dir(model_dir)
   partitioner = partitioner or partitioning.Partitioner()
   partitioner.check_batch_size(batch_size)
   _check_microbatches(batch_size, microbatches, partitioner)
   schedule = learning_rate if callable(learning_rate) else (lambda _: learning_rate)
   tx = optimizer(learning_rate=learning_rate)
-  _write_or_check_model_config(model_dir, model.config_json())
+  _check_model_config(model_dir, model.config_json())
 
   example = _example_batch(partitioner, train_data, batch_size)
   fns = build_step_functions(model, tx, partitioner, example, seed, microbatches, frozen_params)
@@ -446,6 +464,9 @@ def train(model: Model = gin.REQUIRED, train_data: Dataset = gin.REQUIRED, *, mo
       with partitioner.context():
         state, input_state = ckpt.restore(fns.abstract_state, start)
       _load_input_state(train_data, input_state)
+    _record_model_config(model_dir, model.config_json())
+    if on_start is not None and main_process:
+      on_start()
     if main_process:
       print(f"model: {n_params:,} parameters; mesh {dict(partitioner.mesh.shape)}; "
             f"{'resuming from step ' + str(start) if start else 'starting from scratch'}; MODEL_DIR={model_dir}",
@@ -526,6 +547,15 @@ def _loop(state, start, train_steps, batch_size, fns, partitioner, train_data, c
   from tqdm import tqdm  # pylint: disable=import-outside-toplevel
   bar = tqdm(total=train_steps, initial=start, disable=not progress, unit="step", dynamic_ncols=True,
              mininterval=1.0)
+  try:
+    return _steps(state, start, train_steps, batch_size, fns, partitioner, train_data, ckpt, writer, throughput,
+                  schedule, log_period, bar, maybe_evaluate)
+  finally:  # also on an error, so that its message starts a line of its own instead of trailing the bar
+    bar.close()
+
+
+def _steps(state, start, train_steps, batch_size, fns, partitioner, train_data, ckpt, writer, throughput,
+           schedule, log_period, bar, maybe_evaluate):
   window: list[dict] = []
   tic = time.perf_counter()
   with partitioner.context():
@@ -533,10 +563,7 @@ def _loop(state, start, train_steps, batch_size, fns, partitioner, train_data, c
       batch = partitioning.read_batch(partitioner, train_data, step, batch_size)
       state, metrics = fns.train_step(state, batch)
       metrics = jax.device_get(metrics)
-      if not math.isfinite(float(metrics["loss"])):
-        raise TrainingHalted(f"non-finite loss ({float(metrics['loss'])}) at step {step + 1}; the last good "
-                             f"checkpoint (step {ckpt.latest_step()}) is kept. Lower the learning rate or "
-                             "check the data")
+      _check_finite(metrics, step + 1, ckpt)
       window.append(metrics)
       done = step + 1
       bar.update(1)
@@ -549,8 +576,19 @@ def _loop(state, start, train_steps, batch_size, fns, partitioner, train_data, c
       _maybe_save(ckpt, done, state, train_data)
       if done < train_steps:  # the final evaluation runs after the last save
         maybe_evaluate(done, state)
-  bar.close()
   return state
+
+
+def _check_finite(metrics: dict, step: int, ckpt: checkpoints.Checkpointer) -> None:
+  """Halts before a step whose loss, gradient or updated parameters are not finite can be checkpointed."""
+  for name in ("loss", "grad_norm", "param_norm"):
+    value = float(metrics[name])
+    if not math.isfinite(value):
+      what = "parameters after the update" if name == "param_norm" else name.replace("_", " ")
+      last = ckpt.latest_step()
+      kept = f"the last good checkpoint (step {last}) is kept" if last is not None else "no checkpoint was written"
+      raise TrainingHalted(f"non-finite {what} ({name}={value}) at step {step}; {kept}. Lower the learning rate "
+                           "or check the data (token ids within the model's vocabulary, finite images)")
 
 
 def _evaluate(model, state, evaluator, step, writer, partitioner, eval_period, force=False):
