@@ -548,34 +548,28 @@ def _loop(state, start, train_steps, batch_size, fns, partitioner, train_data, c
   bar = tqdm(total=train_steps, initial=start, disable=not progress, unit="step", dynamic_ncols=True,
              mininterval=1.0)
   try:
-    return _steps(state, start, train_steps, batch_size, fns, partitioner, train_data, ckpt, writer, throughput,
-                  schedule, log_period, bar, maybe_evaluate)
+    window: list[dict] = []
+    tic = time.perf_counter()
+    with partitioner.context():
+      for step in range(start, train_steps):
+        batch = partitioning.read_batch(partitioner, train_data, step, batch_size)
+        state, metrics = fns.train_step(state, batch)
+        metrics = jax.device_get(metrics)
+        _check_finite(metrics, step + 1, ckpt)
+        window.append(metrics)
+        done = step + 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{float(metrics['loss']):.4f}")
+        if done % log_period == 0 or done == train_steps:
+          means = throughput.summarise(window, time.perf_counter() - tic)
+          # learning_rate: the rate this step's update used (optax counts updates from 0).
+          writer.write(done, {**means, "learning_rate": float(schedule(done - 1))})
+          window, tic = [], time.perf_counter()
+        _maybe_save(ckpt, done, state, train_data)
+        if done < train_steps:  # the final evaluation runs after the last save
+          maybe_evaluate(done, state)
   finally:  # also on an error, so that its message starts a line of its own instead of trailing the bar
     bar.close()
-
-
-def _steps(state, start, train_steps, batch_size, fns, partitioner, train_data, ckpt, writer, throughput,
-           schedule, log_period, bar, maybe_evaluate):
-  window: list[dict] = []
-  tic = time.perf_counter()
-  with partitioner.context():
-    for step in range(start, train_steps):
-      batch = partitioning.read_batch(partitioner, train_data, step, batch_size)
-      state, metrics = fns.train_step(state, batch)
-      metrics = jax.device_get(metrics)
-      _check_finite(metrics, step + 1, ckpt)
-      window.append(metrics)
-      done = step + 1
-      bar.update(1)
-      bar.set_postfix(loss=f"{float(metrics['loss']):.4f}")
-      if done % log_period == 0 or done == train_steps:
-        means = throughput.summarise(window, time.perf_counter() - tic)
-        # learning_rate: the rate this step's update used (optax counts updates from 0).
-        writer.write(done, {**means, "learning_rate": float(schedule(done - 1))})
-        window, tic = [], time.perf_counter()
-      _maybe_save(ckpt, done, state, train_data)
-      if done < train_steps:  # the final evaluation runs after the last save
-        maybe_evaluate(done, state)
   return state
 
 
