@@ -295,7 +295,8 @@ class Checkpointer:
     checkpoint written on one mesh restores onto another: orbax reads each device's slice of each array.
     """
     source = os.path.join(self.directory, str(step))
-    self._check_param_shapes(abstract_state, step, source)
+    if getattr(abstract_state, "params", None) is not None:
+      _check_saved_param_shapes(abstract_state.params, source)
     items = {_STATE: ocp.args.StandardRestore(abstract_state)}
     if os.path.isdir(os.path.join(source, _INPUT)):
       items[_INPUT] = ocp.args.JsonRestore()
@@ -306,17 +307,6 @@ class Checkpointer:
       raise CheckpointError(f"{source} does not restore into this run's state ({reason}); was it written by "
                             "another configuration? Use another MODEL_DIR") from e
     return restored[_STATE], (restored[_INPUT] if _INPUT in items else None)
-
-  def _check_param_shapes(self, abstract_state: Any, step: int, source: str) -> None:
-    """Names the first parameter whose saved shape differs from the model's (orbax's own error does not)."""
-    params = getattr(abstract_state, "params", None)
-    try:
-      with ocp.StandardCheckpointer() as reader:
-        saved = reader.metadata(os.path.join(source, _STATE)).item_metadata.tree["params"]
-    except Exception:  # pylint: disable=broad-except  (no metadata to compare: restore reports what it finds)
-      return
-    if params is not None:
-      check_shapes(params, jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), saved), source)
 
   def wait(self) -> None:
     """Blocks until the save in flight (if any) is complete on disk."""
@@ -344,6 +334,16 @@ class Checkpointer:
                                 "resume") from e
 
 
+def _check_saved_param_shapes(abstract_params: Any, step_dir: str) -> None:
+  """Names the first parameter whose shape in checkpoint `step_dir` differs from the model's (orbax does not)."""
+  try:
+    with ocp.StandardCheckpointer() as reader:
+      saved = reader.metadata(os.path.abspath(os.path.join(step_dir, _STATE))).item_metadata.tree["params"]
+  except Exception:  # pylint: disable=broad-except  (no metadata to compare: restore reports what it finds)
+    return
+  check_shapes(abstract_params, jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), saved), step_dir)
+
+
 def restore_params(model_dir: str, abstract_params: Any) -> Any:
   """Just the parameters of the latest complete checkpoint in MODEL_DIR, as host-local arrays."""
   steps = complete_steps(model_dir)
@@ -351,6 +351,7 @@ def restore_params(model_dir: str, abstract_params: Any) -> Any:
     raise CheckpointError(f"{model_dir}: no complete checkpoint under {os.path.join(model_dir, CHECKPOINTS_DIR)}")
   sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), abstract_params)
+  _check_saved_param_shapes(abstract_params, os.path.join(model_dir, CHECKPOINTS_DIR, str(steps[-1])))
   item = {"params": target}
   # Read-only: a released MODEL_DIR may sit on a file system this process cannot write.
   options = ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0)

@@ -491,7 +491,7 @@ def train(model: Model = gin.REQUIRED, train_data: Dataset = gin.REQUIRED, *, mo
 def _check_microbatches(batch_size: int, microbatches: int, partitioner: partitioning.Partitioner) -> None:
   """Each microbatch must split evenly over the 'data' devices: checked before anything compiles."""
   ways = partitioner.data_parallel_size
-  if microbatches < 1 or batch_size % (microbatches * ways):
+  if batch_size % (microbatches * ways):  # microbatches >= 1: _check_counts
     raise ValueError(f"BATCH_SIZE={batch_size} does not split into microbatches={microbatches} slices of a "
                      f"multiple of the {ways} devices on the 'data' mesh axis; change microbatches or BATCH_SIZE")
 
