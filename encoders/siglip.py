@@ -53,15 +53,21 @@ class TwoTower(nn.Module):
     self.t = self.param("t", nn.initializers.constant(cfg.t_init), (), jnp.float32)
     self.b = self.param("b", nn.initializers.constant(cfg.b_init), (), jnp.float32)
 
-  def encode_image(self, images: jax.Array) -> dict[str, jax.Array]:
-    return self.img(images)
+  def encode_image(self, images: jax.Array | None = None, **patch_inputs) -> dict[str, jax.Array]:
+    return self.img(images, **patch_inputs)
+
+  def encode_patches(self, patches: jax.Array, mask: jax.Array, spatial_shapes: jax.Array) -> dict[str, jax.Array]:
+    return self.img(patches=patches, mask=mask, spatial_shapes=spatial_shapes)
 
   def encode_text(self, token_ids: jax.Array) -> dict[str, jax.Array]:
     return self.txt(token_ids)
 
-  def __call__(self, images: jax.Array, token_ids: jax.Array):
-    """Returns (zimg [N, D], ztxt [N, D], t', b); the embeddings are the pooled outputs, not normalised."""
-    return self.img(images)["pooled"], self.txt(token_ids)["pooled"], self.t, self.b
+  def __call__(self, images: jax.Array | None = None, token_ids: jax.Array | None = None, **patch_inputs):
+    """Returns (zimg [N, D], ztxt [N, D], t', b); the embeddings are the pooled outputs, not normalised.
+
+    Images are dense (`images`) or NaFlex patches (images None; patches, mask, spatial_shapes as keywords).
+    """
+    return self.img(images, **patch_inputs)["pooled"], self.txt(token_ids)["pooled"], self.t, self.b
 
 
 def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
@@ -140,7 +146,8 @@ LOSSES = ("sigmoid", "softmax")
 class SigLIPModel:
   """The trainer's view of a SigLIP model (see vlm.trainer.Model).
 
-  Batches are {'image': float32 [B, H, W, 3] in [-1, 1], 'text': int32 [B, L]}.
+  Batches are {'image': float32 [B, H, W, 3] in [-1, 1], 'text': int32 [B, L]}, or NaFlex batches with
+  'patches', 'patch_mask' and 'spatial_shapes' (encoders.vit.PATCH_FEATURES) in place of 'image'.
   """
 
   def __init__(self, image: vit_lib.ViTConfig = gin.REQUIRED, text: text_lib.TextConfig = gin.REQUIRED,
@@ -155,14 +162,14 @@ class SigLIPModel:
 
   def init_variables(self, rng: jax.Array, batch: dict[str, Any]) -> dict:
     """Boxed (logically partitioned) variables; `batch` may hold ShapeDtypeStructs."""
-    images = jnp.zeros((1,) + tuple(batch["image"].shape[1:]), jnp.float32)
     tokens = jnp.zeros((1,) + tuple(batch["text"].shape[1:]), jnp.int32)
-    return self.module.init(rng, images, tokens)
+    return self.module.init(rng, token_ids=tokens, **vit_lib.example_inputs(batch))
 
   def loss_fn(self, params, batch: dict[str, jax.Array], rng: jax.Array | None = None):
     """Returns (loss, metrics); metrics are scalars averaged over the batch."""
     del rng  # deterministic model: no dropout
-    zimg, ztxt, t_prime, bias = self.module.apply({"params": params}, batch["image"], batch["text"])
+    zimg, ztxt, t_prime, bias = self.module.apply({"params": params}, token_ids=batch["text"],
+                                                  **vit_lib.image_inputs(batch))
     if self.loss == "softmax":
       loss = softmax_loss(zimg, ztxt, t_prime)
     elif self.chunked:
@@ -172,10 +179,10 @@ class SigLIPModel:
     return loss, {"temperature": jnp.exp(t_prime), "bias": bias}
 
   def predict_batch(self, params, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
-    """L2-normalised embeddings of whichever of 'image' / 'text' the batch holds."""
+    """L2-normalised embeddings of whichever of the image ('image' or NaFlex patches) / 'text' the batch holds."""
     out = {}
-    if "image" in batch:
-      out["image"] = l2_normalize(self.module.apply({"params": params}, batch["image"],
+    if "image" in batch or "patches" in batch:
+      out["image"] = l2_normalize(self.module.apply({"params": params}, **vit_lib.image_inputs(batch),
                                                     method=TwoTower.encode_image)["pooled"])
     if "text" in batch:
       out["text"] = l2_normalize(self.module.apply({"params": params}, batch["text"],
@@ -199,6 +206,7 @@ class Encoder:
     module = TwoTower(config)
     self._image_fn = jax.jit(functools.partial(module.apply, method=TwoTower.encode_image))
     self._text_fn = jax.jit(functools.partial(module.apply, method=TwoTower.encode_text))
+    self._patches_fn = jax.jit(functools.partial(module.apply, method=TwoTower.encode_patches))
 
   def encode_image(self, pixels) -> dict[str, np.ndarray]:
     """pixels: float [N, H, W, 3] normalised to [-1, 1]; H, W multiples of the patch size.
@@ -208,6 +216,20 @@ class Encoder:
     pixels = _check_pixels(pixels, self.config.image.patch_size)
     return self._run(self._image_fn, pixels)
 
+  def encode_patches(self, patches, mask, spatial_shapes) -> dict[str, np.ndarray]:
+    """NaFlex inputs, as HF's Siglip2 image processor gives them (and tasks.naflex.patchify):
+
+    Args:
+      patches: float [N, P, p*p*3] in [-1, 1], each patch flattened as (patch row, patch col, channel).
+      mask: [N, P], 1 for the image's rows * cols patches (first), 0 for padding.
+      spatial_shapes: int [N, 2], each image's patch rows and cols.
+
+    Returns:
+      'pooled' [N, D] (towers with a pooling head) and 'tokens' [N, P, D]; padding's tokens are zero.
+    """
+    inputs = _check_patches(patches, mask, spatial_shapes, self.config.image.patch_size)
+    return self._run(self._patches_fn, *inputs)
+
   def encode_text(self, token_ids) -> dict[str, np.ndarray]:
     """token_ids: int [N, L], 0 <= id < vocab_size, 1 <= L <= max_len (pad to the trained length)."""
     if self.config.text is None:
@@ -216,32 +238,68 @@ class Encoder:
     token_ids = _check_token_ids(token_ids, self.config.text)
     return self._run(self._text_fn, token_ids)
 
-  def _run(self, fn, inputs: np.ndarray) -> dict[str, np.ndarray]:
-    if not len(inputs):  # an empty batch: empty outputs of the right shapes, without running the tower
-      shapes = jax.eval_shape(fn, {"params": self.params}, np.zeros((1,) + inputs.shape[1:], inputs.dtype))
+  def _run(self, fn, *inputs: np.ndarray) -> dict[str, np.ndarray]:
+    if not len(inputs[0]):  # an empty batch: empty outputs of the right shapes, without running the tower
+      example = [jax.ShapeDtypeStruct((1,) + x.shape[1:], x.dtype) for x in inputs]
+      shapes = jax.eval_shape(fn, {"params": self.params}, *example)
       return {k: np.zeros((0,) + v.shape[1:], np.float32) for k, v in shapes.items()}
-    return {k: np.asarray(v, np.float32) for k, v in fn({"params": self.params}, inputs).items()}
+    return {k: np.asarray(v, np.float32) for k, v in fn({"params": self.params}, *inputs).items()}
+
+
+def _check_normalised(values: np.ndarray, name: str) -> None:
+  if not np.issubdtype(values.dtype, np.floating):
+    raise ValueError(f"{name} must be float32 normalised to [-1, 1]; got dtype {values.dtype} "
+                     "(for uint8 images use pixels / 127.5 - 1)")
+  if not np.all(np.isfinite(values)):
+    raise ValueError(f"{name} contain NaN or inf")
+  lo, hi = float(values.min(initial=0.0)), float(values.max(initial=0.0))
+  if lo < -1.001 or hi > 1.001:
+    raise ValueError(f"{name} must be normalised to [-1, 1]; got values in [{lo:.3g}, {hi:.3g}] "
+                     "(for 0..255 images use pixels / 127.5 - 1)")
 
 
 def _check_pixels(pixels, patch_size: int) -> np.ndarray:
   pixels = np.asarray(pixels)
   if pixels.ndim != 4 or pixels.shape[-1] != 3:
     raise ValueError(f"pixels must be [N, H, W, 3] (channels last, RGB); got shape {pixels.shape}")
-  if not np.issubdtype(pixels.dtype, np.floating):
-    raise ValueError(f"pixels must be float32 normalised to [-1, 1]; got dtype {pixels.dtype} "
-                     "(for uint8 images use pixels / 127.5 - 1)")
-  if not np.all(np.isfinite(pixels)):
-    raise ValueError("pixels contain NaN or inf")
-  lo, hi = float(pixels.min(initial=0.0)), float(pixels.max(initial=0.0))
-  if lo < -1.001 or hi > 1.001:
-    raise ValueError(f"pixels must be normalised to [-1, 1]; got values in [{lo:.3g}, {hi:.3g}] "
-                     "(for 0..255 images use pixels / 127.5 - 1)")
+  _check_normalised(pixels, "pixels")
   h, w = pixels.shape[1:3]
   if not h or not w:
     raise ValueError(f"image size {h}x{w} is empty; images need at least one {patch_size}x{patch_size} patch")
   if h % patch_size or w % patch_size:
     raise ValueError(f"image size {h}x{w} is not a multiple of the patch size {patch_size}; resize first")
   return pixels.astype(np.float32)
+
+
+def _check_patches(patches, mask, spatial_shapes, patch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """NaFlex inputs as the tower takes them (float32, bool, int32), or one ValueError naming what is wrong."""
+  patches, mask, shapes = np.asarray(patches), np.asarray(mask), np.asarray(spatial_shapes)
+  width = patch_size * patch_size * 3
+  if patches.ndim != 3 or patches.shape[-1] != width:
+    raise ValueError(f"patches must be [N, P, {width}] (patch size {patch_size}: {patch_size}*{patch_size}*3 "
+                     f"values a patch); got shape {patches.shape}")
+  n, length = patches.shape[:2]
+  if mask.shape != (n, length):
+    raise ValueError(f"mask must be [N, P] = {[n, length]}, one entry a patch; got shape {mask.shape}")
+  if shapes.shape != (n, 2) or not (np.issubdtype(shapes.dtype, np.integer) or shapes.size == 0):
+    raise ValueError(f"spatial_shapes must be integers [N, 2] = {[n, 2]} (patch rows, cols); got "
+                     f"{shapes.dtype} {shapes.shape}")
+  _check_normalised(patches, "patches")
+  if not np.isin(mask, (0, 1)).all():
+    raise ValueError("mask must hold 0 (padding) and 1 (a real patch) only")
+  if shapes.size and shapes.min() < 1:
+    raise ValueError(f"spatial_shapes must be >= 1 patch on each side; got {shapes[np.any(shapes < 1, axis=1)][0]}")
+  count = shapes.prod(axis=1) if n else np.zeros(0, np.int64)
+  if np.any(count > length):
+    i = int(np.argmax(count > length))
+    raise ValueError(f"spatial_shapes[{i}] = {shapes[i].tolist()} is {count[i]} patches, more than the "
+                     f"P = {length} the inputs hold")
+  expected = np.arange(length)[None, :] < count[:, None]
+  if not np.array_equal(mask.astype(bool), expected):
+    i = int(np.argmax(np.any(mask.astype(bool) != expected, axis=1)))
+    raise ValueError(f"mask[{i}] disagrees with spatial_shapes[{i}] = {shapes[i].tolist()}: it must be 1 on the "
+                     f"first {count[i]} patches (rows * cols) and 0 after; it has {int(mask[i].sum())} ones")
+  return patches.astype(np.float32), mask.astype(bool), shapes.astype(np.int32)
 
 
 def _check_token_ids(token_ids, cfg: text_lib.TextConfig) -> np.ndarray:

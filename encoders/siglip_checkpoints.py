@@ -1,9 +1,14 @@
 """SigLIP checkpoints of other systems <-> this project's parameter tree.
 
 - HF transformers: a directory with config.json + model.safetensors (SiglipModel, or SiglipVisionModel
-  for an image tower alone). Read with `read_hf`, written with `write_hf`.
+  for an image tower alone; SigLIP 2's Siglip2Model / Siglip2VisionModel, the NaFlex models, likewise). Read
+  with `read_hf`, written with `write_hf`. Siglip2 differs only in its patch embedding, a Linear over
+  flattened (row, col, channel) patches where SigLIP has the equal convolution, and its position embedding
+  size, given as num_patches rather than image_size.
 - big_vision: an .npz with big_vision's names, which ours follow (except its text encoder, unnamed there and so
-  `Encoder_0`, which is `Transformer` here as in the image tower); geometry is read off the shapes.
+  `Encoder_0`, which is `Transformer` here as in the image tower); geometry is read off the shapes. Its NaFlex
+  ViT stores the patch embedding as a Dense [p*p*3, width] and the position embedding as [rows, cols, width].
+  Read with `read_big_vision`, written with `write_big_vision`.
 - This project: a training MODEL_DIR (model_config.json + orbax checkpoints).
 
 Every reader checks the converted tree against the shapes the config implies, so a checkpoint that does
@@ -13,6 +18,7 @@ not fit names the parameter and both shapes instead of failing deep inside JAX.
 from __future__ import annotations
 
 import functools
+import math
 import os
 import re
 from typing import Any, Iterator
@@ -97,10 +103,14 @@ def _hf_mlp(hf: str, ours: str):
     yield f"{hf}{hf_name}.bias", f"{ours}{our_name}/bias", "copy"
 
 
-def _hf_table(config: siglip.SigLIPConfig, vision_prefix: str) -> list[tuple[str, str, str]]:
+HF_MODEL_TYPES = ("siglip", "siglip2")  # and their vision-only "<type>_vision_model"
+
+
+def _hf_table(config: siglip.SigLIPConfig, vision_prefix: str, model_type: str) -> list[tuple[str, str, str]]:
   """The whole name map; the in_proj of torch's MultiheadAttention (MAP head) is handled apart."""
   v, img = vision_prefix, "img/"
-  table = [(f"{v}embeddings.patch_embedding.weight", f"{img}embedding/kernel", "conv"),
+  patch_kind = "patch_linear" if model_type == "siglip2" else "conv"
+  table = [(f"{v}embeddings.patch_embedding.weight", f"{img}embedding/kernel", patch_kind),
            (f"{v}embeddings.patch_embedding.bias", f"{img}embedding/bias", "copy"),
            (f"{v}embeddings.position_embedding.weight", f"{img}pos_embedding", "posemb")]
   table += _hf_block_names(v, img, config.image.depth)
@@ -135,6 +145,9 @@ def _to_ours(x: np.ndarray, kind: str, heads: int) -> np.ndarray:
     return x.T.reshape(heads, -1, x.shape[0])
   if kind == "conv":  # [out, in, kh, kw] -> [kh, kw, in, out]
     return x.transpose(2, 3, 1, 0)
+  if kind == "patch_linear":  # [out, p*p*3] over (row, col, channel) -> [p, p, 3, out]
+    p = _patch_size_of(x.shape[1], "patch_embedding.weight")
+    return x.T.reshape(p, p, 3, x.shape[0])
   if kind == "posemb":
     return x[None]
   if kind == "scalar":
@@ -154,6 +167,8 @@ def _to_hf(x: np.ndarray, kind: str) -> np.ndarray:
     return x.reshape(-1, x.shape[-1]).T
   if kind == "conv":
     return x.transpose(3, 2, 0, 1)
+  if kind == "patch_linear":
+    return x.reshape(-1, x.shape[-1]).T
   if kind == "posemb":
     return x[0]
   if kind == "scalar":
@@ -165,6 +180,7 @@ def _to_hf(x: np.ndarray, kind: str) -> np.ndarray:
 # equal them.
 _HF_VISION_DEFAULTS = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
                            image_size=224, patch_size=16)
+_HF2_VISION_DEFAULTS = dict(num_patches=256)  # Siglip2VisionConfig's
 _HF_TEXT_DEFAULTS = dict(vocab_size=32000, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
                          num_attention_heads=12, max_position_embeddings=64)
 
@@ -183,12 +199,31 @@ def _hf_activation(cfg: dict, tower: str) -> str:
   return _HF_ACTIVATIONS[act]
 
 
-def _hf_config(hf: dict) -> siglip.SigLIPConfig:
-  vision = hf.get("vision_config", hf) if hf.get("model_type") != "siglip_vision_model" else hf
-  vision = {**_HF_VISION_DEFAULTS, **(vision or {})}
+def _patch_size_of(values_per_patch: int, what: str) -> int:
+  """p from a flattened patch's p*p*3 values."""
+  p = math.isqrt(values_per_patch // 3)
+  if p * p * 3 != values_per_patch:
+    raise CheckpointError(f"{what} takes {values_per_patch} values a patch, not p*p*3 for any patch size p")
+  return p
+
+
+def _grid_side(num_patches: int, what: str) -> int:
+  side = math.isqrt(num_patches)
+  if side * side != num_patches:
+    raise CheckpointError(f"{what}: a position embedding of {num_patches} patches is not a square grid")
+  return side
+
+
+def _hf_config(hf: dict, model_type: str) -> siglip.SigLIPConfig:
+  vision = hf if hf["model_type"].endswith("_vision_model") else hf.get("vision_config")
+  vision = {**_HF_VISION_DEFAULTS, **(_HF2_VISION_DEFAULTS if model_type == "siglip2" else {}), **(vision or {})}
+  if model_type == "siglip2":  # the position embedding holds num_patches, a square grid of patches
+    image_size = _grid_side(vision["num_patches"], "config.json vision num_patches") * vision["patch_size"]
+  else:
+    image_size = vision["image_size"]
   image = vit_lib.ViTConfig(
       width=vision["hidden_size"], depth=vision["num_hidden_layers"], mlp_dim=vision["intermediate_size"],
-      num_heads=vision["num_attention_heads"], patch_size=vision["patch_size"], image_size=vision["image_size"],
+      num_heads=vision["num_attention_heads"], patch_size=vision["patch_size"], image_size=image_size,
       pool_type="map" if vision.get("vision_use_head", True) else "none",
       layer_norm_eps=vision.get("layer_norm_eps", 1e-6), activation=_hf_activation(vision, "vision"))
   text = None
@@ -203,17 +238,20 @@ def _hf_config(hf: dict) -> siglip.SigLIPConfig:
 
 
 def read_hf(directory: str) -> tuple[siglip.SigLIPConfig, Any]:
-  """A HF SiglipModel / SiglipVisionModel directory (config.json + model.safetensors)."""
+  """A HF SiglipModel / SiglipVisionModel / Siglip2Model / Siglip2VisionModel directory (config.json +
+  model.safetensors, or its shards)."""
   hf = checkpoints.read_json(os.path.join(directory, "config.json"))
-  if hf.get("model_type") not in ("siglip", "siglip_vision_model"):
-    raise CheckpointError(f"{directory}/config.json has model_type={hf.get('model_type')!r}; expected "
-                          "'siglip' or 'siglip_vision_model'")
+  known = [t for base in HF_MODEL_TYPES for t in (base, f"{base}_vision_model")]
+  if hf.get("model_type") not in known:
+    raise CheckpointError(f"{directory}/config.json has model_type={hf.get('model_type')!r}; a SigLIP checkpoint "
+                          f"is one of {', '.join(map(repr, known))}")
+  model_type = hf["model_type"].removesuffix("_vision_model")
   tensors, weights = checkpoints.read_hf_weights(directory)
-  config = _hf_config(hf)
+  config = _hf_config(hf, model_type)
   # A vision-only model saves its names with or without the 'vision_model.' prefix, depending on version.
   vision_prefix = "vision_model." if any(k.startswith("vision_model.") for k in tensors) else ""
   flat = {}
-  for hf_name, ours, kind in _hf_table(config, vision_prefix):
+  for hf_name, ours, kind in _hf_table(config, vision_prefix, model_type):
     if hf_name not in tensors:
       raise CheckpointError(f"{weights}: tensor {hf_name} is missing")
     heads = config.image.num_heads if ours.startswith("img/") else getattr(config.text, "num_heads", 1)
@@ -231,14 +269,18 @@ def read_hf(directory: str) -> tuple[siglip.SigLIPConfig, Any]:
   return _finish(config, flat, weights)
 
 
-def write_hf(config: siglip.SigLIPConfig, params: Any, directory: str) -> None:
-  """Exports to a HF SiglipModel directory (or SiglipVisionModel for an image tower alone)."""
+def write_hf(config: siglip.SigLIPConfig, params: Any, directory: str, model_type: str = "siglip") -> None:
+  """Exports to a HF SiglipModel directory (or SiglipVisionModel for an image tower alone); with
+  model_type='siglip2', to Siglip2Model / Siglip2VisionModel (the NaFlex models: patches in, any aspect)."""
+  if model_type not in HF_MODEL_TYPES:
+    raise ValueError(f"model_type={model_type!r} is not one of {HF_MODEL_TYPES}")
   if config.image.head_dim is not None or config.image.pool_type == "gap":
     raise CheckpointError("HF SigLIP has no image head and no 'gap' pooling; this model cannot be exported to it")
   os.makedirs(directory, exist_ok=True)
   flat = checkpoints.flatten(checkpoints.unstack_layers(jax.tree.map(np.asarray, params)))
   vision_prefix = "vision_model." if config.text is not None else ""
-  tensors = {hf_name: _to_hf(flat[ours], kind) for hf_name, ours, kind in _hf_table(config, vision_prefix)}
+  tensors = {hf_name: _to_hf(flat[ours], kind)
+             for hf_name, ours, kind in _hf_table(config, vision_prefix, model_type)}
   if config.image.pool_type == "map":
     path = "img/MAPHead_0/MultiHeadDotProductAttention_0/"
     tensors[f"{vision_prefix}head.attention.in_proj_weight"] = np.concatenate(
@@ -246,19 +288,21 @@ def write_hf(config: siglip.SigLIPConfig, params: Any, directory: str) -> None:
     tensors[f"{vision_prefix}head.attention.in_proj_bias"] = np.concatenate(
         [_to_hf(flat[f"{path}{n}/bias"], "qkv_bias") for n in ("query", "key", "value")])
   img = config.image
-  vision = dict(model_type="siglip_vision_model", hidden_size=img.width, num_hidden_layers=img.depth,
+  size = dict(num_patches=img.grid ** 2) if model_type == "siglip2" else dict(image_size=img.image_size)
+  vision = dict(model_type=f"{model_type}_vision_model", hidden_size=img.width, num_hidden_layers=img.depth,
                 intermediate_size=img.mlp_dim, num_attention_heads=img.num_heads, patch_size=img.patch_size,
-                image_size=img.image_size, num_channels=3, hidden_act=_HF_ACTIVATION_NAMES[img.activation],
+                **size, num_channels=3, hidden_act=_HF_ACTIVATION_NAMES[img.activation],
                 layer_norm_eps=img.layer_norm_eps, vision_use_head=img.pool_type == "map")
+  name = "Siglip2" if model_type == "siglip2" else "Siglip"
   if config.text is None:
-    hf = dict(architectures=["SiglipVisionModel"], **vision)
+    hf = dict(architectures=[f"{name}VisionModel"], **vision)
   else:
     t = config.text
-    text = dict(model_type="siglip_text_model", vocab_size=t.vocab_size, hidden_size=t.width,
+    text = dict(model_type=f"{model_type}_text_model", vocab_size=t.vocab_size, hidden_size=t.width,
                 num_hidden_layers=t.depth, intermediate_size=t.mlp_dim, num_attention_heads=t.num_heads,
                 max_position_embeddings=t.max_len, projection_size=t.head_dim or t.width,
                 hidden_act=_HF_ACTIVATION_NAMES[t.activation], layer_norm_eps=t.layer_norm_eps)
-    hf = dict(architectures=["SiglipModel"], model_type="siglip", text_config=text, vision_config=vision)
+    hf = dict(architectures=[f"{name}Model"], model_type=model_type, text_config=text, vision_config=vision)
   checkpoints.write_safetensors(tensors, os.path.join(directory, "model.safetensors"))
   checkpoints.write_json(hf, os.path.join(directory, "config.json"))
 
@@ -281,11 +325,27 @@ def _count_blocks(flat: dict, prefix: str) -> tuple[int, bool]:
   return depth, False
 
 
+def _from_naflex_layout(flat: dict, path: str) -> None:
+  """big_vision's NaFlex ViT names its arrays as the plain ViT does, in other shapes: the patch embedding a
+  Dense [p*p*3, width] over (row, col, channel) patches, the position embedding [rows, cols, width]."""
+  kernel = flat["img/embedding/kernel"]
+  if kernel.ndim == 2:
+    p = _patch_size_of(kernel.shape[0], f"{path}: img/embedding/kernel")
+    flat["img/embedding/kernel"] = kernel.reshape(p, p, 3, kernel.shape[1])
+  posemb = flat.get("img/pos_embedding")
+  if posemb is not None and posemb.ndim == 3 and posemb.shape[0] != 1:
+    if posemb.shape[0] != posemb.shape[1]:
+      raise CheckpointError(f"{path}: img/pos_embedding is a {posemb.shape[0]}x{posemb.shape[1]} grid; only "
+                            "square position-embedding grids are supported")
+    flat["img/pos_embedding"] = posemb.reshape(1, -1, posemb.shape[-1])
+
+
 def read_big_vision(path: str) -> tuple[siglip.SigLIPConfig, Any]:
-  """A big_vision SigLIP (or ViT) .npz; every size is read off the array shapes."""
+  """A big_vision SigLIP (or ViT) .npz, plain or NaFlex; every size is read off the array shapes."""
   flat = {_BIG_VISION_TEXT_ENCODER.sub("txt/Transformer/", k): v for k, v in checkpoints.read_npz(path).items()}
   if "img/embedding/kernel" not in flat:
     raise CheckpointError(f"{path}: no 'img/embedding/kernel' array; not a big_vision SigLIP checkpoint")
+  _from_naflex_layout(flat, path)
   depth, scanned = _count_blocks(flat, "img/")
   if scanned or _count_blocks(flat, "txt/")[1]:  # per-layer names unless the config asks for scan
     flat = checkpoints.flatten(checkpoints.unstack_layers(checkpoints.unflatten(flat)))
@@ -311,6 +371,20 @@ def read_big_vision(path: str) -> tuple[siglip.SigLIPConfig, Any]:
   flat.setdefault("t", np.float32(config.t_init))
   flat.setdefault("b", np.float32(config.b_init))
   return _finish(config, flat, path)
+
+
+def write_big_vision(config: siglip.SigLIPConfig, params: Any, path: str, naflex: bool = False) -> None:
+  """Exports to a big_vision .npz (per-layer names, its text encoder as `Encoder_0`); with naflex=True in
+  its NaFlex ViT's layout (see `_from_naflex_layout`). Written atomically."""
+  del config  # the arrays carry every size
+  flat = checkpoints.flatten(checkpoints.unstack_layers(jax.tree.map(np.asarray, params)))
+  flat = {re.sub(r"^txt/Transformer/", "txt/Encoder_0/", k): np.asarray(v, np.float32) for k, v in flat.items()}
+  if naflex:
+    kernel, posemb = flat["img/embedding/kernel"], flat["img/pos_embedding"]
+    flat["img/embedding/kernel"] = kernel.reshape(-1, kernel.shape[-1])
+    side = math.isqrt(posemb.shape[1])
+    flat["img/pos_embedding"] = posemb.reshape(side, side, posemb.shape[-1])
+  checkpoints.write_npz({f"params/{k}": v for k, v in flat.items()}, path)
 
 
 def read_project(model_dir: str) -> tuple[siglip.SigLIPConfig, Any]:

@@ -36,6 +36,10 @@ VARIANTS: dict[str, tuple[int, int, int, int]] = {
 
 POOL_TYPES = ("map", "gap", "none")
 
+# A NaFlex batch's image features, in place of a dense batch's 'image' (tasks.naflex makes them):
+#   patches [B, P, p*p*3] float32 in [-1, 1], patch_mask [B, P] int32 (1: real), spatial_shapes [B, 2] int32.
+PATCH_FEATURES = ("patches", "patch_mask", "spatial_shapes")
+
 # The MLP nonlinearity by name. SigLIP uses GELU's tanh approximation; the others are what other SigLIP-family
 # checkpoints ship (HF's hidden_act 'gelu' is the exact erf form, 'quick_gelu' is CLIP's).
 ACTIVATIONS = {
@@ -103,6 +107,86 @@ def resize_posemb(posemb: jax.Array, old_grid: tuple[int, int], new_grid: tuple[
   return grid.reshape(1, new_grid[0] * new_grid[1], d)
 
 
+def _linear_weights(index: jax.Array, out_size: jax.Array, in_size: int) -> jax.Array:
+  """Weights [..., in_size] of output sample `index` when resizing in_size samples to `out_size` (traced).
+
+  Bilinear with half-pixel centres, and antialiased when shrinking (the triangle widens to the sampling
+  step), normalised over the input: the kernel of jax.image.resize and of torch's
+  interpolate(mode='bilinear', antialias=True), written for a size only known at run time.
+  """
+  scale = in_size / out_size.astype(jnp.float32)[..., None]
+  centre = (index.astype(jnp.float32)[..., None] + 0.5) * scale  # in input units, pixel centres at j + 0.5
+  support = jnp.maximum(scale, 1.0)
+  taps = jnp.maximum(0.0, 1.0 - jnp.abs(jnp.arange(in_size, dtype=jnp.float32) + 0.5 - centre) / support)
+  return taps / jnp.sum(taps, axis=-1, keepdims=True)
+
+
+def posemb_for_patches(posemb: jax.Array, grid: tuple[int, int], spatial_shapes: jax.Array,
+                       length: int) -> jax.Array:
+  """The [1, gh*gw, D] position embedding resized per example to its patch grid, one row per patch.
+
+  Args:
+    posemb: the learned grid, flattened row-major.
+    grid: its (rows, cols).
+    spatial_shapes: int [N, 2], each example's (rows, cols) of patches; patch k sits at (k // cols, k % cols).
+    length: P, the padded sequence length.
+
+  Returns:
+    [N, P, D] float32: row k < rows * cols holds the embedding resized to the example's grid at patch k
+    (exactly `resize_posemb` to that grid); padding rows repeat patch 0's, as HF's Siglip2 does.
+  """
+  rows, cols = jnp.maximum(spatial_shapes[:, 0:1], 1), jnp.maximum(spatial_shapes[:, 1:2], 1)  # [N, 1]
+  k = jnp.arange(length)[None, :]
+  k = jnp.where(k < rows * cols, k, 0)  # [N, P]
+  row_w = _linear_weights(k // cols, rows, grid[0])  # [N, P, gh]
+  col_w = _linear_weights(k % cols, cols, grid[1])  # [N, P, gw]
+  # The separable resize as one product per patch: weights over the whole grid [N, P, gh*gw] times the grid.
+  weights = (row_w[..., :, None] * col_w[..., None, :]).reshape(row_w.shape[:2] + (-1,))
+  return jnp.einsum("npg,gd->npd", weights, posemb[0].astype(jnp.float32))
+
+
+def patchify(images: jax.Array, patch_size: int) -> jax.Array:
+  """[N, H, W, C] -> [N, (H/p)*(W/p), p*p*C]: patches row-major, each flattened as (row, col, channel)."""
+  n, h, w, c = images.shape
+  p = patch_size
+  x = images.reshape(n, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5)
+  return x.reshape(n, (h // p) * (w // p), p * p * c)
+
+
+class PatchEmbedding(nn.Module):
+  """One linear map of flattened patches to the width. The kernel is stored as the convolution it equals,
+  [p, p, 3, width] (big_vision's and HF SigLIP's layout); flattened, it is HF Siglip2's Linear."""
+  width: int
+  patch_size: int
+  dtype: str = "float32"
+
+  @nn.compact
+  def __call__(self, patches: jax.Array) -> jax.Array:
+    """patches: [N, P, p*p*3] -> [N, P, width]."""
+    p = self.patch_size
+    kernel = self.param("kernel", layers.with_axes(nn.initializers.lecun_normal(in_axis=(0, 1, 2), out_axis=3),
+                                                   (None, None, None, "embed")), (p, p, 3, self.width), jnp.float32)
+    bias = self.param("bias", layers.with_axes(nn.initializers.zeros, ("embed",)), (self.width,), jnp.float32)
+    x = layers.matmul(patches.astype(self.dtype), kernel.reshape(p * p * 3, self.width).astype(self.dtype))
+    return x + bias.astype(self.dtype)
+
+
+def image_inputs(batch: dict) -> dict:
+  """The ViT's keyword inputs from a batch: {'images': batch['image']}, or its NaFlex patch features."""
+  if "patches" in batch:
+    return dict(patches=batch["patches"], mask=batch["patch_mask"], spatial_shapes=batch["spatial_shapes"])
+  return dict(images=batch["image"])
+
+
+def example_inputs(batch: dict) -> dict:
+  """`image_inputs` of one example shaped like the batch's (arrays or ShapeDtypeStructs): to initialise."""
+  if "patches" in batch:
+    length, width = batch["patches"].shape[1:]
+    return dict(patches=jnp.zeros((1, length, width), jnp.float32), mask=jnp.ones((1, length), jnp.int32),
+                spatial_shapes=jnp.ones((1, 2), jnp.int32))
+  return dict(images=jnp.zeros((1,) + tuple(batch["image"].shape[1:]), jnp.float32))
+
+
 class MAPHead(nn.Module):
   """Multihead attention pooling: one learned probe attends over the tokens, then an MLP residual."""
   mlp_dim: int
@@ -112,47 +196,67 @@ class MAPHead(nn.Module):
   dtype: str = "float32"
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    """x: [batch, length, embed] -> [batch, embed]."""
+  def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+    """x: [batch, length, embed], mask: optional bool [batch, length] (False: padding) -> [batch, embed]."""
     batch, _, embed = x.shape
     probe = self.param("probe", layers.with_axes(nn.initializers.xavier_uniform(), (None, None, "embed")),
                        (1, 1, embed), jnp.float32)
     probe = jnp.broadcast_to(probe.astype(self.dtype), (batch, 1, embed))
     x = layers.MultiHeadAttention(self.num_heads, embed, dtype=self.dtype,
-                                  name="MultiHeadDotProductAttention_0")(probe, x)
+                                  name="MultiHeadDotProductAttention_0")(
+                                      probe, x, mask=None if mask is None else mask[:, None, None, :])
     y = layers.layer_norm(self.eps, dtype=self.dtype, name="LayerNorm_0")(x)
     x = x + layers.MlpBlock(self.mlp_dim, ACTIVATIONS[self.activation], dtype=self.dtype, name="MlpBlock_0")(y)
     return x[:, 0]
 
 
 class ViT(nn.Module):
-  """The image tower. Returns {'tokens': [N, T, D] after the final LN, 'pooled': [N, D'] or absent}."""
+  """The image tower. Returns {'tokens': [N, T, D] after the final LN, 'pooled': [N, D'] or absent}.
+
+  Two inputs, one set of weights: dense images (`images`), or NaFlex patch sequences (`patches`, `mask`,
+  `spatial_shapes`: each image at its own aspect ratio and patch grid, padded to a common length). A dense
+  image is the full-grid case of the second: the two give the same outputs on square, unpadded images.
+  """
   config: ViTConfig
 
   @nn.compact
-  def __call__(self, images: jax.Array) -> dict[str, jax.Array]:
-    """images: [N, H, W, 3] in [-1, 1]; H and W multiples of the patch size (any grid: posemb is resized)."""
+  def __call__(self, images: jax.Array | None = None, *, patches: jax.Array | None = None,
+               mask: jax.Array | None = None, spatial_shapes: jax.Array | None = None) -> dict[str, jax.Array]:
+    """Either images [N, H, W, 3] in [-1, 1] (H and W multiples of the patch size; any grid, the position
+    embedding is resized), or patches [N, P, p*p*3] in [-1, 1] with mask [N, P] (1: a real patch, which
+    come first) and spatial_shapes int [N, 2] (each example's patch rows and cols, rows * cols <= P).
+
+    With patches, padding takes no part in any attention or in the pooling, and its tokens are zero.
+    """
     cfg = self.config
     p = cfg.patch_size
-    x = nn.Conv(cfg.width, (p, p), strides=(p, p), padding="VALID", dtype=cfg.dtype,
-                kernel_init=layers.with_axes(nn.initializers.lecun_normal(), (None, None, None, "embed")),
-                bias_init=layers.with_axes(nn.initializers.zeros, ("embed",)),
-                name="embedding")(images.astype(cfg.dtype))
-    n, gh, gw, d = x.shape
-    x = x.reshape(n, gh * gw, d)  # [batch, length, embed]
+    embed = PatchEmbedding(cfg.width, p, dtype=cfg.dtype, name="embedding")
     posemb = self.param("pos_embedding",
-                        layers.with_axes(nn.initializers.normal(stddev=d ** -0.5), (None, "length", "embed")),
-                        (1, cfg.grid * cfg.grid, d), jnp.float32)
-    x = x + resize_posemb(posemb, (cfg.grid, cfg.grid), (gh, gw)).astype(cfg.dtype)
+                        layers.with_axes(nn.initializers.normal(stddev=cfg.width ** -0.5), (None, "length", "embed")),
+                        (1, cfg.grid * cfg.grid, cfg.width), jnp.float32)
+    if (images is None) == (patches is None):
+      raise ValueError("ViT takes either images or patches (with mask and spatial_shapes), not both or neither")
+    if images is not None:
+      gh, gw = images.shape[1] // p, images.shape[2] // p
+      x = embed(patchify(images.astype(cfg.dtype), p))  # [batch, length, embed]
+      x = x + resize_posemb(posemb, (cfg.grid, cfg.grid), (gh, gw)).astype(cfg.dtype)
+      keep = None
+    else:
+      x = embed(patches)
+      x = x + posemb_for_patches(posemb, (cfg.grid, cfg.grid), spatial_shapes, patches.shape[1]).astype(cfg.dtype)
+      keep = mask.astype(bool)  # [batch, length]
     x = layers.Encoder(cfg.depth, cfg.mlp_dim, cfg.num_heads, eps=cfg.layer_norm_eps,
                        activation=ACTIVATIONS[cfg.activation], scan=cfg.scan, remat=cfg.remat, dtype=cfg.dtype,
-                       name="Transformer")(x)
+                       name="Transformer")(x, None if keep is None else keep[:, None, None, :])
+    if keep is not None:
+      x = jnp.where(keep[..., None], x, 0).astype(x.dtype)
     out = {"tokens": x}
     if cfg.pool_type == "map":
       pooled = MAPHead(cfg.mlp_dim, cfg.num_heads, eps=cfg.layer_norm_eps, activation=cfg.activation,
-                       dtype=cfg.dtype, name="MAPHead_0")(x)
+                       dtype=cfg.dtype, name="MAPHead_0")(x, keep)
     elif cfg.pool_type == "gap":
-      pooled = jnp.mean(x, axis=1)
+      pooled = (jnp.mean(x, axis=1) if keep is None else
+                jnp.sum(x, axis=1) / jnp.maximum(jnp.sum(keep, axis=1, keepdims=True), 1).astype(x.dtype))
     else:
       return out
     if cfg.head_dim is not None:

@@ -4,6 +4,8 @@ Every weight is perturbed (LayerNorm scales away from 1, biases away from 0) so 
 transposes a tensor cannot pass by accident.
 """
 
+import contextlib
+
 import numpy as np
 import torch
 import transformers
@@ -92,3 +94,65 @@ def t5_greedy(model, encoder_ids: np.ndarray, max_new_tokens: int) -> np.ndarray
     out = model.generate(input_ids=torch.tensor(encoder_ids), attention_mask=torch.tensor(encoder_ids != 0),
                          max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, use_cache=False)
   return out.numpy()[:, 1:]
+
+
+# SigLIP 2 (NaFlex): the same towers; patches of 4x4 pixels, a position embedding of 8x8 patches.
+VISION2 = dict(hidden_size=48, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4, patch_size=4,
+               num_patches=64)
+
+
+def save_siglip2(directory: str, seed: int = 0, max_shard_size: str | None = None,
+                 **overrides) -> transformers.Siglip2Model:
+  torch.manual_seed(seed)
+  config = transformers.Siglip2Config(text_config={**TEXT, **overrides}, vision_config={**VISION2, **overrides})
+  model = perturb(transformers.Siglip2Model(config), seed)
+  model.save_pretrained(directory, **({"max_shard_size": max_shard_size} if max_shard_size else {}))
+  return model
+
+
+def save_siglip2_vision(directory: str, seed: int = 0, **overrides) -> transformers.Siglip2VisionModel:
+  torch.manual_seed(seed)
+  model = perturb(transformers.Siglip2VisionModel(transformers.Siglip2VisionConfig(**{**VISION2, **overrides})),
+                  seed)
+  model.save_pretrained(directory)
+  return model
+
+
+def naflex_inputs(grids: list[tuple[int, int]], length: int, patch_size: int = 4, seed: int = 0):
+  """Random patches [N, length, p*p*3] in [-1, 1], mask and spatial shapes for patch grids `grids`, with
+  garbage (not zeros) in the padding, which nothing may read."""
+  rng = np.random.default_rng(seed)
+  patches = rng.uniform(-1, 1, (len(grids), length, patch_size * patch_size * 3)).astype(np.float32)
+  mask = np.array([[k < r * c for k in range(length)] for r, c in grids], np.int32)
+  return patches, mask, np.array(grids, np.int64)
+
+
+def hf_patches(model, patches: np.ndarray, mask: np.ndarray, spatial_shapes: np.ndarray, fix_torch: bool = True):
+  """HF's (pooled or None, tokens); with fix_torch, its position-embedding resize corrected for K x 1 grids
+  (see correct_torch_antialias)."""
+  vision = model.vision_model if hasattr(model, "vision_model") else model
+  with torch.no_grad(), (correct_torch_antialias() if fix_torch else contextlib.nullcontext()):
+    out = vision(pixel_values=torch.from_numpy(patches), pixel_attention_mask=torch.from_numpy(mask),
+                 spatial_shapes=torch.from_numpy(spatial_shapes))
+  pooled = None if out.pooler_output is None else out.pooler_output.numpy()
+  return pooled, out.last_hidden_state.numpy()
+
+
+@contextlib.contextmanager
+def correct_torch_antialias():
+  """torch 2.13's CPU interpolate(bilinear, antialias=True) gives every output row the first row's weights
+  when the output is one column wide and taller than the input (checked against PIL and against torch on the
+  transposed grid, which is right). HF's Siglip2 resizes its position embedding with it, so its K x 1 grids
+  (K > the embedding's side) are wrong on CPU. Inside this context such calls run on the transposed grid."""
+  original = torch.nn.functional.interpolate
+
+  def interpolate(x, size=None, **kwargs):
+    if size is not None and kwargs.get("antialias") and tuple(size)[1] == 1:
+      return original(x.transpose(-1, -2), size=tuple(size)[::-1], **kwargs).transpose(-1, -2)
+    return original(x, size=size, **kwargs)
+
+  torch.nn.functional.interpolate = interpolate
+  try:
+    yield
+  finally:
+    torch.nn.functional.interpolate = original

@@ -191,6 +191,18 @@ def read_npz(path: str) -> dict[str, np.ndarray]:
   return {k.removeprefix("params/"): v for k, v in flat.items()}
 
 
+def write_npz(arrays: Mapping[str, np.ndarray], path: str) -> None:
+  """Writes an .npz of plain arrays atomically (a temporary file in the same directory, then renamed)."""
+  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".tmp.npz")
+  os.close(fd)
+  try:
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+  except BaseException:
+    os.unlink(tmp)
+    raise
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Orbax checkpoints of the train state.
 # ----------------------------------------------------------------------------------------------------------
