@@ -22,15 +22,22 @@ def loaded(tmp_path_factory):
   return siglip_checkpoints.read(directory)
 
 
-@pytest.mark.parametrize("scan, remat", [(True, "none"), (True, "dots"), (False, "full")])
-def test_scan_and_remat_give_the_same_outputs_and_gradients(loaded, scan, remat):
+def _naflex_inputs() -> dict:
+  """Two images of other aspect ratios padded to 20 patches of 8 px (the fixture's ViT)."""
+  patches, mask, shapes = hf_fixtures.naflex_inputs([(2, 7), (4, 4)], 20, patch_size=8)
+  return dict(patches=jnp.asarray(patches), mask=jnp.asarray(mask), spatial_shapes=jnp.asarray(shapes))
+
+
+@pytest.mark.parametrize("scan, remat, naflex", [(True, "none", False), (True, "dots", False), (False, "full", False),
+                                                 (True, "dots", True), (False, "full", True)])
+def test_scan_and_remat_give_the_same_outputs_and_gradients(loaded, scan, remat, naflex):
   config, params = loaded
-  pixels = jnp.asarray(hf_fixtures.images(2, 32))
+  inputs = _naflex_inputs() if naflex else dict(images=jnp.asarray(hf_fixtures.images(2, 32)))
   variant = vit_lib.ViT(dataclasses.replace(config.image, scan=scan, remat=remat))
   variant_params = checkpoints.stack_layers(params["img"]) if scan else params["img"]
 
   def loss(module, p):
-    return jnp.sum(module.apply({"params": p}, pixels)["pooled"] ** 2)
+    return jnp.sum(module.apply({"params": p}, **inputs)["pooled"] ** 2)
 
   base = vit_lib.ViT(config.image)
   np.testing.assert_allclose(loss(variant, variant_params), loss(base, params["img"]), rtol=1e-5)
@@ -44,6 +51,35 @@ def test_scan_and_remat_give_the_same_outputs_and_gradients(loaded, scan, remat)
   for path, value in checkpoints.flatten(g_base).items():
     np.testing.assert_allclose(checkpoints.flatten(g_variant)[path], value, rtol=1e-4, atol=1e-6 * scale,
                                err_msg=path)
+
+
+def test_bfloat16_naflex_tower_stays_close_to_float32(loaded):
+  config, params = loaded
+  inputs = _naflex_inputs()
+  f32 = vit_lib.ViT(config.image).apply({"params": params["img"]}, **inputs)
+  bf16 = vit_lib.ViT(dataclasses.replace(config.image, dtype="bfloat16")).apply({"params": params["img"]}, **inputs)
+  assert bf16["tokens"].dtype == jnp.bfloat16
+  real = np.asarray(inputs["mask"], bool)
+  scale = float(np.abs(f32["pooled"]).max())
+  np.testing.assert_allclose(np.asarray(bf16["pooled"], np.float32), f32["pooled"], atol=0.05 * scale)
+  assert np.all(np.asarray(bf16["tokens"], np.float32)[~real] == 0)
+
+
+def test_naflex_tower_runs_sharded_with_fsdp_rules(loaded):
+  """On a ('data', 'model') mesh with FSDP rules the NaFlex tower runs with its patch features split over
+  'data' like a dense batch and parameters sharded by their logical names, and gives the unsharded numbers."""
+  config, params = loaded
+  model = vit_lib.ViT(config.image)
+  partitioner = partitioning.Partitioner(num_partitions=2, parameter_partitioning_dims=2)
+  inputs = {k: jnp.concatenate([v] * 4) for k, v in _naflex_inputs().items()}  # 8 rows for 4 'data' devices
+  expected = model.apply({"params": params["img"]}, **inputs)["pooled"]
+  with partitioner.context():
+    boxed = jax.eval_shape(model.init, jax.random.key(0), **inputs)["params"]
+    shardings = partitioner.shardings(nn.get_partition_spec(boxed))
+    sharded = jax.device_put(params["img"], shardings)
+    batch = {k: jax.device_put(v, partitioner.batch_sharding(v.ndim)) for k, v in inputs.items()}
+    pooled = jax.jit(lambda p, kw: model.apply({"params": p}, **kw)["pooled"])(sharded, batch)
+  np.testing.assert_allclose(pooled, expected, rtol=0, atol=1e-5 * float(np.abs(expected).max()))
 
 
 def test_every_parameter_has_logical_axis_names():
