@@ -35,6 +35,9 @@ from tasks import render
 
 STREAM = 103  # this module's id in render.example_rng
 KINDS: tuple[str, ...] = ("bar", "line", "pie")
+# Height / width of each kind as usually laid out (example(native_aspect=True)): wide bar and line charts,
+# pies with their legend nearly square.
+NATIVE_ASPECTS: dict[str, tuple[float, float]] = {"bar": (0.5, 0.8), "line": (0.45, 0.7), "pie": (0.7, 1.0)}
 
 # ----------------------------------------------------------------------------------------------------------------
 # Content (render.partition holds out every fourth item of each list for "validation")
@@ -371,7 +374,7 @@ def render_chart(chart: Chart, image_size: int | tuple[int, int], rng: np.random
 
 
 def example(seed: int, index: int, split: str = "train", image_size: int | tuple[int, int] = 224,
-            kind: str | None = None, with_chart: bool = False) -> dict:
+            kind: str | None = None, with_chart: bool = False, native_aspect: bool = False) -> dict:
   """Example `index` of the chart stream: a pure function of its arguments.
 
   Args:
@@ -381,11 +384,16 @@ def example(seed: int, index: int, split: str = "train", image_size: int | tuple
     image_size: the side, or (height, width), in pixels.
     kind: one of KINDS, or None to draw one.
     with_chart: also return the Chart under "chart" (for tests and inspection).
+    native_aspect: shape the image as its kind is usually laid out (NATIVE_ASPECTS), with the pixel area of
+      an image_size x image_size square (image_size an int); the same chart stream otherwise.
 
   Returns:
     {"image": float32 [H, W, 3] in [-1, 1], "inputs": "answer en <question>", "targets": the answer}.
   """
-  content_rng, prompt_rng = render.example_rng(seed, split, index, STREAM).spawn(2)
+  content_rng, prompt_rng, aspect_rng = render.example_rng(seed, split, index, STREAM).spawn(3)
+  if native_aspect:
+    kind = KINDS[content_rng.integers(len(KINDS))] if kind is None else kind  # the draw sample_chart makes
+    image_size = render.native_hw(image_size, NATIVE_ASPECTS[kind], aspect_rng)
   chart = sample_chart(content_rng, split, image_size, kind)
   image = render_chart(chart, image_size, content_rng)
   groups = list(chart.qa().values())  # a uniform question type, then a uniform question of that type

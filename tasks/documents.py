@@ -34,6 +34,9 @@ from tasks import render
 
 STREAM = 102  # this module's id in render.example_rng
 KINDS: tuple[str, ...] = ("form", "table", "receipt")
+# Height / width of each kind as printed (example(native_aspect=True)): portrait forms (A4 is 1.41), landscape
+# tables, receipts as long strips.
+NATIVE_ASPECTS: dict[str, tuple[float, float]] = {"form": (1.25, 1.5), "table": (0.5, 0.8), "receipt": (1.8, 3.2)}
 _OCR_PROB = 0.2  # share of "ocr" prompts when the mode is drawn
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -363,7 +366,8 @@ def sample_document(rng: np.random.Generator, split: str, image_size: int | tupl
 
 
 def example(seed: int, index: int, split: str = "train", image_size: int | tuple[int, int] = 224,
-            kind: str | None = None, mode: str | None = None, with_document: bool = False) -> dict:
+            kind: str | None = None, mode: str | None = None, with_document: bool = False,
+            native_aspect: bool = False) -> dict:
   """Example `index` of the document stream: a pure function of its arguments.
 
   The document and its rendering come from one random stream and the prompt from another, so the same
@@ -377,13 +381,18 @@ def example(seed: int, index: int, split: str = "train", image_size: int | tuple
     kind: one of KINDS, or None to draw one.
     mode: "qa" (a question about one value), "ocr" (all the text), or None to draw ("ocr" with _OCR_PROB).
     with_document: also return the Document under "document" (for tests and inspection).
+    native_aspect: shape the image as its kind is printed (NATIVE_ASPECTS), with the pixel area of an
+      image_size x image_size square (image_size an int); the same document stream otherwise.
 
   Returns:
     {"image": float32 [H, W, 3] in [-1, 1], "inputs": the prompt, "targets": the answer or the text}.
   """
   if mode not in (None, "qa", "ocr"):
     raise ValueError(f"unknown mode {mode!r}: use 'qa', 'ocr' or None")
-  content_rng, prompt_rng = render.example_rng(seed, split, index, STREAM).spawn(2)
+  content_rng, prompt_rng, aspect_rng = render.example_rng(seed, split, index, STREAM).spawn(3)
+  if native_aspect:
+    kind = KINDS[content_rng.integers(len(KINDS))] if kind is None else kind  # the draw sample_document makes
+    image_size = render.native_hw(image_size, NATIVE_ASPECTS[kind], aspect_rng)
   doc = sample_document(content_rng, split, image_size, kind)
   image = render_document(doc, image_size, content_rng)
   mode = mode or ("ocr" if prompt_rng.random() < _OCR_PROB else "qa")

@@ -15,6 +15,14 @@ or [N, H, W, 3] (N frames), plus token features. Model features:
     image                  as above
     text                   int32 [text length]      the caption (+ EOS), padded with 0
 
+NaFlex (SigLIP 2's native aspect ratio; tasks.naflex, tasks.preprocessors.image_inputs). A task may give
+'patches' float32 [n, p*p*3] (the image's n = rows * cols patches) and 'spatial_shapes' int32 [2] instead of
+'image'; TASK_FEATURE_LENGTHS then has 'patches': P, the patch budget, and both converters output, in place of
+'image' (the names of encoders.vit.PATCH_FEATURES):
+    patches                float32 [P, p*p*3]       padded with 0
+    patch_mask             int32 [P]                1 on the image's patches, 0 on padding
+    spatial_shapes         int32 [2]                (rows, cols)
+
 Packing concatenates several examples' token sequences into one row, and an image cannot be split or shared
 between the examples of a row, so an image dataset with pack=True is refused with a ValueError; text-only
 datasets (UL2 denoising) pack as seqio's EncDecFeatureConverter packs them.
@@ -50,6 +58,42 @@ def _image_spec(ds: tf.data.Dataset) -> FeatureSpec | None:
   return FeatureSpec(dtype=tf.float32, rank=rank, sequence_dim=rank - 1)
 
 
+_PATCH_MODEL_FEATURES = {"patches": FeatureSpec(dtype=tf.float32, rank=2),
+                         "patch_mask": FeatureSpec(dtype=tf.int32),
+                         "spatial_shapes": FeatureSpec(dtype=tf.int32)}
+
+
+def _has_patches(ds: tf.data.Dataset, task_feature_lengths: Mapping[str, int]) -> bool:
+  """Whether the dataset holds NaFlex patches; ValueError where its features and the lengths disagree."""
+  spec = ds.element_spec
+  if "patches" not in spec:
+    if "patches" in task_feature_lengths:
+      raise ValueError("TASK_FEATURE_LENGTHS has 'patches' (a NaFlex patch budget) but the dataset has no "
+                       "'patches' feature; drop it, or give the task tasks.preprocessors.image_inputs")
+    return False
+  if "image" in spec:
+    raise ValueError("the dataset has both 'image' and NaFlex 'patches'; a task gives one of them")
+  if spec["patches"].dtype != tf.float32 or spec["patches"].shape.rank != 2 or "spatial_shapes" not in spec:
+    raise ValueError(f"NaFlex 'patches' must be float32 [n, p*p*3] with 'spatial_shapes' int32 [2]; got "
+                     f"{spec['patches']} and {spec.get('spatial_shapes')}")
+  if "patches" not in task_feature_lengths:
+    raise ValueError("the dataset holds NaFlex 'patches': TASK_FEATURE_LENGTHS needs 'patches', the patch budget "
+                     "(e.g. {'patches': 256, ...})")
+  return True
+
+
+def _patch_features(features: Mapping[str, tf.Tensor], length: int) -> dict[str, tf.Tensor]:
+  """The model's NaFlex features from an example whose 'patches' are already padded to `length`."""
+  shapes = tf.cast(features["spatial_shapes"], tf.int32)
+  mask = tf.cast(tf.range(length) < shapes[0] * shapes[1], tf.int32)
+  return {"patches": features["patches"], "patch_mask": mask, "spatial_shapes": shapes}
+
+
+def _patch_lengths(task_feature_lengths: Mapping[str, int]) -> dict[str, int]:
+  length = task_feature_lengths["patches"]
+  return {"patches": length, "patch_mask": length, "spatial_shapes": 2}
+
+
 @gin.configurable(module="tasks.feature_converters")
 class MultimodalEncDecFeatureConverter(seqio.EncDecFeatureConverter):
   """seqio's EncDecFeatureConverter plus 'image' passed through; packing for text-only datasets only.
@@ -61,41 +105,58 @@ class MultimodalEncDecFeatureConverter(seqio.EncDecFeatureConverter):
 
   def __init__(self, pack: bool = False, **kwargs):
     self._image = None  # the image's FeatureSpec while a dataset with an image is converted
+    self._patch_length = None  # the patch budget while a NaFlex dataset is converted
     super().__init__(pack=pack, **kwargs)
+
+  @property
+  def TASK_FEATURES(self) -> dict[str, FeatureSpec]:  # pylint: disable=invalid-name  (seqio's name)
+    features = dict(seqio.EncDecFeatureConverter.TASK_FEATURES)
+    if self._patch_length is not None:
+      features["patches"] = FeatureSpec(dtype=tf.float32, rank=2)
+    return features
 
   @property
   def MODEL_FEATURES(self) -> dict[str, FeatureSpec]:  # pylint: disable=invalid-name  (seqio's name)
     features = dict(seqio.EncDecFeatureConverter.MODEL_FEATURES)
     if self._image is not None:
       features["image"] = self._image
+    if self._patch_length is not None:
+      features.update(_PATCH_MODEL_FEATURES)
     return features
 
   def __call__(self, ds: tf.data.Dataset, task_feature_lengths: Mapping[str, int]) -> tf.data.Dataset:
     """Converts `ds`; seqio's validations all run (the base __call__ does the work)."""
     image = _image_spec(ds)
-    if image is not None and self.pack:
+    patches = _has_patches(ds, task_feature_lengths)
+    if (image is not None or patches) and self.pack:
       raise ValueError("cannot pack examples with an 'image': packing puts several examples in one row and an "
                        "image belongs to exactly one; use pack=False for image tasks (only text-only tasks, "
                        "such as ul2_denoise_synthetic, pack)")
     # The image's spec is known only from the dataset; it is set for this call and cleared after, the
     # converted dataset having been built (traced) by then.
     self._image = image
+    self._patch_length = task_feature_lengths["patches"] if patches else None
     try:
       return super().__call__(ds, task_feature_lengths)
     finally:
-      self._image = None
+      self._image = self._patch_length = None
 
   def _convert_example(self, features: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
     converted = dict(super()._convert_example(features))
     if self._image is not None:
       converted["image"] = features["image"]
+    if self._patch_length is not None:
+      converted.update(_patch_features(features, self._patch_length))
     return converted
 
   def get_model_feature_lengths(self, task_feature_lengths: Mapping[str, int]) -> dict[str, int]:
-    """seqio's encoder-decoder lengths; while an image dataset is converted, also 'image': 3 (channels)."""
-    lengths = dict(super().get_model_feature_lengths(task_feature_lengths))
+    """seqio's encoder-decoder lengths; while an image dataset is converted, also 'image': 3 (channels), and
+    while a NaFlex one is, the patch features' lengths."""
+    lengths = {k: v for k, v in super().get_model_feature_lengths(task_feature_lengths).items() if k != "patches"}
     if self._image is not None:
       lengths["image"] = _CHANNELS
+    if self._patch_length is not None:
+      lengths.update(_patch_lengths(task_feature_lengths))
     return lengths
 
 
@@ -108,32 +169,50 @@ class TwoTowerFeatureConverter(seqio.FeatureConverter):
     **kwargs: as seqio.FeatureConverter (apply_length_check).
   """
 
-  TASK_FEATURES = {"text": FeatureSpec(dtype=tf.int32)}
   PACKING_FEATURE_DTYPES = None
 
   def __init__(self, pack: bool = False, **kwargs):
     if pack:
       raise ValueError("cannot pack image-text pairs: each image belongs to exactly one text; use pack=False")
     self._image = FeatureSpec(dtype=tf.float32, rank=3, sequence_dim=2)  # until a dataset says otherwise
+    self._patch_length = None  # the patch budget of a NaFlex dataset (then there is no image)
     super().__init__(pack=False, **kwargs)
 
   @property
+  def TASK_FEATURES(self) -> dict[str, FeatureSpec]:  # pylint: disable=invalid-name  (seqio's name)
+    features = {"text": FeatureSpec(dtype=tf.int32)}
+    if self._patch_length is not None:
+      features["patches"] = FeatureSpec(dtype=tf.float32, rank=2)
+    return features
+
+  @property
   def MODEL_FEATURES(self) -> dict[str, FeatureSpec]:  # pylint: disable=invalid-name  (seqio's name)
+    if self._patch_length is not None:
+      return {"text": FeatureSpec(dtype=tf.int32), **_PATCH_MODEL_FEATURES}
     return {"text": FeatureSpec(dtype=tf.int32), "image": self._image}
 
   def __call__(self, ds: tf.data.Dataset, task_feature_lengths: Mapping[str, int]) -> tf.data.Dataset:
-    image = _image_spec(ds)
-    if image is None:
-      raise ValueError("a two-tower dataset needs an 'image' feature")
-    self._image = image  # frames ([N, H, W, 3]) are allowed too
+    if _has_patches(ds, task_feature_lengths):
+      self._patch_length = task_feature_lengths["patches"]
+    else:
+      image = _image_spec(ds)
+      if image is None:
+        raise ValueError("a two-tower dataset needs an 'image' feature (or NaFlex 'patches')")
+      self._image, self._patch_length = image, None  # frames ([N, H, W, 3]) are allowed too
     return super().__call__(ds, task_feature_lengths)
 
   def _convert_features(self, ds: tf.data.Dataset, task_feature_lengths: Mapping[str, int]) -> tf.data.Dataset:
-    ds = self._pack_or_pad(ds, {"text": task_feature_lengths["text"]})
-    return ds.map(lambda ex: {"image": ex["image"], "text": ex["text"]},
-                  num_parallel_calls=tf.data.AUTOTUNE)
+    ds = self._pack_or_pad(ds, {k: task_feature_lengths[k] for k in self.TASK_FEATURES})
+    length = self._patch_length
+
+    def convert(ex):
+      images = {"image": ex["image"]} if length is None else _patch_features(ex, length)
+      return {"text": ex["text"], **images}
+    return ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE)
 
   def get_model_feature_lengths(self, task_feature_lengths: Mapping[str, int]) -> dict[str, int]:
+    if self._patch_length is not None:
+      return {"text": task_feature_lengths["text"], **_patch_lengths(task_feature_lengths)}
     return {"text": task_feature_lengths["text"], "image": _CHANNELS}
 
 

@@ -88,17 +88,22 @@ def check_image(image) -> np.ndarray:
   return np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image
 
 
-def patchify(image, patch_size: int, max_num_patches: int) -> dict[str, np.ndarray]:
-  """One image as NaFlex inputs padded to max_num_patches (see the module docstring)."""
+def patch_sequence(image, patch_size: int, max_num_patches: int) -> tuple[np.ndarray, np.ndarray]:
+  """One image's patches, unpadded: (float32 [rows * cols, p*p*3] in [-1, 1], int32 [2] (rows, cols))."""
   image = check_image(image)
   grid = grid_for_budget(image.shape[0], image.shape[1], patch_size, max_num_patches)
   resized = resize_to_grid(image, grid, patch_size)
   pixels = resized.astype(np.float32) * np.float32(1 / 127.5) - np.float32(1)  # as preprocessors.normalize_image
-  patches = np.zeros((max_num_patches, patch_size * patch_size * 3), np.float32)
-  count = grid[0] * grid[1]
-  patches[:count] = to_patches(pixels, patch_size)
-  mask = (np.arange(max_num_patches) < count).astype(np.int32)
-  return {"patches": patches, "patch_mask": mask, "spatial_shapes": np.array(grid, np.int32)}
+  return to_patches(pixels, patch_size), np.array(grid, np.int32)
+
+
+def patchify(image, patch_size: int, max_num_patches: int) -> dict[str, np.ndarray]:
+  """One image as NaFlex inputs padded to max_num_patches (see the module docstring)."""
+  sequence, grid = patch_sequence(image, patch_size, max_num_patches)
+  patches = np.zeros((max_num_patches, sequence.shape[1]), np.float32)
+  patches[:len(sequence)] = sequence
+  mask = (np.arange(max_num_patches) < len(sequence)).astype(np.int32)
+  return {"patches": patches, "patch_mask": mask, "spatial_shapes": grid}
 
 
 def patchify_batch(images, patch_size: int, max_num_patches: int) -> dict[str, np.ndarray]:
@@ -118,5 +123,5 @@ def grid_image(patches: np.ndarray, spatial_shapes, patch_size: int) -> np.ndarr
   return x.reshape(rows * p, cols * p, 3)
 
 
-__all__ = ["BUDGETS", "grid_for_budget", "resize_to_grid", "to_patches", "check_image", "patchify",
+__all__ = ["BUDGETS", "grid_for_budget", "resize_to_grid", "to_patches", "check_image", "patch_sequence", "patchify",
            "patchify_batch", "grid_image"]

@@ -19,6 +19,11 @@ an uninterrupted run used at step N: asking for a step other than the one that f
 rebuilds the pipeline to start at that step's rows, reading nothing before them. There is no iterator state
 to checkpoint: the trainer's existing `train_data.batch(step, batch_size)` call is the whole contract.
 
+Lengths sampled per step. A TASK_FEATURE_LENGTHS value may be a tuple of choices, {'patches': (64, 128, 256),
+'text': 40} say: SigLIP 2 trains NaFlex models at a sequence length drawn for each step. Step s uses the
+combination `lengths_at(s)`, a draw from (seed, s), so it is as pure as the rows; each combination keeps a
+pipeline of its own that produces only its steps' batches, so alternating between them rebuilds nothing.
+
 Multi-host. `process_batch(step, global_batch_size, process_index, process_count)` produces only this
 process's rows of the global batch, rows process_index * b .. (process_index + 1) * b - 1 with
 b = global_batch_size / process_count, and generates nothing else; the processes' results, concatenated in
@@ -38,6 +43,7 @@ are prefetched while the trainer computes.
 from __future__ import annotations
 
 import atexit
+import itertools
 import weakref
 from collections.abc import Mapping
 
@@ -51,6 +57,7 @@ from tasks import registry  # noqa: F401  (registers the synthetic tasks, so the
 
 _UNBOUNDED = 2 ** 62
 _MIX_SALT = 3  # folded into (seed, row) for the mixture's draw, apart from the examples' own seeds
+_LENGTHS_SALT = 4  # and into (seed, step) for the step's feature lengths
 
 
 # Pipelines with a live iterator. A tf.data iterator still running numpy_function calls when the interpreter
@@ -76,7 +83,8 @@ class SeqioBatches:
 
   Args:
     mixture_or_task_name: a registered seqio Task or Mixture.
-    task_feature_lengths: e.g. {'inputs': 64, 'targets': 32} (encoder-decoder) or {'text': 40} (two towers).
+    task_feature_lengths: e.g. {'inputs': 64, 'targets': 32} (encoder-decoder) or {'text': 40} (two towers);
+      a tuple of lengths is a choice drawn per step (see the module docstring).
     split: 'train' or 'validation'.
     seed: the data seed: the same seed gives the same batches.
     feature_converter: task features -> model features; None picks TwoTowerFeatureConverter when the lengths
@@ -88,6 +96,7 @@ class SeqioBatches:
                feature_converter: seqio.FeatureConverter | None = None):
     self.name, self.split, self.seed = mixture_or_task_name, split, int(seed)
     self.lengths = dict(task_feature_lengths)
+    self._length_choices = _length_combinations(self.lengths)
     if feature_converter is None:
       feature_converter = (feature_converters.TwoTowerFeatureConverter() if "text" in self.lengths
                            else feature_converters.MultimodalEncDecFeatureConverter())
@@ -95,7 +104,10 @@ class SeqioBatches:
     self.tasks, rates = self._subtasks()
     self._cumulative = np.cumsum(rates) / np.sum(rates)
     self._indexed = not self.converter.pack and all(hasattr(t.source, "examples_at") for t in self.tasks)
-    self._stream = None  # (key, next step, numpy iterator) of the live pipeline
+    if len(self._length_choices) > 1 and not self._indexed:
+      raise ValueError(f"feature lengths drawn per step ({self.lengths}) need tasks whose sources address "
+                       f"examples by index (tasks.registry.GeneratorSource); {self.name!r} streams")
+    self._streams = {}  # lengths choice -> (key, next step, numpy iterator) of its live pipeline
     self._last = None  # (key, step, batch) of the last call: the trainer asks for its first batch twice
 
   def _subtasks(self) -> tuple[list[seqio.Task], list[float]]:
@@ -133,13 +145,19 @@ class SeqioBatches:
     key = (global_batch_size, process_index, process_count)
     if self._last is not None and self._last[:2] == (key, step):
       return self._last[2]
-    if self._stream is None or self._stream[:2] != (key, step):
-      self._stream = (key, step, self._batches(step, *key).as_numpy_iterator())
+    choice = self._choice_at(step)
+    stream = self._streams.get(choice)
+    if stream is None or stream[:2] != (key, step):
+      stream = (key, step, self._batches(step, *key, choice).as_numpy_iterator())
       _LIVE.add(self)
-    batch = next(self._stream[2])
-    self._stream = (key, step + 1, self._stream[2])
+    batch = next(stream[2])
+    self._streams[choice] = (key, self._next_step_of(choice, step + 1), stream[2])
     self._last = (key, step, batch)
     return batch
+
+  def lengths_at(self, step: int) -> dict[str, int]:
+    """The feature lengths of batch `step` (the fixed ones, or this step's draw of the choices)."""
+    return self._length_choices[self._choice_at(step)]
 
   def batch_rows(self, step: int, batch_size: int, rows) -> dict[str, np.ndarray]:
     """Rows `rows` (sorted) of batch `step`: the multi-host trainer's hook (vlm.partitioning.read_batch).
@@ -156,8 +174,8 @@ class SeqioBatches:
     return {k: v[rows] for k, v in self.batch(step, batch_size).items()}
 
   def close(self) -> None:
-    """Stops the live pipeline (its worker threads and prefetched batches); the next call rebuilds it."""
-    self._stream = None
+    """Stops the live pipelines (their worker threads and prefetched batches); the next call rebuilds them."""
+    self._streams = {}
 
   def tasks_of_rows(self, rows: np.ndarray) -> list[str]:
     """The task name of each global row (what the mixture draws for it)."""
@@ -176,42 +194,70 @@ class SeqioBatches:
     u = tf.random.stateless_uniform([], seed=seed, dtype=tf.float64)
     return tf.reduce_sum(tf.cast(u >= self._cumulative[:-1], tf.int64))
 
-  def _task_examples(self, task: seqio.Task, rows: tf.data.Dataset) -> tf.data.Dataset:
+  def _choice_at(self, step: int) -> int:
+    """Index into self._length_choices of batch `step`: a uniform draw from (seed, step), or 0 if no choice."""
+    if len(self._length_choices) == 1:
+      return 0
+    return int(np.random.default_rng([self.seed, step, _LENGTHS_SALT]).integers(len(self._length_choices)))
+
+  def _next_step_of(self, choice: int, step: int) -> int:
+    """The first step >= `step` that draws `choice`."""
+    while self._choice_at(step) != choice:
+      step += 1
+    return step
+
+  def _task_examples(self, task: seqio.Task, rows: tf.data.Dataset, lengths: dict) -> tf.data.Dataset:
     """The task's preprocessed examples: at the given rows if its source is indexed, else its seqio stream."""
     keys = task.output_features.keys()
     if not self._indexed:
-      return task.get_dataset(self.lengths, split=self.split, shuffle=self.split == "train", seed=self.seed,
+      return task.get_dataset(lengths, split=self.split, shuffle=self.split == "train", seed=self.seed,
                               num_epochs=None).map(_keep(keys), num_parallel_calls=tf.data.AUTOTUNE)
     size = task.source.num_examples(self.split)
     indices = rows if size is None else rows.map(lambda g: g % size)
     ds = task.source.examples_at(self.split, indices, self.seed)
     ds = task.preprocess_precache(ds, seed=self.seed)
-    ds = task.preprocess_postcache(ds, sequence_length=self.lengths, seed=self.seed)
-    ds = seqio.utils.trim_dataset(ds, self.lengths, task.output_features)
+    ds = task.preprocess_postcache(ds, sequence_length=lengths, seed=self.seed)
+    ds = seqio.utils.trim_dataset(ds, lengths, task.output_features)
     return ds.map(_keep(keys), num_parallel_calls=tf.data.AUTOTUNE)
 
-  def _examples(self, rows: tf.data.Dataset) -> tf.data.Dataset:
+  def _examples(self, rows: tf.data.Dataset, lengths: dict) -> tf.data.Dataset:
     """The examples of a stream of global rows, mixed as the module docstring says."""
     if len(self.tasks) == 1:
-      return self._task_examples(self.tasks[0], rows)
-    per_task = [self._task_examples(task, rows.filter(lambda g, t=t: tf.equal(self._choose(g), t)))
+      return self._task_examples(self.tasks[0], rows, lengths)
+    per_task = [self._task_examples(task, rows.filter(lambda g, t=t: tf.equal(self._choose(g), t)), lengths)
                 for t, task in enumerate(self.tasks)]
     return tf.data.Dataset.choose_from_datasets(per_task, rows.map(self._choose))
 
-  def _batches(self, step: int, global_batch_size: int, process_index: int,
-               process_count: int) -> tf.data.Dataset:
-    """This process's batches from `step` on."""
+  def _batches(self, step: int, global_batch_size: int, process_index: int, process_count: int,
+               choice: int = 0) -> tf.data.Dataset:
+    """This process's batches of the steps from `step` on that draw lengths `choice`."""
     b = global_batch_size // process_count
+    lengths = self._length_choices[choice]
     if self._indexed:
       first = process_index * b
-      rows = tf.data.Dataset.range(_UNBOUNDED).map(
-          lambda i: (step + i // b) * global_batch_size + first + i % b)
-      ds = self.converter(self._examples(rows), self.lengths).batch(b, drop_remainder=True)
+      steps = tf.data.Dataset.range(step, _UNBOUNDED)
+      if len(self._length_choices) > 1:
+        draws = lambda s: tf.numpy_function(lambda v: np.int64(self._choice_at(int(v))), [s], tf.int64,
+                                            stateful=False)
+        steps = steps.filter(lambda s: tf.equal(draws(s), choice))
+      rows = steps.flat_map(lambda s: tf.data.Dataset.range(b).map(lambda i: s * global_batch_size + first + i))
+      ds = self.converter(self._examples(rows, lengths), lengths).batch(b, drop_remainder=True)
     else:
-      ds = self.converter(self._examples(tf.data.Dataset.range(_UNBOUNDED)), self.lengths)
+      ds = self.converter(self._examples(tf.data.Dataset.range(_UNBOUNDED), lengths), lengths)
       ds = ds.batch(global_batch_size, drop_remainder=True).skip(step)
       ds = ds.map(lambda batch: {k: v[process_index * b:(process_index + 1) * b] for k, v in batch.items()})
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _length_combinations(lengths: Mapping[str, int | tuple]) -> list[dict[str, int]]:
+  """Every combination of the lengths' choices (a single dict when none is a tuple), in a fixed order."""
+  keys = sorted(lengths)
+  options = [tuple(lengths[k]) if isinstance(lengths[k], (tuple, list)) else (lengths[k],) for k in keys]
+  for key, values in zip(keys, options):
+    if not values or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1 for v in values):
+      raise ValueError(f"TASK_FEATURE_LENGTHS[{key!r}] must be an integer >= 1 or a tuple of them (a choice "
+                       f"per step); got {lengths[key]!r}")
+  return [{k: int(v) for k, v in zip(keys, combo)} for combo in itertools.product(*options)]
 
 
 __all__ = ["SeqioBatches"]

@@ -5,7 +5,8 @@ Every data source, synthetic or real, follows one convention, so any source can 
   raw example     'image/encoded' (JPEG/PNG bytes) or 'image' (uint8 [H, W, 3], or [N, H, W, 3] frames),
                   plus the text fields its prompt builder reads (below), plus optionally 'example_seed'
   after the task  'image' float32 [-1, 1] at the configured size, 'inputs' and 'targets' strings, which
-                  seqio tokenises through the task's output features
+                  seqio tokenises through the task's output features; or, for NaFlex models, 'patches' and
+                  'spatial_shapes' in place of 'image' (`image_inputs` chooses by TASK_FEATURE_LENGTHS)
 
 Text fields read by the prompt builders (boxes are normalised to [0, 1] and ordered y0, x0, y1, x1 as in
 TFDS; 'lang' defaults to "en"):
@@ -41,6 +42,7 @@ import seqio
 import tensorflow as tf
 
 from tasks import locations
+from tasks import naflex
 from tasks import ul2_objectives
 
 _LOC_TOKENS = tf.constant(locations.LOC_TOKENS)
@@ -129,6 +131,42 @@ def resize_image(ex: dict, image_size: int | Sequence[int], method: str = "squas
     if key in ex:
       ex[key] = tf.cast(ex[key], tf.float32) * factor + shift
   return ex
+
+
+def naflex_patches(ds: tf.data.Dataset, max_num_patches: int, patch_size: int) -> tf.data.Dataset:
+  """uint8 'image' [H, W, 3] -> NaFlex 'patches' float32 [n, p*p*3] in [-1, 1] and 'spatial_shapes' int32 [2]
+  (rows, cols; n = rows * cols <= max_num_patches): the aspect-preserving resize of tasks.naflex, which equals
+  HF's Siglip2 image processor. The feature converter pads to the budget. Normalised boxes stay valid: the
+  whole image is kept, at nearly its own aspect ratio.
+  """
+  if ds.element_spec["image"].dtype != tf.uint8 or ds.element_spec["image"].shape.rank != 3:
+    raise ValueError(f"NaFlex patches are cut from uint8 images [H, W, 3] (decoded, not normalised); got "
+                     f"{ds.element_spec['image']}")
+
+  def cut(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return naflex.patch_sequence(image, patch_size, max_num_patches)
+
+  @seqio.map_over_dataset
+  def fn(ex):
+    ex = dict(ex)
+    patches, shapes = tf.numpy_function(cut, [ex.pop("image")], [tf.float32, tf.int32], stateful=False)
+    ex["patches"] = tf.ensure_shape(patches, [None, patch_size * patch_size * 3])
+    ex["spatial_shapes"] = tf.ensure_shape(shapes, [2])
+    return ex
+
+  return fn(ds)
+
+
+def image_inputs(ds: tf.data.Dataset, sequence_length: dict | None, image_size: int | Sequence[int],
+                 patch_size: int, method: str = "squash") -> tf.data.Dataset:
+  """The image as the model takes it: NaFlex patches when the feature lengths give a patch budget
+  (TASK_FEATURE_LENGTHS['patches']), else normalised and resized to `image_size` (resize_image's `method`).
+
+  One task then serves both kinds of model: the run's TASK_FEATURE_LENGTHS picks.
+  """
+  if sequence_length and sequence_length.get("patches"):
+    return naflex_patches(ds, sequence_length["patches"], patch_size)
+  return resize_image(normalize_image(ds), image_size=image_size, method=method)
 
 
 @seqio.map_over_dataset(num_seeds=1)
@@ -284,5 +322,5 @@ def ul2_denoise(ds: tf.data.Dataset, output_features, sequence_length,
   return fn(ds)
 
 
-__all__ = ["decode_image", "normalize_image", "resize_image", "random_crop_flip", "box_tokens", "caption_prompt",
+__all__ = ["decode_image", "normalize_image", "resize_image", "naflex_patches", "image_inputs", "random_crop_flip", "box_tokens", "caption_prompt",
            "vqa_prompt", "ocr_prompt", "detect_prompt", "refexp_prompt", "tokenize", "ul2_denoise"]

@@ -13,12 +13,21 @@ Each task stands in for a dataset of PaLI-3's training mixture and is named for 
   ul2_denoise_synthetic            text only: UL2's mixture of denoisers over passages of all the texts above
   webli_pairs_synthetic            image + caption ('text') for two-tower (SigLIP) pretraining, random crops
 
+Native aspect ratio (SigLIP 2's NaFlex): the same generators shaped as their content is, with the pixel area of
+an S x S square: portrait forms, landscape tables, long receipts, wide charts, scenes from 1:3 to 3:1.
+
+  documents_native_synthetic       tasks.documents, native_aspect=True
+  charts_native_synthetic          tasks.charts, native_aspect=True
+  scene_pairs_native_synthetic     scene + caption ('text'), for two towers
+
   pali_stage1_synthetic            Mixture of the eight image tasks, rates from `stage1_rates` (gin)
 
 Image tasks give 'image' float32 [S, S, 3] in [-1, 1] with S = `image_size()` (gin: tasks.registry.image_size.size,
-224 by default; tiny runs use 32-64), 'inputs' and 'targets' token ids (+ EOS) in the vocabulary of
-tasks.vocab (gin-configurable). Both are read when a dataset is built, not at import, so gin bindings parsed
-after this module registers its tasks still apply.
+224 by default; tiny runs use 32-64; native-aspect images are squashed to it), 'inputs' and 'targets' token
+ids (+ EOS) in the vocabulary of tasks.vocab (gin-configurable). When TASK_FEATURE_LENGTHS has 'patches' (a
+patch budget), every image task gives NaFlex 'patches' and 'spatial_shapes' instead, in patches of
+`patch_size()` pixels (tasks.preprocessors.image_inputs). These are read when a dataset is built, not at
+import, so gin bindings parsed after this module registers its tasks still apply.
 
 Sources. `GeneratorSource` is a seqio DataSource over a deterministic generator: example k of a split is a pure
 function of (data seed, split, k), produced through tf.numpy_function from tf.data.Dataset.range, with
@@ -55,11 +64,18 @@ from tasks import vocab
 SPLITS = ("train", "validation")
 _UNBOUNDED = 2 ** 62  # the end of an unbounded index range
 _PASSAGE_STREAM = 106  # render.example_rng stream of the UL2 passages, apart from every generator's own
+_NATIVE_SCENE_STREAM = 107  # and of the native-aspect scene pairs
 
 
 @gin.configurable(module="tasks.registry")
 def image_size(size: int = 224) -> int:
   """The side of every synthetic task's images, in pixels (at least 16)."""
+  return size
+
+
+@gin.configurable(module="tasks.registry")
+def patch_size(size: int = 16) -> int:
+  """The NaFlex patch side in pixels (the ViT's), when TASK_FEATURE_LENGTHS asks for patches."""
   return size
 
 
@@ -108,13 +124,16 @@ class GeneratorSource(seqio.DataSource):
       uint8 [S, S, 3], every other key a string.
     keys: the features the source emits.
     validation_examples: the size of the "validation" split.
+    square: the images are image_size() square; False: each has its own shape.
   """
 
-  def __init__(self, example_fn: ExampleFn, keys: Sequence[str], validation_examples: int = 1024):
+  def __init__(self, example_fn: ExampleFn, keys: Sequence[str], validation_examples: int = 1024,
+               square: bool = True):
     super().__init__(splits=SPLITS, performs_internal_shuffling=True)
     self._example_fn = example_fn
     self._keys = tuple(keys)
     self._validation_examples = validation_examples
+    self._square = square
 
   @property
   def supports_arbitrary_sharding(self) -> bool:
@@ -144,7 +163,8 @@ class GeneratorSource(seqio.DataSource):
     self.num_examples(split)  # checks the split
     seed = 0 if seed is None else int(seed)
     size = image_size()
-    specs = {k: tf.TensorSpec([size, size, 3], tf.uint8) if k == "image" else tf.TensorSpec([], tf.string)
+    image_shape = [size, size, 3] if self._square else [None, None, 3]
+    specs = {k: tf.TensorSpec(image_shape, tf.uint8) if k == "image" else tf.TensorSpec([], tf.string)
              for k in self._keys}
 
     def generate(index: np.int64) -> list:
@@ -183,6 +203,24 @@ def _pair(seed, split, index, size):
   return {"image": ex["image"], "text": ex["targets"]}
 
 
+def _native(module) -> ExampleFn:
+  def example(seed, split, index, size):
+    return module.example(seed, index, split, size, native_aspect=True)
+  return example
+
+
+SCENE_ASPECTS = (1 / 3, 3.0)  # height / width of the native-aspect scenes, drawn log-uniformly
+
+
+def _native_pair(seed, split, index, size):
+  """A scene at an aspect ratio from 1:3 to 3:1 (the area of a size x size square) and its caption."""
+  rng = render.example_rng(seed, split, index, _NATIVE_SCENE_STREAM)
+  scene = scenes.sample_scene(rng, scene_tasks.SPLITS[split])
+  text = scenes.caption(scene, rng)
+  image = scenes.render_scenes([scene], render.native_hw(size, SCENE_ASPECTS, rng), rng)[0]
+  return {"image": image, "text": text}
+
+
 def _passage(seed, split, index, size):
   """A passage of 2-8 texts of the generators (captions in any language, OCR lines, documents, chart QA)."""
   del size  # text only
@@ -213,14 +251,17 @@ def _passage(seed, split, index, size):
 # ----------------------------------------------------------------------------------------------------------------
 
 VOCABULARY = vocab.PaliVocabulary()  # follows the gin-configured tasks.vocab.vocabulary at each use
-IMAGE = seqio.ContinuousFeature(dtype=tf.float32, rank=3)
-IMAGE_TEXT_FEATURES = {"image": IMAGE, "inputs": seqio.Feature(VOCABULARY), "targets": seqio.Feature(VOCABULARY)}
-PAIR_FEATURES = {"image": IMAGE, "text": seqio.Feature(VOCABULARY)}
+# An image task gives 'image', or NaFlex 'patches' and 'spatial_shapes' (tasks.preprocessors.image_inputs).
+IMAGE_FEATURES = {"image": seqio.ContinuousFeature(dtype=tf.float32, rank=3, required=False),
+                  "patches": seqio.ContinuousFeature(dtype=tf.float32, rank=2, required=False),
+                  "spatial_shapes": seqio.ContinuousFeature(dtype=tf.int32, rank=1, required=False)}
+IMAGE_TEXT_FEATURES = {**IMAGE_FEATURES, "inputs": seqio.Feature(VOCABULARY), "targets": seqio.Feature(VOCABULARY)}
+PAIR_FEATURES = {**IMAGE_FEATURES, "text": seqio.Feature(VOCABULARY)}
 TEXT_FEATURES = {"inputs": seqio.Feature(VOCABULARY), "targets": seqio.Feature(VOCABULARY)}
 
 
-def _resize(ds: tf.data.Dataset) -> tf.data.Dataset:
-  return preprocessors.resize_image(ds, image_size=image_size())
+def _image_inputs(ds: tf.data.Dataset, sequence_length) -> tf.data.Dataset:
+  return preprocessors.image_inputs(ds, sequence_length, image_size=image_size(), patch_size=patch_size())
 
 
 def _crop(ds: tf.data.Dataset) -> tf.data.Dataset:
@@ -229,7 +270,7 @@ def _crop(ds: tf.data.Dataset) -> tf.data.Dataset:
 
 
 _TOKENIZE = [preprocessors.tokenize, seqio.preprocessors.append_eos_after_trim]
-IMAGE_PREPROCESSORS = [preprocessors.normalize_image, _resize] + _TOKENIZE
+IMAGE_PREPROCESSORS = [_image_inputs] + _TOKENIZE
 
 IMAGE_TASKS: dict[str, ExampleFn] = {
     "webli_captions_synthetic": _scene_task("caption"),
@@ -246,6 +287,20 @@ for _name, _fn in IMAGE_TASKS.items():
   seqio.TaskRegistry.add(_name, source=GeneratorSource(_fn, ("image", "inputs", "targets")),
                          preprocessors=IMAGE_PREPROCESSORS, output_features=IMAGE_TEXT_FEATURES,
                          shuffle_buffer_size=None)
+
+NATIVE_ASPECT_TASKS: dict[str, ExampleFn] = {
+    "documents_native_synthetic": _native(documents),
+    "charts_native_synthetic": _native(charts),
+}
+
+for _name, _fn in NATIVE_ASPECT_TASKS.items():
+  seqio.TaskRegistry.add(_name, source=GeneratorSource(_fn, ("image", "inputs", "targets"), square=False),
+                         preprocessors=IMAGE_PREPROCESSORS, output_features=IMAGE_TEXT_FEATURES,
+                         shuffle_buffer_size=None)
+
+seqio.TaskRegistry.add(
+    "scene_pairs_native_synthetic", source=GeneratorSource(_native_pair, ("image", "text"), square=False),
+    preprocessors=IMAGE_PREPROCESSORS, output_features=PAIR_FEATURES, shuffle_buffer_size=None)
 
 seqio.TaskRegistry.add(
     "webli_pairs_synthetic", source=GeneratorSource(_pair, ("image", "text")),
@@ -266,5 +321,5 @@ def _stage1_rate(task: seqio.Task) -> float:
 seqio.MixtureRegistry.add("pali_stage1_synthetic", [(name, _stage1_rate) for name in IMAGE_TASKS])
 
 
-__all__ = ["SPLITS", "image_size", "STAGE1_RATES", "stage1_rates", "GeneratorSource", "VOCABULARY",
+__all__ = ["SPLITS", "image_size", "patch_size", "SCENE_ASPECTS", "NATIVE_ASPECT_TASKS", "STAGE1_RATES", "stage1_rates", "GeneratorSource", "VOCABULARY",
            "IMAGE_TEXT_FEATURES", "PAIR_FEATURES", "TEXT_FEATURES", "IMAGE_PREPROCESSORS", "IMAGE_TASKS"]

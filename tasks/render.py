@@ -77,6 +77,14 @@ def image_hw(image_size: int | Sequence[int]) -> tuple[int, int]:
   return h, w
 
 
+def native_hw(side: int, aspect_range: tuple[float, float], rng: np.random.Generator) -> tuple[int, int]:
+  """(height, width) of the area of a side x side square at an aspect (height / width) drawn log-uniformly
+  from aspect_range: how a document, receipt or chart of that kind is shaped when nobody squashes it."""
+  low, high = np.log(aspect_range[0]), np.log(aspect_range[1])
+  root = float(np.exp(rng.uniform(low, high) / 2))  # sqrt(aspect)
+  return max(16, round(side * root)), max(16, round(side / root))
+
+
 def partition(items: Sequence[str], split: str) -> tuple[str, ...]:
   """The items a split may use: every _HOLD_OUT_EVERY-th for "validation", all the others for "train"."""
   held_out = split_id(split) == SPLITS["validation"]

@@ -352,38 +352,40 @@ def shape_mask(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
   raise ValueError(f"unknown shape {shape!r}")
 
 
-def _top_colours(scenes: Sequence[Sequence[SceneObject]], s: int) -> np.ndarray:
+def _top_colours(scenes: Sequence[Sequence[SceneObject]], h: int, w: int) -> np.ndarray:
   """The colour id on top of each pixel of each scene (-1: background), objects painted in list order.
 
   Vectorised over all objects of the batch: one mask computation per shape kind, one paint per object slot.
+  On a rectangle, centres are fractions of each side and sizes of the shorter one, so shapes keep their form.
 
   Args:
     scenes: B scenes.
-    s: the image side in pixels.
+    h, w: the image size in pixels.
 
   Returns:
-    int8 [B, S, S] indices into COLOURS, or -1.
+    int8 [B, H, W] indices into COLOURS, or -1.
   """
-  top = np.full((len(scenes), s, s), -1, dtype=np.int8)  # [B, S, S]
+  top = np.full((len(scenes), h, w), -1, dtype=np.int8)  # [B, H, W]
   # Flatten the objects of all scenes: which image, which slot (paint order), where, how big, what.
   flat = [(i, k, o) for i, scene in enumerate(scenes) for k, o in enumerate(scene)]
   if not flat:
     return top
   image_idx = np.array([i for i, _, _ in flat])  # [N]
   slot = np.array([k for _, k, _ in flat])  # [N]
-  cx = np.array([o.cx for _, _, o in flat], dtype=np.float32) * s  # [N] in pixels
-  cy = np.array([o.cy for _, _, o in flat], dtype=np.float32) * s
-  half = np.array([o.half_extent for _, _, o in flat], dtype=np.float32) * s
+  cx = np.array([o.cx for _, _, o in flat], dtype=np.float32) * w  # [N] in pixels
+  cy = np.array([o.cy for _, _, o in flat], dtype=np.float32) * h
+  half = np.array([o.half_extent for _, _, o in flat], dtype=np.float32) * min(h, w)
   shape_id = np.array([_SHAPE_IDS[o.shape] for _, _, o in flat])
   colour_id = np.array([_COLOUR_IDS[o.colour] for _, _, o in flat], dtype=np.int8)  # [N]
 
-  centres = np.arange(s, dtype=np.float32) + 0.5  # pixel centres
-  masks = np.empty((len(flat), s, s), dtype=bool)  # [N, S, S]
+  x_centres = np.arange(w, dtype=np.float32) + 0.5  # pixel centres
+  y_centres = np.arange(h, dtype=np.float32) + 0.5
+  masks = np.empty((len(flat), h, w), dtype=bool)  # [N, H, W]
   for shape, sid in _SHAPE_IDS.items():
     sel = np.flatnonzero(shape_id == sid)
     if sel.size:
-      u = (centres[None, None, :] - cx[sel, None, None]) / half[sel, None, None]  # [n, 1, S]
-      v = (centres[None, :, None] - cy[sel, None, None]) / half[sel, None, None]  # [n, S, 1]
+      u = (x_centres[None, None, :] - cx[sel, None, None]) / half[sel, None, None]  # [n, 1, W]
+      v = (y_centres[None, :, None] - cy[sel, None, None]) / half[sel, None, None]  # [n, H, 1]
       masks[sel] = shape_mask(shape, u, v)
   # Paint slot by slot so that later objects of a scene cover earlier ones; each image has at most one object
   # per slot, so the fancy indices of a slot are unique.
@@ -394,7 +396,7 @@ def _top_colours(scenes: Sequence[Sequence[SceneObject]], s: int) -> np.ndarray:
   return top
 
 
-def render_scenes(scenes: Sequence[Sequence[SceneObject]], image_size: int,
+def render_scenes(scenes: Sequence[Sequence[SceneObject]], image_size: int | tuple[int, int],
                   rng: np.random.Generator) -> np.ndarray:
   """Paints scenes onto noisy dark backgrounds.
 
@@ -403,24 +405,25 @@ def render_scenes(scenes: Sequence[Sequence[SceneObject]], image_size: int,
 
   Args:
     scenes: B scenes.
-    image_size: the side S of the square images, in pixels.
+    image_size: the side S of square images, or (height, width), in pixels.
     rng: the random stream for the background; it is advanced.
 
   Returns:
-    float32 [B, S, S, 3] in [-1, 1] (0..255 mapped linearly).
+    float32 [B, H, W, 3] in [-1, 1] (0..255 mapped linearly).
   """
-  b, s = len(scenes), image_size
-  top = _top_colours(scenes, s)  # [B, S, S]
+  b = len(scenes)
+  h, w = (image_size, image_size) if isinstance(image_size, (int, np.integer)) else (int(v) for v in image_size)
+  top = _top_colours(scenes, h, w)  # [B, H, W]
 
   # Background: grey + per-image tint [B, 3] + per-pixel grey noise [B, S, S], all in [-1, 1] units. Composed
   # one channel plane at a time: numpy broadcasts slowly into a last axis of 3.
   tint = rng.uniform(-_TINT, _TINT, size=(b, 3)).astype(np.float32) * np.float32(1 / 127.5)
-  noise = rng.random((b, s, s), dtype=np.float32)  # uniform [0, 1)
-  grey = noise * np.float32(2 * _NOISE / 127.5) + np.float32((_BACKGROUND - _NOISE) / 127.5 - 1)  # [B, S, S]
-  painted = top >= 0  # [B, S, S]
-  images = np.empty((b, s, s, 3), dtype=np.float32)
+  noise = rng.random((b, h, w), dtype=np.float32)  # uniform [0, 1)
+  grey = noise * np.float32(2 * _NOISE / 127.5) + np.float32((_BACKGROUND - _NOISE) / 127.5 - 1)  # [B, H, W]
+  painted = top >= 0  # [B, H, W]
+  images = np.empty((b, h, w, 3), dtype=np.float32)
   for c in range(3):
-    plane = images[..., c]  # [B, S, S] view
+    plane = images[..., c]  # [B, H, W] view
     np.add(grey, tint[:, None, None, c], out=plane)
     np.copyto(plane, _COLOUR_TABLE[:, c][top], where=painted)  # top = -1 picks the last colour, then unused
   return images

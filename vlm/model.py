@@ -4,7 +4,10 @@
   prompt tokens [B, L] -> UL2 token embedding -> [B, L, d_model]
   concat -> UL2 encoder (full attention, text padding masked) -> decoder -> answer tokens
 
-Several images per example (video frames) concatenate their tokens in order. The ViT can be frozen per stage
+Several images per example (video frames) concatenate their tokens in order. With a NaFlex encoder (SigLIP 2)
+the image comes as patches at its native aspect ratio ('patches', 'patch_mask', 'spatial_shapes' in place of
+'image', encoders.vit.PATCH_FEATURES) and the padding patches are masked in the UL2 encoder too, as prompt
+padding is. The ViT can be frozen per stage
 (`vlm.optim.freeze`, by parameter path), warm-started from a SigLIP checkpoint and the UL2 from a T5/UL2 one.
 `PaLIModel` is the trainer's interface: loss_fn, predict_batch (decoding), score_batch (log-likelihood).
 """
@@ -58,28 +61,40 @@ class PaLI(nn.Module):
     self.img_projection = layers.dense(cfg.ul2.d_model, (None, "embed"), dtype=cfg.ul2.dtype)
     self.ul2 = ul2_lib.UL2(cfg.ul2)
 
-  def __call__(self, images: jax.Array, encoder_input_tokens: jax.Array,
-               decoder_input_tokens: jax.Array) -> jax.Array:
+  def __call__(self, images: jax.Array | None, encoder_input_tokens: jax.Array, decoder_input_tokens: jax.Array,
+               **patch_inputs) -> jax.Array:
     """Teacher-forced logits [batch, dec_len, vocab] float32."""
-    encoded, mask = self.encode(images, encoder_input_tokens)
+    encoded, mask = self.encode(images, encoder_input_tokens, **patch_inputs)
     return self.ul2.decode(decoder_input_tokens, encoded, mask)
 
-  def encode(self, images: jax.Array, encoder_input_tokens: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """images [B, H, W, 3] or [B, N, H, W, 3] in [-1, 1]; prompt [B, L] (0 = padding).
+  def encode(self, images: jax.Array | None, encoder_input_tokens: jax.Array,
+             **patch_inputs) -> tuple[jax.Array, jax.Array]:
+    """images [B, H, W, 3] or [B, N, H, W, 3] in [-1, 1], or None and NaFlex patches, mask and spatial_shapes
+    (encoders.vit.ViT's keywords); prompt [B, L] (0 = padding).
 
-    Returns (encoded [B, N*T + L, d_model], mask [B, N*T + L]); visual tokens are never masked.
+    Returns (encoded [B, V + L, d_model], mask [B, V + L]) with V the visual tokens (N*T, or the patch budget P).
+    NaFlex padding moves to the end, behind the prompt, and is masked: each example reads as its own patches
+    then its prompt, so T5's relative positions between them, and every output, do not depend on the padding.
     """
-    size = self.config.vit.image_size
-    if images.shape[-3:-1] != (size, size):
-      raise ValueError(f"images are {images.shape[-3]}x{images.shape[-2]} but this PaLI's ViT takes {size}x{size} "
-                       "(its position-embedding grid); resize them first (vlm.infer --resize squash|pad does)")
-    batch = images.shape[0]
-    frames = images.reshape((-1,) + images.shape[-3:])  # [B*N, H, W, 3]
-    visual = self.img(frames)["tokens"]  # [B*N, T, vit_width]
-    visual = self.img_projection(visual.reshape(batch, -1, visual.shape[-1]))  # [B, N*T, d_model]
+    if images is None:
+      visual = self.img(**patch_inputs)["tokens"]  # [B, P, vit_width]
+      visual_mask = patch_inputs["mask"].astype(bool)
+    else:
+      size = self.config.vit.image_size
+      if images.shape[-3:-1] != (size, size):
+        raise ValueError(f"images are {images.shape[-3]}x{images.shape[-2]} but this PaLI's ViT takes {size}x{size} "
+                         "(its position-embedding grid); resize them first (vlm.infer --resize squash|pad does)")
+      batch = images.shape[0]
+      frames = images.reshape((-1,) + images.shape[-3:])  # [B*N, H, W, 3]
+      visual = self.img(frames)["tokens"]  # [B*N, T, vit_width]
+      visual = visual.reshape(batch, -1, visual.shape[-1])
+      visual_mask = jnp.ones(visual.shape[:2], bool)
+    visual = self.img_projection(visual)  # [B, V, d_model]
     text = self.ul2.embed_tokens(encoder_input_tokens)  # [B, L, d_model]
     x = jnp.concatenate([visual.astype(text.dtype), text], axis=1)
-    mask = jnp.concatenate([jnp.ones(visual.shape[:2], bool), encoder_input_tokens != ul2_lib.PAD_ID], axis=1)
+    mask = jnp.concatenate([visual_mask, encoder_input_tokens != ul2_lib.PAD_ID], axis=1)
+    if images is None:
+      x, mask = _padding_last(x, mask, jnp.sum(visual_mask, axis=1), visual.shape[1])
     return self.ul2.encode_embeddings(x, mask), mask
 
 
@@ -104,12 +119,15 @@ class PaLIModel:
       tokenise prompts and print answers from the checkpoint alone.
     prompt_length: the prompt tokens the model was trained with (TASK_FEATURE_LENGTHS['inputs']); recorded
       for inference, which pads prompts to it and refuses (or truncates) longer ones.
+    patch_budget: for a NaFlex model, the patches an image gets (TASK_FEATURE_LENGTHS['patches'], the largest
+      if it varies); recorded so that inference cuts images the same way. None: images are squashed squares.
   """
 
   def __init__(self, vit: vit_lib.ViTConfig = gin.REQUIRED, ul2: ul2_lib.UL2Config = gin.REQUIRED,
                label_smoothing: float = 0.0, z_loss: float = 1e-4, siglip_checkpoint: str | None = None,
                ul2_checkpoint: str | None = None, pali_checkpoint: str | None = None, max_decode_len: int = 32, decode_method: str = "greedy",
-               decode_options: dict | None = None, vocabulary: Any = None, prompt_length: int | None = None):
+               decode_options: dict | None = None, vocabulary: Any = None, prompt_length: int | None = None,
+               patch_budget: int | None = None):
     self.config = PaLIConfig(vit=vit, ul2=ul2)
     self.module = PaLI(self.config)
     self.label_smoothing, self.z_loss = label_smoothing, z_loss
@@ -118,16 +136,18 @@ class PaLIModel:
     self.max_decode_len, self.decode_method = max_decode_len, decode_method
     self.decode_options = dict(decode_options or {})
     self.vocabulary, self.prompt_length = vocabulary, prompt_length
+    self.patch_budget = max(patch_budget) if isinstance(patch_budget, (tuple, list)) else patch_budget
 
   def init_variables(self, rng: jax.Array, batch: dict) -> dict:
-    image = jnp.zeros((1,) + tuple(batch["image"].shape[1:]), jnp.float32)
     prompt = jnp.ones((1,) + tuple(batch["encoder_input_tokens"].shape[1:]), jnp.int32)
     targets = jnp.ones((1,) + tuple(batch["decoder_target_tokens"].shape[1:]), jnp.int32)
-    return self.module.init(rng, image, prompt, targets)
+    return self.module.init(rng, encoder_input_tokens=prompt, decoder_input_tokens=targets,
+                            **_with_images(vit_lib.example_inputs(batch)))
 
   def _logits(self, params, batch):
     targets, decoder_inputs, weights = ul2_lib.decoder_features(batch)
-    logits = self.module.apply({"params": params}, batch["image"], batch["encoder_input_tokens"], decoder_inputs)
+    logits = self.module.apply({"params": params}, encoder_input_tokens=batch["encoder_input_tokens"],
+                               decoder_input_tokens=decoder_inputs, **_with_images(vit_lib.image_inputs(batch)))
     return logits, targets, weights
 
   def loss_fn(self, params, batch: dict, rng: jax.Array | None = None):
@@ -145,8 +165,8 @@ class PaLIModel:
                     **options) -> decoding.DecodeResult:
     """Decodes answers for batch['image'] and batch['encoder_input_tokens']; the encoder runs once."""
     variables = {"params": params}
-    encoded, mask = self.module.apply(variables, batch["image"], batch["encoder_input_tokens"],
-                                      method=PaLI.encode)
+    encoded, mask = self.module.apply(variables, encoder_input_tokens=batch["encoder_input_tokens"],
+                                      **_with_images(vit_lib.image_inputs(batch)), method=PaLI.encode)
     # From here it is the UL2's decoding, on the UL2's own parameters.
     return ul2_lib.generate_from_encoded(ul2_lib.UL2(self.config.ul2), params["ul2"], encoded, mask,
                                          max_decode_len=max_decode_len or self.max_decode_len,
@@ -182,8 +202,28 @@ class PaLIModel:
       out["vocabulary"] = self.vocabulary.to_json()
     if self.prompt_length is not None:
       out["prompt_length"] = self.prompt_length
+    if self.patch_budget is not None:
+      out["patch_budget"] = self.patch_budget
     out["max_decode_len"] = self.max_decode_len
     return out
+
+
+def _padding_last(x: jax.Array, mask: jax.Array, real: jax.Array, visual: int) -> tuple[jax.Array, jax.Array]:
+  """[patches (real first, then padding) ; prompt] -> [real patches ; prompt ; padding patches], per example.
+
+  x [B, V + L, d], mask [B, V + L], real [B] patches of each example, visual = V.
+  """
+  total = x.shape[1]
+  j = jnp.arange(total)[None, :]  # output position
+  n = real[:, None]
+  prompt = total - visual
+  source = jnp.where(j < n, j, jnp.where(j < n + prompt, visual + j - n, j - prompt))  # [B, V + L]
+  return jnp.take_along_axis(x, source[..., None], axis=1), jnp.take_along_axis(mask, source, axis=1)
+
+
+def _with_images(inputs: dict) -> dict:
+  """The ViT's inputs as PaLI's keywords: images=None beside NaFlex patches."""
+  return inputs if "images" in inputs else {"images": None, **inputs}
 
 
 def vocabulary_from_json(obj: dict):
@@ -237,7 +277,7 @@ def load(path: str | os.PathLike) -> tuple[PaLIModel, Any]:
   config = PaLIConfig.from_json(meta)
   vocabulary = vocabulary_from_json(meta["vocabulary"]) if "vocabulary" in meta else None
   model = PaLIModel(vit=config.vit, ul2=config.ul2, vocabulary=vocabulary, prompt_length=meta.get("prompt_length"),
-                    max_decode_len=meta.get("max_decode_len", 32))
+                    max_decode_len=meta.get("max_decode_len", 32), patch_budget=meta.get("patch_budget"))
   abstract = nn.meta.unbox(jax.eval_shape(
       model.init_variables, jax.random.key(0),
       {"image": jax.ShapeDtypeStruct((1, config.vit.image_size, config.vit.image_size, 3), jnp.float32),
