@@ -21,6 +21,7 @@ an S x S square: portrait forms, landscape tables, long receipts, wide charts, s
   scene_pairs_native_synthetic     scene + caption ('text'), for two towers
 
   pali_stage1_synthetic            Mixture of the eight image tasks, rates from `stage1_rates` (gin)
+  documents_charts_native_synthetic  Mixture of the two native-aspect image tasks, evenly
 
 Image tasks give 'image' float32 [S, S, 3] in [-1, 1] with S = `image_size()` (gin: tasks.registry.image_size.size,
 224 by default; tiny runs use 32-64; native-aspect images are squashed to it), 'inputs' and 'targets' token
@@ -319,6 +320,8 @@ def _stage1_rate(task: seqio.Task) -> float:
 
 
 seqio.MixtureRegistry.add("pali_stage1_synthetic", [(name, _stage1_rate) for name in IMAGE_TASKS])
+# Documents (forms, tables, receipts) and charts at their native aspect ratio, evenly.
+seqio.MixtureRegistry.add("documents_charts_native_synthetic", [(name, 1.0) for name in NATIVE_ASPECT_TASKS])
 
 
 __all__ = ["SPLITS", "image_size", "patch_size", "SCENE_ASPECTS", "NATIVE_ASPECT_TASKS", "STAGE1_RATES", "stage1_rates", "GeneratorSource", "VOCABULARY",

@@ -6,6 +6,12 @@ The examples are rows of the training stream (tasks.pipeline.SeqioBatches, batch
 receives them: the image, then the prompt and the target decoded back from their token ids (so trimming to
 the feature lengths shows), and the row's task. Boxes written as location tokens in the target are drawn on
 the image. Text-only tasks (ul2_denoise_synthetic) get text panels.
+
+With --patches N the images go to the model as NaFlex patches (SigLIP 2: native aspect ratio, at most N
+patches of --patch_size pixels): each is drawn as its patch grid reassembled, the grid's lines over it and its
+rows x cols in the caption.
+
+  python -m tasks.show --task documents_charts_native_synthetic --image_size 96 --patches 144 --patch_size 8
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from tasks import locations
+from tasks import naflex
 from tasks import pipeline
 from tasks import vocab
 
@@ -31,8 +38,10 @@ _MAX_LINES = 6  # text lines per example, the last one cut with "..."
 _CELL_INCHES = 2.6
 
 
-def examples(name: str, split: str, n: int, seed: int, task_feature_lengths: dict[str, int]) -> list[dict]:
-  """The first n rows of the stream: {'image' float32 [H, W, 3] or None, 'inputs', 'targets', 'task'}."""
+def examples(name: str, split: str, n: int, seed: int, task_feature_lengths: dict[str, int],
+             patch_size: int = 16) -> list[dict]:
+  """The first n rows of the stream: {'image' float32 [H, W, 3] or None, 'inputs', 'targets', 'task'}, and for
+  NaFlex rows 'grid' (rows, cols) with the image reassembled from its patches."""
   batches = pipeline.SeqioBatches(name, task_feature_lengths, split=split, seed=seed)
   try:
     batch = batches.batch(0, n)
@@ -47,14 +56,18 @@ def examples(name: str, split: str, n: int, seed: int, task_feature_lengths: dic
       inputs, targets = "", decode(batch["text"][i])
     else:
       inputs, targets = decode(batch["encoder_input_tokens"][i]), decode(batch["decoder_target_tokens"][i])
-    rows.append({"image": None if image is None else image[i], "inputs": inputs, "targets": targets,
-                 "task": tasks[i]})
+    row = {"image": None if image is None else image[i], "inputs": inputs, "targets": targets, "task": tasks[i]}
+    if "patches" in batch:
+      row["grid"] = tuple(int(v) for v in batch["spatial_shapes"][i])
+      row["image"] = naflex.grid_image(batch["patches"][i], row["grid"], patch_size)
+    rows.append(row)
   return rows
 
 
 def _caption(row: dict) -> str:
   lines = []
-  for label, text in (("task", row["task"]), ("in", row["inputs"]), ("out", row["targets"])):
+  grid = f"{row['grid'][0]} x {row['grid'][1]} patches" if "grid" in row else ""
+  for label, text in (("task", row["task"]), ("grid", grid), ("in", row["inputs"]), ("out", row["targets"])):
     if text:
       lines += textwrap.wrap(f"{label}: {text}", _WRAP) or [f"{label}:"]
   if len(lines) > _MAX_LINES:
@@ -79,6 +92,12 @@ def draw(rows: list[dict], out: str) -> None:
       h, w = image.shape[:2]
       for y0, x0, y1, x1 in locations.tokens_to_boxes(row["targets"], h, w):
         ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="yellow", linewidth=1.5))
+      if "grid" in row:  # the patch grid the ViT sees
+        rows_, cols_ = row["grid"]
+        for r in range(1, rows_):
+          ax.axhline(r * h / rows_ - 0.5, color="white", linewidth=0.3, alpha=0.6)
+        for c in range(1, cols_):
+          ax.axvline(c * w / cols_ - 0.5, color="white", linewidth=0.3, alpha=0.6)
     else:
       ax.axis("off")
     ax.set_xlabel(_caption(row), fontsize=6.5, loc="left", family="DejaVu Sans")
@@ -97,14 +116,20 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--inputs_length", type=int, default=128, help="or the text length of two-tower tasks")
   parser.add_argument("--targets_length", type=int, default=128)
+  parser.add_argument("--patches", type=int, help="NaFlex: the patch budget (images at their native aspect)")
+  parser.add_argument("--patch_size", type=int, default=16, help="NaFlex: the patch side in pixels")
   parser.add_argument("--out", default="grid.png")
   args = parser.parse_args(argv)
   gin.bind_parameter("tasks.registry.image_size.size", args.image_size)
+  gin.bind_parameter("tasks.registry.patch_size.size", args.patch_size)
   two_tower = "text" in seqio.get_mixture_or_task(args.task).output_features
   lengths = ({"text": args.inputs_length} if two_tower
              else {"inputs": args.inputs_length, "targets": args.targets_length})
-  draw(examples(args.task, args.split, args.n, args.seed, lengths), args.out)
-  print(f"wrote {args.out}: {args.n} examples of {args.task} ({args.split}) at {args.image_size} px")
+  if args.patches:
+    lengths["patches"] = args.patches
+  draw(examples(args.task, args.split, args.n, args.seed, lengths, args.patch_size), args.out)
+  budget = f", at most {args.patches} patches of {args.patch_size} px" if args.patches else ""
+  print(f"wrote {args.out}: {args.n} examples of {args.task} ({args.split}) at {args.image_size} px{budget}")
 
 
 if __name__ == "__main__":

@@ -74,3 +74,93 @@ def test_grayscale_images_become_rgb():
 def test_bad_input_is_one_clear_error(call, match):
   with pytest.raises(ValueError, match=match):
     call()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Through seqio: native-aspect tasks, the image_inputs switch, converters, budgets drawn per step.
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_images():
+  import gin
+  from tasks import registry  # noqa: F401  (registers the tasks and their gin configurables)
+  with gin.unlock_config():
+    gin.bind_parameter("tasks.registry.image_size.size", 32)
+    gin.bind_parameter("tasks.registry.patch_size.size", 4)
+  yield
+  with gin.unlock_config():
+    gin.bind_parameter("tasks.registry.image_size.size", 224)
+    gin.bind_parameter("tasks.registry.patch_size.size", 16)
+
+
+def test_native_aspect_generators_keep_their_shapes():
+  from tasks import charts, documents, registry
+  for index in range(12):
+    doc = documents.example(0, index, image_size=96, native_aspect=True, with_document=True)
+    low, high = documents.NATIVE_ASPECTS[doc["document"].kind]
+    h, w = doc["image"].shape[:2]
+    assert low - 0.05 <= h / w <= high + 0.05 and abs(h * w - 96 * 96) < 0.03 * 96 * 96
+    chart = charts.example(0, index, image_size=96, native_aspect=True, with_chart=True)
+    low, high = charts.NATIVE_ASPECTS[chart["chart"].kind]
+    assert low - 0.05 <= chart["image"].shape[0] / chart["image"].shape[1] <= high + 0.05
+    pair = registry._native_pair(0, "train", index, 48)  # pylint: disable=protected-access
+    assert 1 / 3 - 0.05 <= pair["image"].shape[0] / pair["image"].shape[1] <= 3.05
+  # The square stream is the one it was: the native flag only reshapes.
+  square = documents.example(0, 3, image_size=64, with_document=True)
+  native = documents.example(0, 3, image_size=64, native_aspect=True, with_document=True)
+  assert square["document"].kind == native["document"].kind and square["image"].shape == (64, 64, 3)
+
+
+def test_one_task_serves_dense_and_naflex_models(small_images):
+  """The run's TASK_FEATURE_LENGTHS picks: a 'patches' budget gives patches at the native aspect, none gives
+  the squashed square; same prompts and targets."""
+  from tasks import pipeline
+  lengths = {"inputs": 24, "targets": 32}
+  dense = pipeline.SeqioBatches("documents_native_synthetic", lengths).batch(0, 4)
+  patches = pipeline.SeqioBatches("documents_native_synthetic", {**lengths, "patches": 64}).batch(0, 4)
+  assert dense["image"].shape == (4, 32, 32, 3) and "patches" not in dense
+  assert patches["patches"].shape == (4, 64, 48) and "image" not in patches
+  np.testing.assert_array_equal(dense["decoder_target_tokens"], patches["decoder_target_tokens"])
+  rows, cols = patches["spatial_shapes"].T
+  assert np.all(rows * cols <= 64) and np.any(rows != cols)  # native aspect ratios, within the budget
+  np.testing.assert_array_equal(patches["patch_mask"], np.arange(64)[None] < (rows * cols)[:, None])
+  assert np.all(patches["patches"][patches["patch_mask"] == 0] == 0)
+
+
+def test_budgets_drawn_per_step_are_pure_in_seed_and_step(small_images):
+  """Each step's budget is a draw from (seed, step); any step, asked in any order, by any process split, gives
+  the uninterrupted run's batch, and the budgets alternate without rebuilding a pipeline per step."""
+  from tasks import pipeline
+  lengths = {"text": 16, "patches": (16, 32, 64)}
+  run = pipeline.SeqioBatches("scene_pairs_native_synthetic", lengths, seed=3)
+  batches = [run.batch(step, 4) for step in range(8)]
+  budgets = [b["patches"].shape[1] for b in batches]
+  assert budgets == [run.lengths_at(step)["patches"] for step in range(8)] and len(set(budgets)) > 1
+  assert len(run._streams) == len(set(budgets))  # pylint: disable=protected-access  (one pipeline per budget)
+  resumed = pipeline.SeqioBatches("scene_pairs_native_synthetic", lengths, seed=3)
+  for step in (6, 2, 7):
+    got = resumed.batch(step, 4)
+    for key in got:
+      np.testing.assert_array_equal(got[key], batches[step][key], err_msg=f"{key} at step {step}")
+  halves = [resumed.process_batch(5, 4, i, 2) for i in range(2)]
+  for key in halves[0]:
+    np.testing.assert_array_equal(np.concatenate([h[key] for h in halves]), batches[5][key])
+  other_seed = pipeline.SeqioBatches("scene_pairs_native_synthetic", lengths, seed=4)
+  assert [other_seed.lengths_at(s)["patches"] for s in range(8)] != budgets
+
+
+@pytest.mark.parametrize("lengths, match", [
+    ({"text": 16, "patches": (16, 0)}, r"TASK_FEATURE_LENGTHS\['patches'\] must be an integer >= 1 or a tuple"),
+    ({"text": 16, "patches": ()}, r"TASK_FEATURE_LENGTHS\['patches'\] must be an integer >= 1 or a tuple"),
+])
+def test_bad_length_choices_are_one_clear_error(small_images, lengths, match):
+  from tasks import pipeline
+  with pytest.raises(ValueError, match=match):
+    pipeline.SeqioBatches("scene_pairs_native_synthetic", lengths)
+
+
+def test_a_patch_budget_for_a_task_without_patches_is_refused(small_images):
+  from tasks import pipeline
+  with pytest.raises(ValueError, match="the dataset has no 'patches' feature"):
+    pipeline.SeqioBatches("webli_pairs_synthetic", {"text": 16, "patches": 32}).batch(0, 2)

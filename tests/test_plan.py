@@ -228,3 +228,20 @@ def test_remat_and_frozen_flops():
   vit_params = sum(g.param_bytes for g in frozen.groups if g.trainable == 0)
   assert vit_params > 0 and frozen.grad_bytes == none.grad_bytes - vit_params
   assert frozen.activation_bytes < none.activation_bytes
+
+
+def test_naflex_runs_plan_each_budget_drawn_per_step(capsys):
+  """A NaFlex SigLIP run draws its patch budget per step: the report is the largest budget's, then a line per
+  budget, activations and FLOPs growing with it; a NaFlex PaLI's visual tokens are its budget."""
+  code, out, _ = run_cli(capsys, "--gin_file=gin_configs/runs/siglip_naflex_tiny_synthetic.gin", "--mesh=data=2",
+                         "--device_memory=1")
+  assert code == 0 and "NaFlex, a budget of 144 patches" in out
+  rows = [line.split() for line in out.split("per step's feature lengths")[1].splitlines()
+          if line.strip().startswith("text=")]
+  assert [row[1] for row in rows] == ["patches=32", "patches=64", "patches=144"]
+  activations = [float(row[2]) * (1024 if row[3] == "GiB" else 1) for row in rows]
+  assert activations == sorted(activations) and activations[0] < activations[-1]
+  code, out, _ = run_cli(capsys, "--gin_file=gin_configs/runs/pali_tiny_naflex.gin", "--mesh=data=2",
+                         "--device_memory=1")
+  assert code == 0 and "NaFlex, a budget of 144 patches" in out and "per step's feature lengths" not in out
+  assert "img (ViT): 3 layers x 144 tokens" in out and "ul2 encoder: 2 layers x 168 tokens" in out

@@ -4,7 +4,12 @@
   - zero-shot classification of single-object images among all (colour, shape) classes by their prompts,
     reported separately for combinations seen in training and for HELD_OUT_COMBOS (never seen together);
   - image->text and text->image R@1 on held-out scenes.
-Chance levels are reported next to them, so a reader can tell learning from luck.
+Chance levels are reported next to them, so a reader can tell learning from luck. Given a seqio `pairs_task`
+it reads that task's validation pairs and its vocabulary instead, and evaluates NaFlex models (a 'patches'
+budget in the feature lengths) on patches.
+
+`SeqioTaskEvaluation` judges a PaLI on the validation split of seqio tasks by greedy decoding, each task
+scored as its benchmark is (ANLS for documents, relaxed accuracy for charts, else exact match).
 
 Multi-host: every process calls the evaluator (its jitted computations span every process's devices), feeds
 it the same inputs and gets the same numbers; the trainer has process 0 write them.
@@ -42,28 +47,61 @@ def embed(predict, params, batch: dict[str, np.ndarray], chunk: int = 256) -> di
   return {k: np.concatenate(v) for k, v in outs.items()}
 
 
+def fixed_lengths(task_feature_lengths: dict) -> dict[str, int]:
+  """Feature lengths drawn per step (tuples, tasks.pipeline) evaluated at their largest."""
+  return {k: max(v) if isinstance(v, (tuple, list)) else v for k, v in task_feature_lengths.items()}
+
+
+def _seqio_prompts(texts: list[str], length: int) -> np.ndarray:
+  """Texts as the seqio tasks tokenise them (the configured tasks.vocab vocabulary, EOS), padded with 0."""
+  from tasks import vocab as vocab_lib  # pylint: disable=import-outside-toplevel  (TensorFlow)
+  vocab = vocab_lib.vocabulary()
+  out = np.zeros((len(texts), length), np.int32)
+  for row, text in enumerate(texts):
+    ids = (list(vocab.encode(text)) + [vocab.eos_id])[:length]
+    out[row, :len(ids)] = ids
+  return out
+
+
 @gin.configurable(module="vlm.evaluation")
 class SceneZeroShotRetrieval:
-  """Zero-shot accuracy (seen / held-out combinations) and retrieval R@1 on generated scenes."""
+  """Zero-shot accuracy (seen / held-out combinations) and retrieval R@1 on generated scenes.
+
+  Args:
+    image_size: the scenes' side (the area of native-aspect ones).
+    task_feature_lengths: the run's; 'text' is the prompt length, and 'patches' (its largest choice) makes
+      the images NaFlex patches of `patch_size` pixels.
+    pairs_task: a seqio task of image-text pairs whose validation split gives the retrieval pairs (and whose
+      vocabulary, tasks.vocab, tokenises the class prompts); None: tasks.scene_pairs' numpy pairs and words.
+  """
 
   def __init__(self, image_size: int = 32, task_feature_lengths: dict[str, int] | None = None,
-               images_per_class: int = 20, retrieval_pairs: int = 512, seed: int = 1234):
-    pairs = scene_pairs.SceneCaptionPairs(image_size, task_feature_lengths, split="eval", seed=seed)
-    text_length = pairs.text_length
-    vocab = scene_pairs.vocabulary()
+               images_per_class: int = 20, retrieval_pairs: int = 512, seed: int = 1234,
+               pairs_task: str | None = None, patch_size: int = 16):
     self.combos = scenes.all_combos()
-    self.prompts = vocab.encode_batch([scenes.class_prompt(c, s) for c, s in self.combos], text_length)
+    prompts = [scenes.class_prompt(c, s) for c, s in self.combos]
     zs = scenes.zero_shot_batch(seed, self.combos, images_per_class, image_size)
-    self.zs_images, self.zs_labels = zs["image"], zs["label"]
+    self.zs_images, self.zs_labels = {"image": zs["image"]}, zs["label"]
     self.held_out = np.array([self.combos[i] in scenes.HELD_OUT_COMBOS for i in self.zs_labels])
-    self.pairs = pairs.batch(0, retrieval_pairs)
+    if pairs_task is None:
+      pairs = scene_pairs.SceneCaptionPairs(image_size, task_feature_lengths, split="eval", seed=seed)
+      self.prompts = scene_pairs.vocabulary().encode_batch(prompts, pairs.text_length)
+      self.pairs = pairs.batch(0, retrieval_pairs)
+      return
+    from tasks import naflex, pipeline  # pylint: disable=import-outside-toplevel  (TensorFlow)
+    lengths = fixed_lengths(task_feature_lengths)
+    self.pairs = pipeline.SeqioBatches(pairs_task, lengths, split="validation", seed=seed).batch(0, retrieval_pairs)
+    self.prompts = _seqio_prompts(prompts, lengths["text"])
+    if "patches" in lengths:  # the single-object images as NaFlex patches, at the budget
+      pixels = np.clip(np.round((zs["image"] + 1) * 127.5), 0, 255).astype(np.uint8)
+      self.zs_images = naflex.patchify_batch(list(pixels), patch_size, lengths["patches"])
 
     self._predict = {}  # model -> jitted predict_batch, compiled once per run
 
   def __call__(self, model, params) -> dict[str, float]:
     predict = self._predict.setdefault(id(model), jax.jit(model.predict_batch))
     classes = embed(predict, params, {"text": self.prompts})["text"]
-    images = embed(predict, params, {"image": self.zs_images})["image"]
+    images = embed(predict, params, self.zs_images)["image"]
     pairs = embed(predict, params, self.pairs)
     n_classes, n_pairs = len(self.combos), len(self.pairs["text"])
     out = {
@@ -146,3 +184,54 @@ def _iou(predicted: list, target: list) -> float:
   inter = max(0.0, min(a1, c1) - max(a0, c0)) * max(0.0, min(b1, d1) - max(b0, d0))
   union = (a1 - a0) * (b1 - b0) + (c1 - c0) * (d1 - d0) - inter
   return inter / union if union > 0 else 0.0
+
+
+# The benchmark's metric of each seqio task (tasks.registry); other tasks are scored by exact match.
+TASK_METRICS: dict[str, tuple[str, ...]] = {
+    "documents_synthetic": ("anls", "accuracy"),
+    "documents_native_synthetic": ("anls", "accuracy"),
+    "charts_synthetic": ("relaxed_accuracy",),
+    "charts_native_synthetic": ("relaxed_accuracy",),
+}
+
+
+def score(metric: str, answers: list[str], references: list[str]) -> float:
+  """Percent: 'anls' (DocVQA), 'relaxed_accuracy' (ChartQA) or 'accuracy' (exact match)."""
+  if metric == "anls":
+    return metrics.anls(answers, [[r] for r in references])
+  if metric == "relaxed_accuracy":
+    return metrics.relaxed_accuracy(answers, references)
+  if metric == "accuracy":
+    return 100.0 * float(np.mean([a.strip() == r.strip() for a, r in zip(answers, references)]))
+  raise ValueError(f"unknown metric {metric!r}: use 'anls', 'relaxed_accuracy' or 'accuracy'")
+
+
+@gin.configurable(module="vlm.evaluation")
+class SeqioTaskEvaluation:
+  """A PaLI on the validation split of seqio tasks, by greedy decoding: '<task>_<metric>' for each of the
+  task's TASK_METRICS (exact-match 'accuracy' for others). Dense or NaFlex, as the feature lengths say.
+
+  Args:
+    tasks: registered seqio task names.
+    task_feature_lengths: the run's (choices drawn per step are evaluated at their largest).
+    examples_per_task: validation examples decoded per task (its first ones: the same every evaluation).
+  """
+
+  def __init__(self, tasks: tuple[str, ...] = gin.REQUIRED, task_feature_lengths: dict | None = None,
+               examples_per_task: int = 256, seed: int = 1234):
+    from tasks import pipeline  # pylint: disable=import-outside-toplevel  (TensorFlow)
+    lengths = fixed_lengths(task_feature_lengths)
+    self.batches = {task: pipeline.SeqioBatches(task, lengths, split="validation", seed=seed).batch(0, examples_per_task)
+                    for task in tasks}
+    self._predict = {}
+
+  def __call__(self, model, params) -> dict[str, float]:
+    predict = self._predict.setdefault(id(model), decoding.jit(model.predict_batch))
+    out = {}
+    for task, batch in self.batches.items():
+      inputs = {k: v for k, v in batch.items() if not k.startswith("decoder_")}
+      answers = decode_texts(predict, params, inputs, model.detokenize)
+      references = [model.detokenize(row) for row in batch["decoder_target_tokens"]]
+      for metric in TASK_METRICS.get(task, ("accuracy",)):
+        out[f"{task}_{metric}"] = score(metric, answers, references)
+    return out

@@ -7,6 +7,10 @@ A request line is {"image": "path.png", "prompt": "caption en"} (image paths rel
 each answer line repeats it and adds "answer". Prompts follow PaLI: 'caption <lang>', 'answer <lang> <question>',
 'ocr', 'detect <object>', 'refexp <phrase>'. Answers with location tokens (detect, refexp) also get "boxes"
 in pixels of the original image, and --draw DIR writes each image with its boxes and answer.
+
+A NaFlex model (trained on patches: model_config.json records its patch_budget) reads each image at its own
+aspect ratio, cut into at most that many patches as in training (tasks.naflex); --patch_budget changes the
+budget, and --resize does not apply.
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument("--resize", choices=RESIZE_MODES, default="squash",
                  help="fit images to the model's resolution: squash (PaLI's default), pad (keep the aspect ratio, "
                       "pad with black), none (refuse images of another size)")
+  p.add_argument("--patch_budget", type=int,
+                 help="NaFlex models: patches an image may use (default: the budget it was trained with)")
   p.add_argument("--truncate_prompt", action="store_true",
                  help="cut prompts longer than the trained prompt length (with a warning) instead of refusing them")
   p.add_argument("--method", default="greedy", help=f"decoding: one of {', '.join(METHODS)}")
@@ -88,16 +94,22 @@ def read_requests(args) -> list[dict]:
   return requests
 
 
-def load_image(path: str, size: int, resize: str) -> tuple[np.ndarray, tuple[int, int]]:
-  """float32 [size, size, 3] in [-1, 1] and the original (height, width)."""
+def read_image(path: str):
+  """The image at `path` as an RGB PIL image, or one ValueError naming the file."""
   from PIL import Image, UnidentifiedImageError  # pylint: disable=import-outside-toplevel
   try:
     with Image.open(path) as image:
-      image = image.convert("RGB")
+      return image.convert("RGB")
   except FileNotFoundError:
     raise ValueError(f"image {path} does not exist") from None
   except (UnidentifiedImageError, OSError) as e:
     raise ValueError(f"image {path} cannot be decoded ({e})") from None
+
+
+def load_image(path: str, size: int, resize: str) -> tuple[np.ndarray, tuple[int, int]]:
+  """float32 [size, size, 3] in [-1, 1] and the original (height, width)."""
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  image = read_image(path)
   original = (image.height, image.width)
   if original != (size, size):
     if resize == "none":
@@ -113,6 +125,16 @@ def load_image(path: str, size: int, resize: str) -> tuple[np.ndarray, tuple[int
       image.paste(inner, (0, 0))
   return np.asarray(image, np.float32) / 127.5 - 1.0, original
 
+
+def load_images(paths: list[str], model, args) -> tuple[dict[str, np.ndarray], list[tuple[int, int]]]:
+  """The model's image features for `paths` (dense 'image', or NaFlex patches) and each original size."""
+  if model.patch_budget is None:
+    loaded = [load_image(path, model.config.vit.image_size, args.resize) for path in paths]
+    return {"image": np.stack([image for image, _ in loaded])}, [size for _, size in loaded]
+  from tasks import naflex  # pylint: disable=import-outside-toplevel
+  budget = args.patch_budget or model.patch_budget
+  images = [np.asarray(read_image(path)) for path in paths]
+  return naflex.patchify_batch(images, model.config.vit.patch_size, budget), [im.shape[:2] for im in images]
 
 def tokenize_prompts(vocabulary, prompts: list[str], length: int, truncate: bool) -> np.ndarray:
   out = np.zeros((len(prompts), length), np.int32)
@@ -144,11 +166,14 @@ def run(args) -> list[dict]:
   from vlm import decoding, model as model_lib  # pylint: disable=import-outside-toplevel
   options = decoding_options(args)
   requests = read_requests(args)
+  if args.patch_budget is not None and args.patch_budget < 1:
+    raise ValueError(f"--patch_budget must be >= 1 (patches an image may use); got {args.patch_budget}")
   model, params = model_lib.load(args.checkpoint)
+  if args.patch_budget is not None and model.patch_budget is None:
+    raise ValueError(f"--patch_budget is for NaFlex models; {args.checkpoint} takes square images (see --resize)")
   if model.vocabulary is None:
     raise ValueError(f"{args.checkpoint} does not record its vocabulary (model_config.json has no "
                      "'vocabulary'); retrain with vlm.model.PaLIModel.vocabulary set")
-  size = model.config.vit.image_size
   prompt_length = model.prompt_length or max(len(_encode(model.vocabulary, r["prompt"])) for r in requests)
   max_len = args.max_decode_len or model.max_decode_len
   rng = jax.random.key(args.seed)
@@ -158,15 +183,14 @@ def run(args) -> list[dict]:
   results = []
   for start in range(0, len(requests), args.batch_size):
     chunk = requests[start:start + args.batch_size]
-    loaded = [load_image(r["image"], size, args.resize) for r in chunk]
-    batch = {"image": np.stack([image for image, _ in loaded]),
-             "encoder_input_tokens": tokenize_prompts(model.vocabulary, [r["prompt"] for r in chunk],
-                                                      prompt_length, args.truncate_prompt)}
+    images, sizes = load_images([r["image"] for r in chunk], model, args)
+    batch = {**images, "encoder_input_tokens": tokenize_prompts(model.vocabulary, [r["prompt"] for r in chunk],
+                                                                prompt_length, args.truncate_prompt)}
     pad = args.batch_size - len(chunk)  # one compiled shape for every chunk
     if pad:
       batch = {k: np.concatenate([v, np.repeat(v[-1:], pad, 0)]) for k, v in batch.items()}
     tokens = np.asarray(predict(params, batch, jax.random.fold_in(rng, start)).tokens)[:len(chunk)]
-    for request, row, (_, (height, width)) in zip(chunk, tokens, loaded):
+    for request, row, (height, width) in zip(chunk, tokens, sizes):
       answer = model.detokenize(row)
       result = {**request, "answer": answer}
       boxes = locations.tokens_to_boxes(answer, height, width)

@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
 import math
 import re
 import sys
@@ -192,13 +193,20 @@ class Plan:
 # ------------------------------------------------------------------------------------------ geometry
 
 def geometry(model: Any, feature_lengths: dict[str, int], batch_size: int, frames: int = 1) -> Geometry:
-  """The Geometry of a PaLIModel, SigLIPModel or UL2Model for this batch and these feature lengths."""
+  """The Geometry of a PaLIModel, SigLIPModel or UL2Model for this batch and these feature lengths.
+
+  A 'patches' length (a NaFlex model) is the visual tokens per image: padding is computed as real patches are.
+  """
+  patches = feature_lengths.get("patches")
+  if patches is not None and frames != 1:
+    raise ValueError(f"--frames={frames}: NaFlex inputs ('patches' in TASK_FEATURE_LENGTHS) are one image each")
   if isinstance(model, pali.PaLIModel):
-    return _pali_geometry(model.config, _lengths(feature_lengths, "inputs", "targets"), batch_size, frames)
+    return _pali_geometry(model.config, _lengths(feature_lengths, "inputs", "targets"), batch_size, frames,
+                          patches)
   if frames != 1:
     raise ValueError(f"--frames={frames}: only a PaLI model takes several images per example")
   if isinstance(model, siglip.SigLIPModel):
-    return _siglip_geometry(model.config, feature_lengths.get("text", 0), batch_size)
+    return _siglip_geometry(model.config, feature_lengths.get("text", 0), batch_size, patches)
   if isinstance(model, ul2.UL2Model):
     inputs, targets = _lengths(feature_lengths, "inputs", "targets")
     stacks, kernels, groups = _ul2_parts(model.config, "", inputs, targets)
@@ -209,35 +217,44 @@ def geometry(model: Any, feature_lengths: dict[str, int], batch_size: int, frame
   raise ValueError(f"vlm.plan knows PaLIModel, SigLIPModel and UL2Model, not {type(model).__name__}")
 
 
-def _pali_geometry(cfg, lengths: tuple[int, int], batch_size: int, frames: int) -> Geometry:
+def _image_batch(vit, batch_size: int, frames: int, patches: int | None) -> tuple[dict, int, str]:
+  """(the image features' ShapeDtypeStructs, visual tokens per image, their description)."""
+  if patches is not None:
+    p = vit.patch_size
+    return ({"patches": jax.ShapeDtypeStruct((batch_size, patches, p * p * 3), jnp.float32),
+             "patch_mask": _tokens(batch_size, patches), "spatial_shapes": _tokens(batch_size, 2)},
+            patches, f"NaFlex, a budget of {patches:,} patches")
+  image = (batch_size,) + ((frames,) if frames > 1 else ()) + (vit.image_size, vit.image_size, 3)
+  return {"image": jax.ShapeDtypeStruct(image, jnp.float32)}, vit.grid ** 2, f"{vit.grid ** 2:,} tokens"
+
+
+def _pali_geometry(cfg, lengths: tuple[int, int], batch_size: int, frames: int, patches: int | None) -> Geometry:
   vit, u = cfg.vit, cfg.ul2
   inputs, targets = lengths
-  per_frame = vit.grid ** 2
+  images, per_frame, tokens_text = _image_batch(vit, batch_size, frames, patches)
   visual = per_frame * frames
   stacks, kernels, groups = _ul2_parts(u, "ul2/", visual + inputs, targets)
-  image = (batch_size,) + ((frames,) if frames > 1 else ()) + (vit.image_size, vit.image_size, 3)
   return Geometry(
-      description=(f"PaLI: ViT {_vit_text(vit)} ({per_frame:,} tokens x {frames} frame{'s' * (frames > 1)}) "
+      description=(f"PaLI: ViT {_vit_text(vit)} ({tokens_text} x {frames} frame{'s' * (frames > 1)}) "
                    f"+ UL2 {_ul2_text(u)}"),
       stacks=(_encoder_stack("img (ViT)", "img/", vit, frames, per_frame),) + stacks,
       kernel_tokens=((r"img/.*", visual), (r"img_projection/.*", visual)) + kernels,
       groups=(("img (ViT)", r"img/.*"), ("img_projection", r"img_projection/.*")) + groups,
-      batch={"image": jax.ShapeDtypeStruct(image, jnp.float32), "encoder_input_tokens": _tokens(batch_size, inputs),
+      batch={**images, "encoder_input_tokens": _tokens(batch_size, inputs),
              "decoder_target_tokens": _tokens(batch_size, targets)},
       logits=(targets, u.vocab_size, _itemsize(u.dtype)))
 
 
-def _siglip_geometry(cfg, text_length: int, batch_size: int) -> Geometry:
+def _siglip_geometry(cfg, text_length: int, batch_size: int, patches: int | None) -> Geometry:
   img, txt = cfg.image, cfg.text
-  tokens = img.grid ** 2
+  batch, tokens, tokens_text = _image_batch(img, batch_size, 1, patches)
   stacks = (_encoder_stack("img (ViT)", "img/", img, 1, tokens),)
   kernels = ((r"img/MAPHead_0/MultiHeadDotProductAttention_0/(key|value)/.*", tokens),
              (r"img/(MAPHead_0|head)/.*", 1),  # the pooling probe and the head see one position
              (r"img/.*", tokens))
   groups = (("img (ViT)", r"img/.*"),)
-  batch = {"image": jax.ShapeDtypeStruct((batch_size, img.image_size, img.image_size, 3), jnp.float32)}
   embed_dim = img.head_dim or img.width
-  description = f"SigLIP: ViT {_vit_text(img)} ({tokens:,} tokens)"
+  description = f"SigLIP: ViT {_vit_text(img)} ({tokens_text})"
   if txt is not None:
     if not text_length:
       raise ValueError("TASK_FEATURE_LENGTHS has no 'text' length for the SigLIP text tower")
@@ -662,8 +679,12 @@ def _resolve(value: Any) -> Any:
   return copy.deepcopy(value)
 
 
-def plan_from_gin(mesh: dict[str, int], frames: int = 1) -> tuple[Plan, list[tuple[str, str]]]:
-  """Plans the run the parsed gin config describes (what `vlm.trainer.train` would get), with its header."""
+def plan_from_gin(mesh: dict[str, int], frames: int = 1) -> tuple[list[Plan], list[tuple[str, str]]]:
+  """Plans the run the parsed gin config describes (what `vlm.trainer.train` would get), with its header.
+
+  One plan per combination of feature lengths the run draws per step (a NaFlex run's patch budgets,
+  tasks.pipeline), smallest first; one plan for fixed lengths.
+  """
   bindings = gin.get_bindings("vlm.trainer.train", resolve_references=False)
   missing = [k for k in ("model", "batch_size", "optimizer", "learning_rate") if k not in bindings]
   if missing:
@@ -683,14 +704,28 @@ def plan_from_gin(mesh: dict[str, int], frames: int = 1) -> tuple[Plan, list[tup
   rules_text = ("the gin config's logical_axis_rules" if part.get("logical_axis_rules") else
                 f"parameter_partitioning_dims={dims[0]}{' (FSDP)' if dims[0] == 2 else ''}, "
                 f"activation_partitioning_dims={dims[1]}")
-  result = plan(model, batch_size=batch_size, feature_lengths=dict(lengths), mesh=mesh, rules=rules,
-                optimizer=factory(learning_rate=_resolve(bindings["learning_rate"])), frozen_params=frozen,
-                frames=frames, microbatches=microbatches)
+  choices = [dict(zip(lengths, combo)) for combo in itertools.product(
+      *(sorted(v) if isinstance(v, (tuple, list)) else (v,) for v in lengths.values()))]
+  results = [plan(model, batch_size=batch_size, feature_lengths=choice, mesh=mesh, rules=rules,
+                  optimizer=factory(learning_rate=_resolve(bindings["learning_rate"])), frozen_params=frozen,
+                  frames=frames, microbatches=microbatches) for choice in choices]
   if part.get("num_partitions", 1) != mesh["model"]:
-    result.warnings.append(f"the gin config's NUM_PARTITIONS is {part.get('num_partitions', 1)}; planned with "
-                           f"model={mesh['model']} as --mesh says (pass --gin.NUM_PARTITIONS={mesh['model']} "
-                           "to train so)")
-  return result, _header(result, rules_text, f"{getattr(factory, '__name__', factory)}; frozen_params={frozen!r}")
+    results[-1].warnings.append(f"the gin config's NUM_PARTITIONS is {part.get('num_partitions', 1)}; planned with "
+                                f"model={mesh['model']} as --mesh says (pass --gin.NUM_PARTITIONS={mesh['model']} "
+                                "to train so)")
+  return results, _header(results[-1], rules_text, f"{getattr(factory, '__name__', factory)}; frozen_params={frozen!r}")
+
+
+def per_lengths_report(results: Sequence[Plan], memory_gib: float, device: str | None = None) -> str:
+  """A line per combination of feature lengths a run draws per step: what changes with them."""
+  lines = ["", "per step's feature lengths (drawn per step; the report above is the largest):",
+           f"  {'lengths':<44}{'activations':>13}{'memory/dev':>13}{'train FLOPs':>14}  fit"]
+  for result in results:
+    lengths = ", ".join(f"{k}={v}" for k, v in result.feature_lengths.items())
+    fits = "yes" if result.total_bytes <= memory_gib * GIB else "NO"
+    lines.append(f"  {lengths:<44}{_size(result.activation_bytes):>13}{_size(result.total_bytes):>13}"
+                 f"{_flops_unit(result.train_flops):>14}  {fits}")
+  return "\n".join(lines)
 
 
 def _header(result: Plan, rules_text: str, optimizer_text: str) -> list[tuple[str, str]]:
@@ -743,8 +778,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     mesh = parse_mesh(args.mesh)
   with gin_cli.user_errors(args.debug):
     memory = device_memory(args.device, args.device_memory)
-    result, header = plan_from_gin(mesh, args.frames)
-  print(report(result, [("run", " ".join(args.gin_file))] + header, memory, args.device))
+    results, header = plan_from_gin(mesh, args.frames)
+  print(report(results[-1], [("run", " ".join(args.gin_file))] + header, memory, args.device))
+  if len(results) > 1:
+    print(per_lengths_report(results, memory, args.device))
 
 
 if __name__ == "__main__":

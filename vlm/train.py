@@ -44,8 +44,9 @@ def main(argv=None) -> None:
   print(f"  metrics     {os.path.join(model_dir, summaries.METRICS_FILE)}")
   print(f"  loss plot   {plot}")
   print(f"  tensorboard tensorboard --logdir {model_dir}")
+  width = max([28] + [len(name) + 2 for name in results])
   for name, value in results.items():
-    print(f"  {name:<28s}{value:.4f}")
+    print(f"  {name:<{width}s}{value:.4f}")
 
 
 if __name__ == "__main__":
