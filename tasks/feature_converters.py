@@ -152,7 +152,7 @@ class MultimodalEncDecFeatureConverter(seqio.EncDecFeatureConverter):
   def get_model_feature_lengths(self, task_feature_lengths: Mapping[str, int]) -> dict[str, int]:
     """seqio's encoder-decoder lengths; while an image dataset is converted, also 'image': 3 (channels), and
     while a NaFlex one is, the patch features' lengths."""
-    lengths = {k: v for k, v in super().get_model_feature_lengths(task_feature_lengths).items() if k != "patches"}
+    lengths = dict(super().get_model_feature_lengths(task_feature_lengths))
     if self._image is not None:
       lengths["image"] = _CHANNELS
     if self._patch_length is not None:

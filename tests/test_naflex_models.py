@@ -111,3 +111,11 @@ def test_naflex_and_squashed_pali_runs_train_and_evaluate(tmp_path):
                             f"--image={tmp_path / 'receipt.png'}", "--prompt=ocr", "--patch_budget=64"],
                            env=env, capture_output=True, text=True, timeout=300)
   assert_one_line_error(refused, "--patch_budget is for NaFlex models")
+
+
+@pytest.mark.parametrize("run, binding", [("pali_tiny_naflex", "--gin.PATCH_BUDGET=0"),
+                                          ("siglip_naflex_tiny_synthetic", "--gin.PATCH_BUDGETS=(16, -1)")])
+def test_a_budget_below_one_patch_is_one_clear_line(tmp_path, run, binding):
+  result = train(f"--gin_file=gin_configs/runs/{run}.gin", f"--gin.MODEL_DIR='{tmp_path}'", binding)
+  assert_one_line_error(result, "TASK_FEATURE_LENGTHS['patches'] must be an integer >= 1")
+  assert not os.listdir(tmp_path)  # nothing written
