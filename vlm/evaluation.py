@@ -78,6 +78,7 @@ class SceneZeroShotRetrieval:
   def __init__(self, image_size: int = 32, task_feature_lengths: dict[str, int] | None = None,
                images_per_class: int = 20, retrieval_pairs: int = 512, seed: int = 1234,
                pairs_task: str | None = None, patch_size: int = 16):
+    self._predict = {}  # model -> jitted predict_batch, compiled once per run
     self.combos = scenes.all_combos()
     prompts = [scenes.class_prompt(c, s) for c, s in self.combos]
     zs = scenes.zero_shot_batch(seed, self.combos, images_per_class, image_size)
@@ -95,8 +96,6 @@ class SceneZeroShotRetrieval:
     if "patches" in lengths:  # the single-object images as NaFlex patches, at the budget
       pixels = np.clip(np.round((zs["image"] + 1) * 127.5), 0, 255).astype(np.uint8)
       self.zs_images = naflex.patchify_batch(list(pixels), patch_size, lengths["patches"])
-
-    self._predict = {}  # model -> jitted predict_batch, compiled once per run
 
   def __call__(self, model, params) -> dict[str, float]:
     predict = self._predict.setdefault(id(model), jax.jit(model.predict_batch))
