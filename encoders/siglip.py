@@ -23,6 +23,8 @@ from jax.sharding import PartitionSpec as P
 
 from encoders import text as text_lib
 from encoders import vit as vit_lib
+from encoders.objectives import heads as heads_lib
+from vlm import ema as vlm_ema
 
 @dataclasses.dataclass(frozen=True)
 class SigLIPConfig:
@@ -36,15 +38,21 @@ class SigLIPConfig:
 
   @classmethod
   def from_json(cls, d: dict) -> "SigLIPConfig":
-    d = {k: v for k, v in d.items() if k != "model"}
+    # A training run also records its objectives and teacher (SigLIPModel.config_json); the towers need neither.
+    d = {k: v for k, v in d.items() if k not in ("model", "objectives", "teacher")}
     text = d.pop("text", None)
     text = text_lib.TextConfig(**text) if text else None
     return cls(image=vit_lib.ViTConfig(**d.pop("image")), text=text, **d)
 
 
 class TwoTower(nn.Module):
-  """Image tower 'img', text tower 'txt', scalars 't' (t') and 'b'. Parameter names follow big_vision."""
+  """Image tower 'img', text tower 'txt', scalars 't' (t') and 'b'. Parameter names follow big_vision.
+
+  `heads`: projection heads of training objectives (encoders/objectives), (name, hidden, bottleneck,
+  prototypes) each; parameters under their name, used in training only (exports leave them out).
+  """
   config: SigLIPConfig
+  heads: tuple[tuple[str, int, int, int], ...] = ()
 
   def setup(self):
     cfg = self.config
@@ -52,6 +60,19 @@ class TwoTower(nn.Module):
     self.txt = text_lib.TextTransformer(cfg.text) if cfg.text is not None else None
     self.t = self.param("t", nn.initializers.constant(cfg.t_init), (), jnp.float32)
     self.b = self.param("b", nn.initializers.constant(cfg.b_init), (), jnp.float32)
+    for name, hidden, bottleneck, prototypes in self.heads:  # each under its own name ('dino_head', ...)
+      setattr(self, name, heads_lib.ProjectionHead(hidden, bottleneck, prototypes, dtype=cfg.image.dtype))
+
+  def view_features(self, images: jax.Array, masked: jax.Array | None = None,
+                    heads: tuple[str, ...] = ()) -> dict[str, jax.Array]:
+    """The image tower on views [N, H, W, 3] (patches `masked` [N, T] replaced by the mask token): 'pooled'
+    [N, D], and each named head's logits: 'dino_head' on the pooled features [N, K], 'ibot_head' on the
+    patch tokens [N, T, K]."""
+    out = self.img(images, masked=masked)
+    features = {"pooled": out["pooled"]}
+    for name in heads:
+      features[name] = getattr(self, name)(out["tokens"] if name == "ibot_head" else out["pooled"])
+    return features
 
   def encode_image(self, images: jax.Array | None = None, **patch_inputs) -> dict[str, jax.Array]:
     return self.img(images, **patch_inputs)
@@ -67,7 +88,10 @@ class TwoTower(nn.Module):
 
     Images are dense (`images`) or NaFlex patches (images None; patches, mask, spatial_shapes as keywords).
     """
-    return self.img(images, **patch_inputs)["pooled"], self.txt(token_ids)["pooled"], self.t, self.b
+    out = self.img(images, **patch_inputs)
+    for name, *_ in self.heads:  # (built here, at init; their losses call them)
+      getattr(self, name)(out["tokens"] if name == "ibot_head" else out["pooled"])
+    return out["pooled"], self.txt(token_ids)["pooled"], self.t, self.b
 
 
 def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
@@ -147,18 +171,75 @@ class SigLIPModel:
   """The trainer's view of a SigLIP model (see vlm.trainer.Model).
 
   Batches are {'image': float32 [B, H, W, 3] in [-1, 1], 'text': int32 [B, L]}, or NaFlex batches with
-  'patches', 'patch_mask' and 'spatial_shapes' (encoders.vit.PATCH_FEATURES) in place of 'image'.
+  'patches', 'patch_mask' and 'spatial_shapes' (encoders.vit.PATCH_FEATURES) in place of 'image'; runs with
+  dense objectives read multi-crop views ('global_views', 'local_views', 'global_masks': see
+  encoders/objectives/compose.py).
+
+  Args:
+    image, text: the towers.
+    loss: 'sigmoid' (SigLIP) or 'softmax' (CLIP); chunked: the sigmoid loss in a ring over the 'data' devices.
+    objectives: dense objectives (encoders.objectives.SelfDistillation, MaskedPrediction), each with its
+      weight and the fraction of training at which it starts.
+    teacher: the EMA teacher they learn from: 'full' (image tower and heads) or 'heads' (TIPSv2's head-only
+      EMA: the teacher's backbone is the student's own, under stop-gradient).
+    teacher_momentum: the EMA momentum schedule (vlm.ema.momentum_schedule).
+    train_steps: the run's TRAIN_STEPS, which the objectives' start fractions are of.
   """
 
   def __init__(self, image: vit_lib.ViTConfig = gin.REQUIRED, text: text_lib.TextConfig = gin.REQUIRED,
                loss: str = "sigmoid", chunked: bool = True, t_init: float = math.log(10.0),
-               b_init: float = -10.0):
+               b_init: float = -10.0, objectives: tuple = (), teacher: str = "full",
+               teacher_momentum=None, train_steps: int | None = None):
     if loss not in LOSSES:
       raise ValueError(f"SigLIPModel loss={loss!r} is not one of {LOSSES}")
+    from encoders.objectives import compose  # pylint: disable=import-outside-toplevel
+    self.objectives = compose.check_objectives(objectives, teacher, train_steps)
+    if self.objectives and image.pool_type == "none":
+      raise ValueError("the dense objectives read pooled image features: build the ViT with a pooling head")
+    if any(o.name == "masked_prediction" for o in self.objectives) and not image.mask_token:
+      image = dataclasses.replace(image, mask_token=True)
     self.config = SigLIPConfig(image=image, text=text, t_init=t_init, b_init=b_init)
-    self.module = TwoTower(self.config)
+    self.module = TwoTower(self.config, heads=tuple((o.head, o.hidden, o.bottleneck, o.prototypes)
+                                                    for o in self.objectives))
     self.loss = loss
     self.chunked = chunked
+    self.teacher = teacher
+    self.train_steps = train_steps
+    self._momentum = teacher_momentum or vlm_ema.momentum_schedule()
+
+  # The trainer's teacher interface (vlm.trainer), present when there are objectives.
+  @property
+  def learns_from_teacher(self) -> bool:
+    return bool(self.objectives)
+
+  @property
+  def teacher_params(self) -> str | None:
+    from encoders.objectives import compose  # pylint: disable=import-outside-toplevel
+    return compose.teacher_pattern(self.teacher, self.objectives) if self.objectives else None
+
+  def teacher_momentum(self, step):
+    return self._momentum(step)
+
+  def init_aux(self) -> dict:
+    """Each objective's centre (DINO's), zero at the start."""
+    return {f"{o.name}_centre": jnp.zeros((o.prototypes,), jnp.float32) for o in self.objectives}
+
+  def phase(self, step: int) -> tuple[str, ...]:
+    """The objectives active at `step`: those whose start fraction of train_steps has been reached."""
+    return tuple(o.name for o in self.objectives if step >= o.start * self.train_steps)
+
+  def loss_fn_with_teacher(self, params, batch, rng, *, teacher, aux, phase):
+    """(loss, metrics, new aux): the sigmoid loss on every global view plus the active objectives."""
+    from encoders.objectives import compose  # pylint: disable=import-outside-toplevel
+    return compose.loss(self, params, batch, rng, teacher=teacher, aux=aux, phase=phase)
+
+  def contrastive_loss(self, zimg: jax.Array, ztxt: jax.Array, t_prime: jax.Array, bias: jax.Array) -> jax.Array:
+    """The configured image-text loss of one batch of pairs."""
+    if self.loss == "softmax":
+      return softmax_loss(zimg, ztxt, t_prime)
+    if self.chunked:
+      return chunked_sigmoid_loss(zimg, ztxt, t_prime, bias)
+    return sigmoid_loss(zimg, ztxt, t_prime, bias)
 
   def init_variables(self, rng: jax.Array, batch: dict[str, Any]) -> dict:
     """Boxed (logically partitioned) variables; `batch` may hold ShapeDtypeStructs."""
@@ -170,13 +251,7 @@ class SigLIPModel:
     del rng  # deterministic model: no dropout
     zimg, ztxt, t_prime, bias = self.module.apply({"params": params}, token_ids=batch["text"],
                                                   **vit_lib.image_inputs(batch))
-    if self.loss == "softmax":
-      loss = softmax_loss(zimg, ztxt, t_prime)
-    elif self.chunked:
-      loss = chunked_sigmoid_loss(zimg, ztxt, t_prime, bias)
-    else:
-      loss = sigmoid_loss(zimg, ztxt, t_prime, bias)
-    return loss, {"temperature": jnp.exp(t_prime), "bias": bias}
+    return self.contrastive_loss(zimg, ztxt, t_prime, bias), {"temperature": jnp.exp(t_prime), "bias": bias}
 
   def predict_batch(self, params, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
     """L2-normalised embeddings of whichever of the image ('image' or NaFlex patches) / 'text' the batch holds."""
@@ -190,7 +265,11 @@ class SigLIPModel:
     return out
 
   def config_json(self) -> dict:
-    return self.config.to_json()
+    out = self.config.to_json()
+    if self.objectives:
+      out["objectives"] = [{"name": o.name, **dataclasses.asdict(o)} for o in self.objectives]
+      out["teacher"] = self.teacher
+    return out
 
 
 class Encoder:

@@ -65,6 +65,7 @@ class ViTConfig:
   dtype: str = "float32"  # compute dtype; parameters stay float32
   scan: bool = False
   remat: str = "none"
+  mask_token: bool = False  # a learned token that replaces masked patches (masked prediction: TIPS / iBOT)
 
   def __post_init__(self):
     if self.pool_type not in POOL_TYPES:
@@ -184,6 +185,8 @@ def example_inputs(batch: dict) -> dict:
     length, width = batch["patches"].shape[1:]
     return dict(patches=jnp.zeros((1, length, width), jnp.float32), mask=jnp.ones((1, length), jnp.int32),
                 spatial_shapes=jnp.ones((1, 2), jnp.int32))
+  if "global_views" in batch:  # multi-crop views [B, G, S, S, 3] (encoders/objectives/compose.py): one view
+    return dict(images=jnp.zeros((1,) + tuple(batch["global_views"].shape[2:]), jnp.float32))
   return dict(images=jnp.zeros((1,) + tuple(batch["image"].shape[1:]), jnp.float32))
 
 
@@ -196,18 +199,26 @@ class MAPHead(nn.Module):
   dtype: str = "float32"
 
   @nn.compact
-  def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
-    """x: [batch, length, embed], mask: optional bool [batch, length] (False: padding) -> [batch, embed]."""
+  def __call__(self, x: jax.Array, mask: jax.Array | None = None, per_token: bool = False) -> jax.Array:
+    """x: [batch, length, embed], mask: optional bool [batch, length] (False: padding) -> [batch, embed].
+
+    per_token: MaskCLIP's reading instead, [batch, length, embed]: each token's output had the probe attended
+    to it alone (the attention then passes that token's value through), so every patch lands where the
+    pooled output lives, in the text tower's space.
+    """
     batch, _, embed = x.shape
     probe = self.param("probe", layers.with_axes(nn.initializers.xavier_uniform(), (None, None, "embed")),
                        (1, 1, embed), jnp.float32)
     probe = jnp.broadcast_to(probe.astype(self.dtype), (batch, 1, embed))
-    x = layers.MultiHeadAttention(self.num_heads, embed, dtype=self.dtype,
-                                  name="MultiHeadDotProductAttention_0")(
-                                      probe, x, mask=None if mask is None else mask[:, None, None, :])
+    attention = layers.MultiHeadAttention(self.num_heads, embed, dtype=self.dtype,
+                                          name="MultiHeadDotProductAttention_0")
+    if per_token:
+      x = attention.out(attention.project_kv(x)[1])  # softmax over one key is 1: the value, projected out
+    else:
+      x = attention(probe, x, mask=None if mask is None else mask[:, None, None, :])
     y = layers.layer_norm(self.eps, dtype=self.dtype, name="LayerNorm_0")(x)
     x = x + layers.MlpBlock(self.mlp_dim, ACTIVATIONS[self.activation], dtype=self.dtype, name="MlpBlock_0")(y)
-    return x[:, 0]
+    return x if per_token else x[:, 0]
 
 
 class ViT(nn.Module):
@@ -221,12 +232,16 @@ class ViT(nn.Module):
 
   @nn.compact
   def __call__(self, images: jax.Array | None = None, *, patches: jax.Array | None = None,
-               mask: jax.Array | None = None, spatial_shapes: jax.Array | None = None) -> dict[str, jax.Array]:
+               mask: jax.Array | None = None, spatial_shapes: jax.Array | None = None,
+               masked: jax.Array | None = None, per_token_pooled: bool = False) -> dict[str, jax.Array]:
     """Either images [N, H, W, 3] in [-1, 1] (H and W multiples of the patch size; any grid, the position
     embedding is resized), or patches [N, P, p*p*3] in [-1, 1] with mask [N, P] (1: a real patch, which
     come first) and spatial_shapes int [N, 2] (each example's patch rows and cols, rows * cols <= P).
 
     With patches, padding takes no part in any attention or in the pooling, and its tokens are zero.
+    `masked` [N, T] (a tower built with mask_token): patches whose embedding the learned mask token replaces,
+    before the position embedding is added (iBOT's masking). `per_token_pooled` adds 'per_token_pooled'
+    [N, T, D'], each token through the MAP head alone (MaskCLIP; MAPHead's per_token) and the head.
     """
     cfg = self.config
     p = cfg.patch_size
@@ -236,13 +251,18 @@ class ViT(nn.Module):
                         (1, cfg.grid * cfg.grid, cfg.width), jnp.float32)
     if (images is None) == (patches is None):
       raise ValueError("ViT takes either images or patches (with mask and spatial_shapes), not both or neither")
+    if masked is not None and not cfg.mask_token:
+      raise ValueError("masked patches need a tower with a mask token: encoders.vit.config(..., mask_token=True)")
+    token = (self.param("mask_token", layers.with_axes(nn.initializers.normal(0.02), ("embed",)), (cfg.width,),
+                        jnp.float32) if cfg.mask_token else None)
+    x = embed(patchify(images.astype(cfg.dtype), p) if images is not None else patches)  # [batch, length, embed]
+    if masked is not None:
+      x = jnp.where(masked[..., None].astype(bool), token.astype(x.dtype), x)
     if images is not None:
       gh, gw = images.shape[1] // p, images.shape[2] // p
-      x = embed(patchify(images.astype(cfg.dtype), p))  # [batch, length, embed]
       x = x + resize_posemb(posemb, (cfg.grid, cfg.grid), (gh, gw)).astype(cfg.dtype)
       keep = None
     else:
-      x = embed(patches)
       x = x + posemb_for_patches(posemb, (cfg.grid, cfg.grid), spatial_shapes, patches.shape[1]).astype(cfg.dtype)
       keep = mask.astype(bool)  # [batch, length]
     x = layers.Encoder(cfg.depth, cfg.mlp_dim, cfg.num_heads, eps=cfg.layer_norm_eps,
@@ -252,14 +272,18 @@ class ViT(nn.Module):
       x = jnp.where(keep[..., None], x, 0).astype(x.dtype)
     out = {"tokens": x}
     if cfg.pool_type == "map":
-      pooled = MAPHead(cfg.mlp_dim, cfg.num_heads, eps=cfg.layer_norm_eps, activation=cfg.activation,
-                       dtype=cfg.dtype, name="MAPHead_0")(x, keep)
+      map_head = MAPHead(cfg.mlp_dim, cfg.num_heads, eps=cfg.layer_norm_eps, activation=cfg.activation,
+                         dtype=cfg.dtype, name="MAPHead_0")
+      pooled = map_head(x, keep)
+      per_token = map_head(x, per_token=True) if per_token_pooled else None
     elif cfg.pool_type == "gap":
       pooled = (jnp.mean(x, axis=1) if keep is None else
                 jnp.sum(x, axis=1) / jnp.maximum(jnp.sum(keep, axis=1, keepdims=True), 1).astype(x.dtype))
+      per_token = x if per_token_pooled else None  # the mean of one token is the token
     else:
       return out
-    if cfg.head_dim is not None:
-      pooled = layers.dense(cfg.head_dim, ("embed", "mlp"), dtype=cfg.dtype, name="head")(pooled)
-    out["pooled"] = pooled
+    head = layers.dense(cfg.head_dim, ("embed", "mlp"), dtype=cfg.dtype, name="head") if cfg.head_dim else None
+    out["pooled"] = head(pooled) if head else pooled
+    if per_token is not None:
+      out["per_token_pooled"] = head(per_token) if head else per_token
     return out

@@ -23,6 +23,9 @@ NaFlex (SigLIP 2's native aspect ratio; tasks.naflex, tasks.preprocessors.image_
     patch_mask             int32 [P]                1 on the image's patches, 0 on padding
     spatial_shapes         int32 [2]                (rows, cols)
 
+Multi-crop views (tasks.preprocessors.multi_crop, for the dense objectives): the two-tower converter passes
+'global_views', 'local_views' and 'global_masks' through in place of 'image', their view counts checked.
+
 Packing concatenates several examples' token sequences into one row, and an image cannot be split or shared
 between the examples of a row, so an image dataset with pack=True is refused with a ValueError; text-only
 datasets (UL2 denoising) pack as seqio's EncDecFeatureConverter packs them.
@@ -58,6 +61,7 @@ def _image_spec(ds: tf.data.Dataset) -> FeatureSpec | None:
   return FeatureSpec(dtype=tf.float32, rank=rank, sequence_dim=rank - 1)
 
 
+VIEW_FEATURES = ("global_views", "local_views", "global_masks")  # tasks.preprocessors.multi_crop
 _PATCH_MODEL_FEATURES = {"patches": FeatureSpec(dtype=tf.float32, rank=2),
                          "patch_mask": FeatureSpec(dtype=tf.int32),
                          "spatial_shapes": FeatureSpec(dtype=tf.int32)}
@@ -176,6 +180,7 @@ class TwoTowerFeatureConverter(seqio.FeatureConverter):
       raise ValueError("cannot pack image-text pairs: each image belongs to exactly one text; use pack=False")
     self._image = FeatureSpec(dtype=tf.float32, rank=3, sequence_dim=2)  # until a dataset says otherwise
     self._patch_length = None  # the patch budget of a NaFlex dataset (then there is no image)
+    self._views = {}  # multi-crop view feature -> (its spec, its view count)
     super().__init__(pack=False, **kwargs)
 
   @property
@@ -189,30 +194,43 @@ class TwoTowerFeatureConverter(seqio.FeatureConverter):
   def MODEL_FEATURES(self) -> dict[str, FeatureSpec]:  # pylint: disable=invalid-name  (seqio's name)
     if self._patch_length is not None:
       return {"text": FeatureSpec(dtype=tf.int32), **_PATCH_MODEL_FEATURES}
+    if self._views:
+      return {"text": FeatureSpec(dtype=tf.int32), **{k: spec for k, (spec, _) in self._views.items()}}
     return {"text": FeatureSpec(dtype=tf.int32), "image": self._image}
 
   def __call__(self, ds: tf.data.Dataset, task_feature_lengths: Mapping[str, int]) -> tf.data.Dataset:
+    self._views = {}
     if _has_patches(ds, task_feature_lengths):
       self._patch_length = task_feature_lengths["patches"]
+    elif "global_views" in ds.element_spec:
+      # Multi-crop views: each feature's leading axis (its view count) stands in for a sequence length.
+      self._patch_length = None
+      self._views = {k: (FeatureSpec(dtype=spec.dtype, rank=spec.shape.rank), spec.shape[0])
+                     for k, spec in ds.element_spec.items() if k in VIEW_FEATURES}
     else:
       image = _image_spec(ds)
       if image is None:
-        raise ValueError("a two-tower dataset needs an 'image' feature (or NaFlex 'patches')")
+        raise ValueError("a two-tower dataset needs an 'image' feature (or NaFlex 'patches', or multi-crop views)")
       self._image, self._patch_length = image, None  # frames ([N, H, W, 3]) are allowed too
     return super().__call__(ds, task_feature_lengths)
 
   def _convert_features(self, ds: tf.data.Dataset, task_feature_lengths: Mapping[str, int]) -> tf.data.Dataset:
     ds = self._pack_or_pad(ds, {k: task_feature_lengths[k] for k in self.TASK_FEATURES})
-    length = self._patch_length
+    length, views = self._patch_length, tuple(self._views)
 
     def convert(ex):
-      images = {"image": ex["image"]} if length is None else _patch_features(ex, length)
+      if views:
+        images = {k: ex[k] for k in views}
+      else:
+        images = {"image": ex["image"]} if length is None else _patch_features(ex, length)
       return {"text": ex["text"], **images}
     return ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE)
 
   def get_model_feature_lengths(self, task_feature_lengths: Mapping[str, int]) -> dict[str, int]:
     if self._patch_length is not None:
       return {"text": task_feature_lengths["text"], **_patch_lengths(task_feature_lengths)}
+    if self._views:
+      return {"text": task_feature_lengths["text"], **{k: count for k, (_, count) in self._views.items()}}
     return {"text": task_feature_lengths["text"], "image": _CHANNELS}
 
 

@@ -42,6 +42,7 @@ import seqio
 import tensorflow as tf
 
 from tasks import locations
+from tasks import masks as masks_lib
 from tasks import naflex
 from tasks import ul2_objectives
 
@@ -51,6 +52,7 @@ _BOX_KEYS = ("objects/bbox", "bbox")  # box features moved by resize_image(metho
 # Salts folded into an example's seed, one per random preprocessor, so their draws are independent.
 _CROP_SALT = 1
 _UL2_SALT = 2
+_VIEWS_SALT = 3
 
 
 def _example_seed(ex: dict, seqio_seed: tf.Tensor, salt: int) -> tf.Tensor:
@@ -207,6 +209,70 @@ def random_crop_flip(ex: dict, seed: tf.Tensor, image_size: int | Sequence[int],
   return {**ex, "image": image}
 
 
+def multi_crop(ds: tf.data.Dataset, global_views: int = 2, global_size: int = 224,
+               global_area: tuple[float, float] = (0.4, 1.0), local_views: int = 8, local_size: int = 96,
+               local_area: tuple[float, float] = (0.05, 0.4), aspect_range: tuple[float, float] = (3 / 4, 4 / 3),
+               mask_ratio: tuple[float, float] | None = None, patch_size: int = 16) -> tf.data.Dataset:
+  """SILC's multi-crop views of the float32 'image', in place of it (encoders/objectives/compose.py reads them).
+
+  Each view is an Inception-style crop covering a fraction of the image's area in its range, resized:
+    'global_views'  float32 [global_views, global_size, global_size, 3]
+    'local_views'   float32 [local_views, local_size, local_size, 3]   (absent with local_views=0)
+    'global_masks'  int32 [global_views, T], T = (global_size / patch_size)^2: iBOT block masks, each view's
+                    masked share drawn from `mask_ratio` (absent without it)
+  Every draw comes from the example's seed (as random_crop_flip's), so the views of a row are a pure function
+  of (seed, row). No flips: the scene captions name positions.
+  """
+  if global_views < 1 or local_views < 0:
+    raise ValueError(f"multi_crop needs at least one global view and no negative count; got {global_views} "
+                     f"global, {local_views} local")
+  for name, (low, high) in (("global_area", global_area), ("local_area", local_area)):
+    if not 0.0 < low <= high <= 1.0:
+      raise ValueError(f"multi_crop {name}={(low, high)}: fractions of the image's area, 0 < low <= high <= 1")
+  if global_size % patch_size:
+    raise ValueError(f"multi_crop global_size {global_size} is not a multiple of patch_size {patch_size}")
+  grid = global_size // patch_size
+
+  def crops(image, seeds, count, size, area):
+    views = []
+    for i in range(count):
+      begin, extent, _ = tf.image.stateless_sample_distorted_bounding_box(
+          tf.shape(image), bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]), seed=seeds[i],
+          area_range=area, aspect_ratio_range=aspect_range, min_object_covered=0.0,
+          use_image_if_no_bounding_boxes=True)
+      crop = image[begin[0]:begin[0] + extent[0], begin[1]:begin[1] + extent[1], :]
+      views.append(tf.image.resize(crop, (size, size), antialias=True))
+    return tf.stack(views)
+
+  def masks(seed: np.ndarray) -> np.ndarray:
+    rng = np.random.default_rng([int(s) % 2 ** 63 for s in seed])
+    return np.stack([masks_lib.block_mask(rng, grid, grid, rng.uniform(*mask_ratio)).reshape(-1)
+                     for _ in range(global_views)]).astype(np.int32)
+
+  @seqio.map_over_dataset(num_seeds=1)
+  def fn(ex, seed):
+    if ex["image"].dtype != tf.float32 or ex["image"].shape.rank != 3:
+      raise ValueError("multi_crop takes one float32 image [H, W, 3]: apply normalize_image first")
+    if any(key in ex for key in _BOX_KEYS):
+      raise ValueError("multi_crop would leave boxes pointing at the wrong pixels: not for box tasks")
+    base = _example_seed(ex, seed, _VIEWS_SALT)
+    seeds = tf.random.experimental.stateless_split(base, num=global_views + local_views + 1)
+    ex = dict(ex)
+    image = ex.pop("image")
+    ex["global_views"] = tf.ensure_shape(crops(image, seeds[:global_views], global_views, global_size, global_area),
+                                         [global_views, global_size, global_size, 3])
+    if local_views:
+      ex["local_views"] = tf.ensure_shape(
+          crops(image, seeds[global_views:global_views + local_views], local_views, local_size, local_area),
+          [local_views, local_size, local_size, 3])
+    if mask_ratio is not None:
+      drawn = tf.numpy_function(masks, [seeds[-1]], tf.int32, stateful=False)
+      ex["global_masks"] = tf.ensure_shape(drawn, [global_views, grid * grid])
+    return ex
+
+  return fn(ds)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Prompts
 # ----------------------------------------------------------------------------------------------------------------
@@ -322,5 +388,5 @@ def ul2_denoise(ds: tf.data.Dataset, output_features, sequence_length,
   return fn(ds)
 
 
-__all__ = ["decode_image", "normalize_image", "resize_image", "naflex_patches", "image_inputs", "random_crop_flip", "box_tokens", "caption_prompt",
+__all__ = ["decode_image", "normalize_image", "resize_image", "naflex_patches", "image_inputs", "multi_crop", "random_crop_flip", "box_tokens", "caption_prompt",
            "vqa_prompt", "ocr_prompt", "detect_prompt", "refexp_prompt", "tokenize", "ul2_denoise"]

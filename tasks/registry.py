@@ -20,6 +20,11 @@ an S x S square: portrait forms, landscape tables, long receipts, wide charts, s
   charts_native_synthetic          tasks.charts, native_aspect=True
   scene_pairs_native_synthetic     scene + caption ('text'), for two towers
 
+For the dense encoder objectives (encoders/objectives): multi-crop views and TIPSv2's caption granularities.
+
+  scene_pairs_views_synthetic      scene + caption at a granularity drawn by `caption_granularity` (gin),
+                                   as SILC's multi-crop views with iBOT block masks (`views`, gin)
+
   pali_stage1_synthetic            Mixture of the eight image tasks, rates from `stage1_rates` (gin)
   documents_charts_native_synthetic  Mixture of the two native-aspect image tasks, evenly
 
@@ -66,6 +71,7 @@ SPLITS = ("train", "validation")
 _UNBOUNDED = 2 ** 62  # the end of an unbounded index range
 _PASSAGE_STREAM = 106  # render.example_rng stream of the UL2 passages, apart from every generator's own
 _NATIVE_SCENE_STREAM = 107  # and of the native-aspect scene pairs
+_GRANULARITY_STREAM = 108  # and of the caption granularity draws
 
 
 @gin.configurable(module="tasks.registry")
@@ -78,6 +84,30 @@ def image_size(size: int = 224) -> int:
 def patch_size(size: int = 16) -> int:
   """The NaFlex patch side in pixels (the ViT's), when TASK_FEATURE_LENGTHS asks for patches."""
   return size
+
+
+@gin.configurable(module="tasks.registry")
+def views(global_views: int = 2, global_size: int = 32, global_area: tuple[float, float] = (0.4, 1.0),
+          local_views: int = 4, local_size: int = 16, local_area: tuple[float, float] = (0.05, 0.4),
+          mask_ratio: tuple[float, float] | None = (0.1, 0.5)) -> dict:
+  """The multi-crop settings of scene_pairs_views_synthetic (tasks.preprocessors.multi_crop's arguments); the
+  masks are cut in patches of `patch_size()` pixels. SILC: 2 global views from 0.4-1.0 of the area, 8 local
+  from 0.05-0.4."""
+  return dict(global_views=global_views, global_size=global_size, global_area=tuple(global_area),
+              local_views=local_views, local_size=local_size, local_area=tuple(local_area),
+              mask_ratio=None if mask_ratio is None else tuple(mask_ratio))
+
+
+@gin.configurable(module="tasks.registry")
+def caption_granularity(rates: Mapping[str, float] = {"alt": 1.0}) -> dict[str, float]:  # noqa: B006  (gin default)
+  """Rates of the caption granularities (tasks.scenes.GRANULARITIES) in scene_pairs_views_synthetic; TIPSv2
+  alternates alt-text, short and long captions."""
+  rates = dict(rates)
+  unknown = sorted(set(rates) - set(scenes.GRANULARITIES))
+  if unknown or not rates or any(v < 0 for v in rates.values()) or sum(rates.values()) <= 0:
+    raise ValueError(f"caption_granularity rates={rates}: non-negative rates of {scenes.GRANULARITIES} with a "
+                     "positive sum")
+  return rates
 
 
 STAGE1_RATES: dict[str, float] = {
@@ -204,6 +234,17 @@ def _pair(seed, split, index, size):
   return {"image": ex["image"], "text": ex["targets"]}
 
 
+def _granular_pair(seed, split, index, size):
+  """A scene and its caption at a granularity drawn by caption_granularity()'s rates."""
+  ex = scene_tasks.example(seed, index, split, "caption", size, with_scene=True)
+  rates = caption_granularity()
+  names = tuple(rates)
+  weights = np.array([rates[n] for n in names], np.float64)
+  rng = render.example_rng(seed, split, index, _GRANULARITY_STREAM)
+  granularity = names[int(rng.choice(len(names), p=weights / weights.sum()))]
+  return {"image": ex["image"], "text": scenes.caption_at(ex["scene"], granularity, rng)}
+
+
 def _native(module) -> ExampleFn:
   def example(seed, split, index, size):
     return module.example(seed, index, split, size, native_aspect=True)
@@ -258,6 +299,10 @@ IMAGE_FEATURES = {"image": seqio.ContinuousFeature(dtype=tf.float32, rank=3, req
                   "spatial_shapes": seqio.ContinuousFeature(dtype=tf.int32, rank=1, required=False)}
 IMAGE_TEXT_FEATURES = {**IMAGE_FEATURES, "inputs": seqio.Feature(VOCABULARY), "targets": seqio.Feature(VOCABULARY)}
 PAIR_FEATURES = {**IMAGE_FEATURES, "text": seqio.Feature(VOCABULARY)}
+# Multi-crop views (tasks.preprocessors.multi_crop), in place of 'image'.
+VIEW_FEATURES = {"global_views": seqio.ContinuousFeature(dtype=tf.float32, rank=4, required=False),
+                 "local_views": seqio.ContinuousFeature(dtype=tf.float32, rank=4, required=False),
+                 "global_masks": seqio.ContinuousFeature(dtype=tf.int32, rank=2, required=False)}
 TEXT_FEATURES = {"inputs": seqio.Feature(VOCABULARY), "targets": seqio.Feature(VOCABULARY)}
 
 
@@ -303,6 +348,15 @@ seqio.TaskRegistry.add(
     "scene_pairs_native_synthetic", source=GeneratorSource(_native_pair, ("image", "text"), square=False),
     preprocessors=IMAGE_PREPROCESSORS, output_features=PAIR_FEATURES, shuffle_buffer_size=None)
 
+def _multi_crop(ds: tf.data.Dataset) -> tf.data.Dataset:
+  return preprocessors.multi_crop(ds, **views(), patch_size=patch_size())
+
+
+seqio.TaskRegistry.add(
+    "scene_pairs_views_synthetic", source=GeneratorSource(_granular_pair, ("image", "text")),
+    preprocessors=[preprocessors.normalize_image, _multi_crop] + _TOKENIZE,
+    output_features={**PAIR_FEATURES, **VIEW_FEATURES}, shuffle_buffer_size=None)
+
 seqio.TaskRegistry.add(
     "webli_pairs_synthetic", source=GeneratorSource(_pair, ("image", "text")),
     preprocessors=[preprocessors.normalize_image, _crop] + _TOKENIZE, output_features=PAIR_FEATURES,
@@ -324,5 +378,5 @@ seqio.MixtureRegistry.add("pali_stage1_synthetic", [(name, _stage1_rate) for nam
 seqio.MixtureRegistry.add("documents_charts_native_synthetic", [(name, 1.0) for name in NATIVE_ASPECT_TASKS])
 
 
-__all__ = ["SPLITS", "image_size", "patch_size", "SCENE_ASPECTS", "NATIVE_ASPECT_TASKS", "STAGE1_RATES", "stage1_rates", "GeneratorSource", "VOCABULARY",
+__all__ = ["SPLITS", "image_size", "patch_size", "views", "caption_granularity", "VIEW_FEATURES", "SCENE_ASPECTS", "NATIVE_ASPECT_TASKS", "STAGE1_RATES", "stage1_rates", "GeneratorSource", "VOCABULARY",
            "IMAGE_TEXT_FEATURES", "PAIR_FEATURES", "TEXT_FEATURES", "IMAGE_PREPROCESSORS", "IMAGE_TASKS"]

@@ -314,6 +314,32 @@ def caption(objects: Sequence[SceneObject], rng: np.random.Generator) -> str:
   )
 
 
+# Caption granularities (TIPSv2: alt-text, short synthetic captions and long detailed ones, alternated so that
+# the text tower cannot shortcut on coarse keywords):
+#   alt     `caption`: a template, objects in random order, sizes and positions sometimes
+#   short   the main object: the largest, the first drawn among equals ("a red circle")
+#   medium  every object with its size and colour ("a large red circle and a small blue ring")
+#   long    counts per colour, then every object with size and position ("a scene with two red objects and
+#           one blue object namely a large red circle at the top left ...")
+GRANULARITIES = ("alt", "short", "medium", "long")
+
+
+def caption_at(objects: Sequence[SceneObject], granularity: str, rng: np.random.Generator) -> str:
+  """A caption of the scene at one of GRANULARITIES, in vocabulary_words()."""
+  if granularity == "alt":
+    return caption(objects, rng)
+  if granularity == "short":
+    main = max(objects, key=lambda o: SIZES[o.size])  # max keeps the first of equals
+    return _object_phrase(main, with_size=False, with_position=False)
+  order = [objects[i] for i in rng.permutation(len(objects))]
+  if granularity == "medium":
+    return _join([_object_phrase(o, with_size=True, with_position=False) for o in order])
+  if granularity == "long":
+    return (f"a scene with {_colour_summary(order)} namely "
+            f"{_join([_object_phrase(o, with_size=True, with_position=True) for o in order])}")
+  raise ValueError(f"unknown caption granularity {granularity!r}: use one of {GRANULARITIES}")
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Rendering
 # ----------------------------------------------------------------------------------------------------------------
@@ -353,7 +379,21 @@ def shape_mask(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 
 def _top_colours(scenes: Sequence[Sequence[SceneObject]], h: int, w: int) -> np.ndarray:
-  """The colour id on top of each pixel of each scene (-1: background), objects painted in list order.
+  """The colour id on top of each pixel of each scene (-1: background), objects painted in list order."""
+  return _top_ids(scenes, h, w, lambda o: _COLOUR_IDS[o.colour])
+
+
+def class_map(scenes: Sequence[Sequence[SceneObject]], image_size: int | tuple[int, int]) -> np.ndarray:
+  """Per-pixel ground truth: the (colour, shape) class on top of each pixel, an index into all_combos()
+  (colour-major), or -1 for the background: int16 [B, H, W], the pixels render_scenes paints."""
+  h, w = (image_size, image_size) if isinstance(image_size, (int, np.integer)) else (int(v) for v in image_size)
+  return _top_ids(scenes, h, w, lambda o: _COLOUR_IDS[o.colour] * len(SHAPES) + _SHAPE_IDS[o.shape],
+                  dtype=np.int16)
+
+
+def _top_ids(scenes: Sequence[Sequence[SceneObject]], h: int, w: int, id_of, dtype=np.int8) -> np.ndarray:
+  """The id (id_of(object)) of the object on top of each pixel of each scene (-1: background), objects
+  painted in list order.
 
   Vectorised over all objects of the batch: one mask computation per shape kind, one paint per object slot.
   On a rectangle, centres are fractions of each side and sizes of the shorter one, so shapes keep their form.
@@ -363,9 +403,9 @@ def _top_colours(scenes: Sequence[Sequence[SceneObject]], h: int, w: int) -> np.
     h, w: the image size in pixels.
 
   Returns:
-    int8 [B, H, W] indices into COLOURS, or -1.
+    [B, H, W] ids, or -1.
   """
-  top = np.full((len(scenes), h, w), -1, dtype=np.int8)  # [B, H, W]
+  top = np.full((len(scenes), h, w), -1, dtype=dtype)  # [B, H, W]
   # Flatten the objects of all scenes: which image, which slot (paint order), where, how big, what.
   flat = [(i, k, o) for i, scene in enumerate(scenes) for k, o in enumerate(scene)]
   if not flat:
@@ -376,7 +416,7 @@ def _top_colours(scenes: Sequence[Sequence[SceneObject]], h: int, w: int) -> np.
   cy = np.array([o.cy for _, _, o in flat], dtype=np.float32) * h
   half = np.array([o.half_extent for _, _, o in flat], dtype=np.float32) * min(h, w)
   shape_id = np.array([_SHAPE_IDS[o.shape] for _, _, o in flat])
-  colour_id = np.array([_COLOUR_IDS[o.colour] for _, _, o in flat], dtype=np.int8)  # [N]
+  object_id = np.array([id_of(o) for _, _, o in flat], dtype=dtype)  # [N]
 
   x_centres = np.arange(w, dtype=np.float32) + 0.5  # pixel centres
   y_centres = np.arange(h, dtype=np.float32) + 0.5
@@ -392,7 +432,7 @@ def _top_colours(scenes: Sequence[Sequence[SceneObject]], h: int, w: int) -> np.
   for k in range(int(slot.max()) + 1):
     sel = np.flatnonzero(slot == k)
     rows = image_idx[sel]
-    top[rows] = np.where(masks[sel], colour_id[sel, None, None], top[rows])
+    top[rows] = np.where(masks[sel], object_id[sel, None, None], top[rows])
   return top
 
 
@@ -506,6 +546,6 @@ def zero_shot_batch(seed: int, combos: Sequence[tuple[str, str]], n_per_combo: i
 
 __all__ = [
     "COLOURS", "SHAPES", "SIZES", "SOLID_SHAPES", "HELD_OUT_COMBOS", "SPLITS", "MAX_OBJECTS", "SceneObject",
-    "all_combos", "class_prompt", "vocabulary_words", "sample_scene", "position_phrase", "caption",
-    "render_scenes", "batch_rng", "sample_batch", "zero_shot_batch",
+    "all_combos", "class_prompt", "vocabulary_words", "sample_scene", "position_phrase", "caption", "GRANULARITIES",
+    "caption_at", "class_map", "render_scenes", "batch_rng", "sample_batch", "zero_shot_batch",
 ]

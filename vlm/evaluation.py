@@ -6,7 +6,8 @@
   - image->text and text->image R@1 on held-out scenes.
 Chance levels are reported next to them, so a reader can tell learning from luck. Given a seqio `pairs_task`
 it reads that task's validation pairs and its vocabulary instead, and evaluates NaFlex models (a 'patches'
-budget in the feature lengths) on patches.
+budget in the feature lengths) on patches. With `dense` (the default) it adds the dense evaluations of
+vlm.dense_evaluation: zero-shot and linear-probe segmentation mIoU, k-NN accuracy.
 
 `SeqioTaskEvaluation` judges a PaLI on the validation split of seqio tasks by greedy decoding, each task
 scored as its benchmark is (ANLS for documents, relaxed accuracy for charts, else exact match).
@@ -73,12 +74,18 @@ class SceneZeroShotRetrieval:
       the images NaFlex patches of `patch_size` pixels.
     pairs_task: a seqio task of image-text pairs whose validation split gives the retrieval pairs (and whose
       vocabulary, tasks.vocab, tokenises the class prompts); None: tasks.scene_pairs' numpy pairs and words.
+    dense: also the dense evaluations (vlm.dense_evaluation), on scenes of image_size; maskclip: their
+      zero-shot segmentation reads each patch through the MAP head (MaskCLIP) instead of the token itself.
   """
 
   def __init__(self, image_size: int = 32, task_feature_lengths: dict[str, int] | None = None,
                images_per_class: int = 20, retrieval_pairs: int = 512, seed: int = 1234,
-               pairs_task: str | None = None, patch_size: int = 16):
+               pairs_task: str | None = None, patch_size: int = 16, dense: bool = True, maskclip: bool = False,
+               dense_scenes: int = 256):
     self._predict = {}  # model -> jitted predict_batch, compiled once per run
+    self._features = {}  # model -> jitted image features for the dense evaluations
+    self.image_size, self.dense, self.maskclip, self.dense_scenes = image_size, dense, maskclip, dense_scenes
+    self._dense_data = None  # built at the first call, when the tower's patch size is known
     self.combos = scenes.all_combos()
     prompts = [scenes.class_prompt(c, s) for c, s in self.combos]
     zs = scenes.zero_shot_batch(seed, self.combos, images_per_class, image_size)
@@ -110,7 +117,22 @@ class SceneZeroShotRetrieval:
     }
     r = metrics.retrieval(pairs["image"], pairs["text"], ks=(1,))
     out.update(i2t_R1=r["i2t_R@1"], t2i_R1=r["t2i_R@1"], retrieval_chance=100.0 / n_pairs)
+    if self.dense:
+      out.update(self._dense(model, params, classes))
     return out
+
+  def _dense(self, model, params, classes: np.ndarray) -> dict[str, float]:
+    from vlm import dense_evaluation  # pylint: disable=import-outside-toplevel
+    from encoders import siglip  # pylint: disable=import-outside-toplevel
+    if self._dense_data is None:
+      self._dense_data = dense_evaluation.SceneDenseData(self.image_size, model.config.image.patch_size,
+                                                         eval_scenes=self.dense_scenes)
+    if id(model) not in self._features:
+      self._features[id(model)] = jax.jit(lambda p, images: model.module.apply(
+          {"params": p}, images, per_token_pooled=True, method=siglip.TwoTower.encode_image))
+    tower = self._features[id(model)]
+    features = lambda images: embed(lambda p, b: tower(p, b["image"]), params, {"image": images})
+    return dense_evaluation.dense_metrics(features, self._dense_data, classes, maskclip=self.maskclip)
 
 
 def decode_texts(predict, params, batch: dict[str, np.ndarray], detokenize, chunk: int = 128) -> list[str]:

@@ -20,11 +20,25 @@ is saved inside each checkpoint and restored with it (vlm.checkpoints.Checkpoint
 Optional extras of a model: `warm_start(params) -> params` (pretrained towers loaded into a fresh state) and
 `num_tokens(batch) -> scalar` (the tokens a batch holds, for tokens_per_sec; by default the non-padding ids of
 its token features, TOKEN_FEATURES).
+
+Models that learn from a teacher (SigLIP with the dense objectives, encoders/objectives) add:
+
+  model.teacher_params -> str | None       regex of the parameter paths that have an EMA copy (vlm.ema)
+  model.teacher_momentum(step) -> scalar   the EMA's momentum at a step
+  model.init_aux() -> pytree               state outside the parameters, replicated (DINO's centres)
+  model.phase(step) -> hashable            which objectives the step runs; the step compiles once per phase
+  model.loss_fn_with_teacher(params, batch, rng, *, teacher, aux, phase) -> (loss, metrics, new aux)
+  model.learns_from_teacher -> bool         whether to use these (else plain loss_fn)
+
+The teacher copy and the aux state live in the train state (TrainState.teacher, .aux): checkpointed and
+resumed with it, the copy sharded like the parameters it copies, neither differentiated nor given optimizer
+state. After each update the copy moves to m * teacher + (1 - m) * the new parameters.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -43,6 +57,7 @@ import optax
 from jax.experimental import multihost_utils
 
 from vlm import checkpoints
+from vlm import ema
 from vlm import optim
 from vlm import partitioning
 from vlm import summaries
@@ -97,14 +112,25 @@ class TrainState:
   step: jax.Array
   params: Any
   opt_state: Any
+  teacher: Any = None  # the EMA copy of model.teacher_params' subtrees (vlm.ema), or None
+  aux: Any = None  # the model's state outside the parameters (model.init_aux), or None
 
 
 @dataclasses.dataclass
 class StepFunctions:
-  """The jitted pieces of a run, with the shardings they were built for."""
+  """The jitted pieces of a run, with the shardings they were built for.
+
+  train_step(state, batch, phase=None): `phase` is the model's phase of the step (model.phase), a static
+  argument: each phase compiles once.
+  """
   init: Callable[[jax.Array], TrainState]
-  train_step: Callable[[TrainState, dict], tuple[TrainState, dict]]
+  train_step: Callable[..., tuple[TrainState, dict]]
   abstract_state: TrainState  # ShapeDtypeStructs carrying shardings: the restore target
+
+
+def learns_from_teacher(model) -> bool:
+  """Whether the model takes the extended interface of the module docstring (teacher, aux state, phases)."""
+  return bool(getattr(model, "learns_from_teacher", False))
 
 
 def build_step_functions(model: Model, optimizer: optax.GradientTransformation,
@@ -126,42 +152,85 @@ def build_step_functions(model: Model, optimizer: optax.GradientTransformation,
   abstract_opt = jax.eval_shape(optimizer.init, abstract_params)
   replicated = partitioner.sharding(None)
   opt_shardings = _opt_state_shardings(abstract_opt, abstract_params, param_shardings, replicated)
-  state_shardings = TrainState(step=replicated, params=param_shardings, opt_state=opt_shardings)
+  extended = learns_from_teacher(model)
+  teacher_pattern = getattr(model, "teacher_params", None) if extended else None
+  abstract_teacher = ema.select(abstract_params, teacher_pattern) if teacher_pattern else None
+  abstract_aux = jax.eval_shape(model.init_aux) if extended else None
+  state_shardings = TrainState(
+      step=replicated, params=param_shardings, opt_state=opt_shardings,
+      # The copy is shaped like the parameters it copies, and sharded like them (matched by path and shape).
+      teacher=_opt_state_shardings(abstract_teacher, abstract_params, param_shardings, replicated),
+      aux=jax.tree.map(lambda _: replicated, abstract_aux))
   abstract_state = jax.tree.map(
       lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-      TrainState(step=jax.ShapeDtypeStruct((), jnp.int32), params=abstract_params, opt_state=abstract_opt),
+      TrainState(step=jax.ShapeDtypeStruct((), jnp.int32), params=abstract_params, opt_state=abstract_opt,
+                 teacher=abstract_teacher, aux=abstract_aux),
       state_shardings)
   batch_shardings = {k: partitioner.batch_sharding(v.ndim) for k, v in example_batch.items()}
 
   def init(rng):
     params = nn.meta.unbox(model.init_variables(rng, batch_spec)["params"])
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params))
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params),
+                      teacher=ema.select(params, teacher_pattern) if teacher_pattern else None,
+                      aux=model.init_aux() if extended else None)
 
   base_rng = jax.random.key(seed + 1)
 
   count_tokens = getattr(model, "num_tokens", _count_tokens)
 
-  def train_step(state: TrainState, batch: dict):
+  def train_step(state: TrainState, batch: dict, phase=None):
     rng = jax.random.fold_in(base_rng, state.step)
     frozen = optim.frozen_mask(state.params, frozen_params)
-    (loss, metrics), trained_grads = _loss_and_grads(model.loss_fn, state.params, frozen, batch, rng,
-                                                     microbatches)
+    if extended:
+      def loss_fn(params, b, r):
+        loss, metrics, aux = model.loss_fn_with_teacher(params, b, r, teacher=state.teacher, aux=state.aux,
+                                                        phase=phase)
+        return loss, (metrics, aux)
+    else:
+      def loss_fn(params, b, r):
+        loss, metrics = model.loss_fn(params, b, r)
+        return loss, (metrics, None)
+    (loss, (metrics, aux)), trained_grads = _loss_and_grads(loss_fn, state.params, frozen, batch, rng,
+                                                            microbatches)
     # Frozen parameters' zero "gradients" are never computed: the optimizer ignores them (set_to_zero).
     grads = _merge(frozen, trained_grads, [jnp.zeros_like(x) for x in _split(frozen, state.params)[1]])
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = {"loss": loss, "grad_norm": optax.global_norm(trained_grads),
                "param_norm": optax.global_norm(params), **metrics}
+    teacher = state.teacher
+    if teacher_pattern:
+      momentum = model.teacher_momentum(state.step)
+      teacher = ema.update(teacher, ema.select(params, teacher_pattern), momentum)
+      metrics["teacher_momentum"] = momentum
     tokens = count_tokens(batch)
     if tokens is not None:
       metrics["num_tokens"] = tokens
-    return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+    return TrainState(step=state.step + 1, params=params, opt_state=opt_state, teacher=teacher,
+                      aux=aux if extended else None), metrics
 
-  return StepFunctions(
-      init=jax.jit(init, out_shardings=state_shardings),
-      train_step=jax.jit(train_step, in_shardings=(state_shardings, batch_shardings),
-                         out_shardings=(state_shardings, replicated), donate_argnums=(0,)),
-      abstract_state=abstract_state)
+  step_of_phase = functools.partial(jax.jit, in_shardings=(state_shardings, batch_shardings),
+                                    out_shardings=(state_shardings, replicated), donate_argnums=(0,))
+  return StepFunctions(init=jax.jit(init, out_shardings=state_shardings),
+                       train_step=_PhasedStep(train_step, step_of_phase), abstract_state=abstract_state)
+
+
+class _PhasedStep:
+  """`train_step(state, batch, phase=None)` jitted once per phase; `.lower(...)` lowers a phase's step."""
+
+  def __init__(self, step_fn, jit):
+    self._step_fn, self._jit, self._compiled = step_fn, jit, {}
+
+  def _of(self, phase):
+    if phase not in self._compiled:
+      self._compiled[phase] = self._jit(functools.partial(self._step_fn, phase=phase))
+    return self._compiled[phase]
+
+  def __call__(self, state: TrainState, batch: dict, phase=None):
+    return self._of(phase)(state, batch)
+
+  def lower(self, state, batch, phase=None):
+    return self._of(phase).lower(state, batch)
 
 
 def _loss_and_grads(loss_fn, params, frozen, batch: dict, rng: jax.Array, microbatches: int):
@@ -281,6 +350,9 @@ def _initial_state(model: Model, fns: StepFunctions, partitioner: partitioning.P
   # Gather to host: a parameter may be spread over other processes' devices in a multi-host run.
   params = model.warm_start(multihost_utils.process_allgather(state.params, tiled=True))
   params = jax.device_put(params, jax.tree.map(lambda x: x.sharding, fns.abstract_state.params))
+  if state.teacher is not None:  # the teacher starts as a copy of the warm-started parameters
+    teacher = ema.select(params, model.teacher_params)
+    return state.replace(params=params, teacher=jax.tree.map(jnp.copy, teacher))
   return state.replace(params=params)
 
 
@@ -476,7 +548,7 @@ def train(model: Model = gin.REQUIRED, train_data: Dataset = gin.REQUIRED, *, mo
     if main_process:
       writer = summaries.SummaryWriter(model_dir, start)
     state = _loop(state, start, train_steps, batch_size, fns, partitioner, train_data, ckpt, writer, throughput,
-                  schedule, log_period, progress and main_process,
+                  schedule, log_period, progress and main_process, lambda step: _phase(model, step),
                   lambda step, st: _evaluate(model, st, evaluator, step, writer, partitioner, eval_period))
     _maybe_save(ckpt, train_steps, state, train_data, force=True)
     ckpt.wait()  # a failed final save is reported before the evaluation, not after it
@@ -543,7 +615,7 @@ def _load_input_state(train_data: Dataset, saved: list | None) -> None:
 
 
 def _loop(state, start, train_steps, batch_size, fns, partitioner, train_data, ckpt, writer, throughput,
-          schedule, log_period, progress, maybe_evaluate):
+          schedule, log_period, progress, phase_of, maybe_evaluate):
   from tqdm import tqdm  # pylint: disable=import-outside-toplevel
   bar = tqdm(total=train_steps, initial=start, disable=not progress, unit="step", dynamic_ncols=True,
              mininterval=1.0)
@@ -553,7 +625,7 @@ def _loop(state, start, train_steps, batch_size, fns, partitioner, train_data, c
     with partitioner.context():
       for step in range(start, train_steps):
         batch = partitioning.read_batch(partitioner, train_data, step, batch_size)
-        state, metrics = fns.train_step(state, batch)
+        state, metrics = fns.train_step(state, batch, phase_of(step))
         metrics = jax.device_get(metrics)
         _check_finite(metrics, step + 1, ckpt)
         window.append(metrics)
@@ -571,6 +643,11 @@ def _loop(state, start, train_steps, batch_size, fns, partitioner, train_data, c
   finally:  # also on an error, so that its message starts a line of its own instead of trailing the bar
     bar.close()
   return state
+
+
+def _phase(model, step: int):
+  """The model's phase at `step` (which objectives run), or None for a model without phases."""
+  return model.phase(step) if learns_from_teacher(model) else None
 
 
 def _check_finite(metrics: dict, step: int, ckpt: checkpoints.Checkpointer) -> None:

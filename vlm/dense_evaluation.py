@@ -1,0 +1,166 @@
+"""Dense evaluations of a two-tower model on held-out generated scenes, whose renderer knows every pixel's class
+(tasks.scenes.class_map: the (colour, shape) of the object on top, or background):
+
+  seg_miou_zero_shot  each patch takes the class whose prompt ("a photo of a red circle") its feature is most
+                      similar to: the patch token itself, or with `maskclip` the MAP head's reading of that
+                      token alone (MaskCLIP's value-embedding trick; encoders.vit.MAPHead per_token)
+  seg_miou_probe      a linear probe (softmax regression, background a class) on frozen patch tokens, fitted
+                      on train-split scenes, scored on the held-out ones
+  knn_accuracy        single-object images classified by the cosine-weighted vote of their 20 nearest
+                      neighbours (pooled features) in a bank of labelled single-object images (DINO's k-NN)
+  seg_miou_oracle     the best a patch-level prediction can do: each patch's majority class as its prediction
+  seg_miou_chance     a uniformly random class per patch (with the probe's background class as one of 49)
+
+mIoU by the standard definition: per class, intersection over union of its pixels across the whole split,
+averaged over the classes present in the ground truth or the predictions. Scored on object pixels (the 48
+object classes; a background prediction there counts against the object's class), the "without background"
+protocol of zero-shot segmentation benchmarks: the scenes' background is one uniform dark grey. Patch
+predictions are nearest-upsampled to pixels.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+NUM_CLASSES = 48  # tasks.scenes.all_combos()
+_BACKGROUND = NUM_CLASSES  # the probe's extra class
+
+
+def miou(predicted: np.ndarray, truth: np.ndarray, num_classes: int = NUM_CLASSES) -> float:
+  """Percent mIoU over object pixels (truth >= 0); predictions outside [0, num_classes) count as misses."""
+  on = truth >= 0
+  p, t = predicted[on].astype(np.int64), truth[on].astype(np.int64)
+  p = np.where((p >= 0) & (p < num_classes), p, num_classes)  # background / invalid: its own bin
+  confusion = np.bincount(t * (num_classes + 1) + p, minlength=num_classes * (num_classes + 1)).reshape(
+      num_classes, num_classes + 1)[:, :num_classes]
+  tp = np.diag(confusion).astype(np.float64)
+  union = confusion.sum(0) + np.bincount(t, minlength=num_classes) - tp  # predicted + true - both
+  present = union > 0
+  return float(100.0 * np.mean(tp[present] / union[present])) if present.any() else 0.0
+
+
+def patch_labels(classes: np.ndarray, patch: int) -> np.ndarray:
+  """Per-pixel classes [N, H, W] (-1 background) -> each patch's majority class [N, H/p, W/p] (background
+  as _BACKGROUND), ties to the lower class id."""
+  n, h, w = classes.shape
+  blocks = np.where(classes < 0, _BACKGROUND, classes).reshape(n, h // patch, patch, w // patch, patch)
+  blocks = blocks.transpose(0, 1, 3, 2, 4).reshape(n, h // patch, w // patch, -1)
+  counts = (blocks[..., None] == np.arange(NUM_CLASSES + 1)).sum(-2)
+  return counts.argmax(-1)
+
+
+def upsample(patch_predictions: np.ndarray, patch: int) -> np.ndarray:
+  """[N, gh, gw] -> [N, gh * p, gw * p], each pixel its patch's prediction."""
+  return np.repeat(np.repeat(patch_predictions, patch, axis=1), patch, axis=2)
+
+
+def fit_probe(features: np.ndarray, labels: np.ndarray, steps: int = 300, learning_rate: float = 0.1,
+              weight_decay: float = 1e-4) -> callable:
+  """A softmax regression of labels [M] (0.._BACKGROUND) on features [M, D], full-batch Adam on standardised
+  features; returns features [..., D] -> predicted class [...]. Deterministic (zero init)."""
+  import optax  # pylint: disable=import-outside-toplevel
+  mean, std = features.mean(0), features.std(0) + 1e-6
+  x = jnp.asarray((features - mean) / std, jnp.float32)
+  y = jax.nn.one_hot(jnp.asarray(labels), NUM_CLASSES + 1)
+  params = {"w": jnp.zeros((x.shape[1], NUM_CLASSES + 1)), "b": jnp.zeros((NUM_CLASSES + 1,))}
+  tx = optax.adam(learning_rate)
+
+  def loss(p):
+    logits = x @ p["w"] + p["b"]
+    return -jnp.mean(jnp.sum(y * jax.nn.log_softmax(logits), -1)) + weight_decay * jnp.sum(p["w"] ** 2)
+
+  @jax.jit
+  def train(p):
+    def step(carry, _):
+      p, state = carry
+      grads = jax.grad(loss)(p)
+      updates, state = tx.update(grads, state, p)
+      return (optax.apply_updates(p, updates), state), None
+    return jax.lax.scan(step, (p, tx.init(p)), None, length=steps)[0][0]
+
+  params = train(params)
+  w, b = np.asarray(params["w"]), np.asarray(params["b"])
+  return lambda f: np.argmax(((f - mean) / std) @ w + b, axis=-1)
+
+
+def knn_accuracy(bank: np.ndarray, bank_labels: np.ndarray, queries: np.ndarray, query_labels: np.ndarray,
+                 k: int = 20, temperature: float = 0.07) -> float:
+  """Percent of queries whose k nearest bank entries (cosine; features L2-normalised) vote for their label,
+  votes weighted by exp(similarity / temperature) as DINO's evaluation weighs them."""
+  similarity = queries @ bank.T  # [Q, N]
+  k = min(k, bank.shape[0])
+  nearest = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
+  weights = np.exp(np.take_along_axis(similarity, nearest, 1) / temperature)
+  votes = np.zeros((len(queries), int(bank_labels.max()) + 1))
+  np.add.at(votes, (np.arange(len(queries))[:, None], bank_labels[nearest]), weights)
+  return float(100.0 * np.mean(votes.argmax(1) == query_labels))
+
+
+class SceneDenseData:
+  """The scenes and ground truth the dense evaluations read, generated once per run.
+
+  Args:
+    image_size, patch_size: the scenes' side and the tower's patch (image_size a multiple of it).
+    eval_scenes: held-out scenes for both segmentation scores; probe_scenes: train-split scenes to fit the
+      probe on; knn_bank / knn_queries: single-object images per class in the bank and queried.
+  """
+
+  def __init__(self, image_size: int, patch_size: int, eval_scenes: int = 256, probe_scenes: int = 512,
+               knn_bank: int = 10, knn_queries: int = 5, seed: int = 4321):
+    from tasks import scenes  # pylint: disable=import-outside-toplevel
+    if image_size % patch_size:
+      raise ValueError(f"dense evaluation: image_size {image_size} is not a multiple of patch_size {patch_size}")
+    self.patch = patch_size
+    held_out = scenes.sample_batch(seed, 0, eval_scenes, image_size, "eval", with_scenes=True)
+    self.eval_images, self.eval_classes = held_out["image"], scenes.class_map(held_out["scenes"], image_size)
+    probe = scenes.sample_batch(seed + 1, 0, probe_scenes, image_size, "train", with_scenes=True)
+    self.probe_images = probe["image"]
+    self.probe_labels = patch_labels(scenes.class_map(probe["scenes"], image_size), patch_size)
+    combos = scenes.all_combos()
+    bank = scenes.zero_shot_batch(seed + 2, combos, knn_bank, image_size)
+    queries = scenes.zero_shot_batch(seed + 3, combos, knn_queries, image_size)
+    self.bank_images, self.bank_labels = bank["image"], bank["label"]
+    self.query_images, self.query_labels = queries["image"], queries["label"]
+    oracle = patch_labels(self.eval_classes, patch_size)
+    self.oracle_miou = miou(upsample(oracle, patch_size), self.eval_classes)
+    rng = np.random.default_rng(seed)
+    self.chance_miou = miou(upsample(rng.integers(0, NUM_CLASSES + 1, oracle.shape), patch_size), self.eval_classes)
+
+
+def _l2(x: np.ndarray) -> np.ndarray:
+  return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def dense_metrics(features, data: SceneDenseData, class_text: np.ndarray, maskclip: bool = False,
+                  probe_steps: int = 300) -> dict[str, float]:
+  """The module docstring's metrics.
+
+  Args:
+    features: images [N, H, W, 3] -> {'tokens' [N, T, D], 'pooled' [N, D'], 'per_token_pooled' [N, T, D']}
+      as numpy (encoders.vit.ViT with per_token_pooled=True).
+    class_text: [48, D'] L2-normalised text embeddings of the class prompts, in all_combos() order.
+  """
+  p = data.patch
+  out = {"seg_miou_oracle": data.oracle_miou, "seg_miou_chance": data.chance_miou}
+  evaluated = features(data.eval_images)
+  n, h, w = data.eval_classes.shape
+  patches = evaluated["per_token_pooled"] if maskclip else evaluated["tokens"]
+  if patches.shape[-1] != class_text.shape[-1]:
+    raise ValueError(f"zero-shot segmentation compares patch features of width {patches.shape[-1]} with text "
+                     f"embeddings of width {class_text.shape[-1]}; use maskclip=True (the MAP head's reading)")
+  zero_shot = (_l2(patches) @ class_text.T).argmax(-1).reshape(n, h // p, w // p)
+  out["seg_miou_zero_shot"] = miou(upsample(zero_shot, p), data.eval_classes)
+  probe_features = features(data.probe_images)["tokens"]
+  predict = fit_probe(probe_features.reshape(-1, probe_features.shape[-1]), data.probe_labels.reshape(-1),
+                      steps=probe_steps)
+  probed = predict(evaluated["tokens"]).reshape(n, h // p, w // p)
+  out["seg_miou_probe"] = miou(upsample(probed, p), data.eval_classes)
+  bank, queries = features(data.bank_images)["pooled"], features(data.query_images)["pooled"]
+  out["knn_accuracy"] = knn_accuracy(_l2(bank), data.bank_labels, _l2(queries), data.query_labels)
+  return out
+
+
+__all__ = ["NUM_CLASSES", "miou", "patch_labels", "upsample", "fit_probe", "knn_accuracy", "SceneDenseData",
+           "dense_metrics"]
