@@ -25,6 +25,7 @@ from encoders import text as text_lib
 from encoders import vit as vit_lib
 from encoders.objectives import heads as heads_lib
 from vlm import ema as vlm_ema
+from vlm import layers
 
 @dataclasses.dataclass(frozen=True)
 class SigLIPConfig:
@@ -48,11 +49,12 @@ class SigLIPConfig:
 class TwoTower(nn.Module):
   """Image tower 'img', text tower 'txt', scalars 't' (t') and 'b'. Parameter names follow big_vision.
 
-  `heads`: projection heads of training objectives (encoders/objectives), (name, hidden, bottleneck,
-  prototypes) each; parameters under their name, used in training only (exports leave them out).
+  `heads`: the heads of training objectives (encoders/objectives), each (name, what it reads: 'pooled' or
+  'tokens', dims): a projection head for dims (hidden, bottleneck, prototypes), a linear map for (width,);
+  parameters under their name, used in training only (exports leave them out).
   """
   config: SigLIPConfig
-  heads: tuple[tuple[str, int, int, int], ...] = ()
+  heads: tuple[tuple[str, str, tuple[int, ...]], ...] = ()
 
   def setup(self):
     cfg = self.config
@@ -60,18 +62,20 @@ class TwoTower(nn.Module):
     self.txt = text_lib.TextTransformer(cfg.text) if cfg.text is not None else None
     self.t = self.param("t", nn.initializers.constant(cfg.t_init), (), jnp.float32)
     self.b = self.param("b", nn.initializers.constant(cfg.b_init), (), jnp.float32)
-    for name, hidden, bottleneck, prototypes in self.heads:  # each under its own name ('dino_head', ...)
-      setattr(self, name, heads_lib.ProjectionHead(hidden, bottleneck, prototypes, dtype=cfg.image.dtype))
+    for name, _, dims in self.heads:  # each under its own name ('dino_head', ...)
+      setattr(self, name, heads_lib.ProjectionHead(*dims, dtype=cfg.image.dtype) if len(dims) == 3 else
+              layers.dense(dims[0], ("embed", None), dtype=cfg.image.dtype))
 
   def view_features(self, images: jax.Array, masked: jax.Array | None = None,
                     heads: tuple[str, ...] = ()) -> dict[str, jax.Array]:
     """The image tower on views [N, H, W, 3] (patches `masked` [N, T] replaced by the mask token): 'pooled'
-    [N, D], and each named head's logits: 'dino_head' on the pooled features [N, K], 'ibot_head' on the
-    patch tokens [N, T, K]."""
+    [N, D], and each named head's output on what it reads ('dino_head' the pooled features: [N, K];
+    'ibot_head' the patch tokens: [N, T, K])."""
     out = self.img(images, masked=masked)
     features = {"pooled": out["pooled"]}
+    reads = {name: what for name, what, _ in self.heads}
     for name in heads:
-      features[name] = getattr(self, name)(out["tokens"] if name == "ibot_head" else out["pooled"])
+      features[name] = getattr(self, name)(out[reads[name]])
     return features
 
   def encode_image(self, images: jax.Array | None = None, **patch_inputs) -> dict[str, jax.Array]:
@@ -89,8 +93,8 @@ class TwoTower(nn.Module):
     Images are dense (`images`) or NaFlex patches (images None; patches, mask, spatial_shapes as keywords).
     """
     out = self.img(images, **patch_inputs)
-    for name, *_ in self.heads:  # (built here, at init; their losses call them)
-      getattr(self, name)(out["tokens"] if name == "ibot_head" else out["pooled"])
+    for name, what, _ in self.heads:  # (built here, at init; their losses call them)
+      getattr(self, name)(out[what])
     return out["pooled"], self.txt(token_ids)["pooled"], self.t, self.b
 
 
@@ -199,8 +203,7 @@ class SigLIPModel:
     if any(o.name == "masked_prediction" for o in self.objectives) and not image.mask_token:
       image = dataclasses.replace(image, mask_token=True)
     self.config = SigLIPConfig(image=image, text=text, t_init=t_init, b_init=b_init)
-    self.module = TwoTower(self.config, heads=tuple((o.head, o.hidden, o.bottleneck, o.prototypes)
-                                                    for o in self.objectives))
+    self.module = TwoTower(self.config, heads=tuple(o.head_spec for o in self.objectives))
     self.loss = loss
     self.chunked = chunked
     self.teacher = teacher
@@ -248,6 +251,10 @@ class SigLIPModel:
 
   def loss_fn(self, params, batch: dict[str, jax.Array], rng: jax.Array | None = None):
     """Returns (loss, metrics); metrics are scalars averaged over the batch."""
+    if "global_views" in batch:  # multi-crop views: the image-text loss on each global view
+      from encoders.objectives import compose  # pylint: disable=import-outside-toplevel
+      loss, metrics, _ = compose.loss(self, params, batch, rng, teacher=None, aux={}, phase=())
+      return loss, metrics
     del rng  # deterministic model: no dropout
     zimg, ztxt, t_prime, bias = self.module.apply({"params": params}, token_ids=batch["text"],
                                                   **vit_lib.image_inputs(batch))

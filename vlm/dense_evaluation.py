@@ -1,9 +1,11 @@
 """Dense evaluations of a two-tower model on held-out generated scenes, whose renderer knows every pixel's class
 (tasks.scenes.class_map: the (colour, shape) of the object on top, or background):
 
-  seg_miou_zero_shot  each patch takes the class whose prompt ("a photo of a red circle") its feature is most
-                      similar to: the patch token itself, or with `maskclip` the MAP head's reading of that
-                      token alone (MaskCLIP's value-embedding trick; encoders.vit.MAPHead per_token)
+  seg_miou_zero_shot  each patch takes the class whose prompt ("a photo of a red circle") its token (after the
+                      last LayerNorm) is most similar to
+  seg_miou_zero_shot_maskclip  the same with each token read through the MAP head alone (MaskCLIP's
+                      value-embedding trick; encoders.vit.MAPHead per_token), which puts it where the pooled
+                      image embedding lives
   seg_miou_probe      a linear probe (softmax regression, background a class) on frozen patch tokens, fitted
                       on train-split scenes, scored on the held-out ones
   knn_accuracy        single-object images classified by the cosine-weighted vote of their 20 nearest
@@ -133,8 +135,7 @@ def _l2(x: np.ndarray) -> np.ndarray:
   return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
-def dense_metrics(features, data: SceneDenseData, class_text: np.ndarray, maskclip: bool = False,
-                  probe_steps: int = 300) -> dict[str, float]:
+def dense_metrics(features, data: SceneDenseData, class_text: np.ndarray, probe_steps: int = 300) -> dict[str, float]:
   """The module docstring's metrics.
 
   Args:
@@ -146,12 +147,12 @@ def dense_metrics(features, data: SceneDenseData, class_text: np.ndarray, maskcl
   out = {"seg_miou_oracle": data.oracle_miou, "seg_miou_chance": data.chance_miou}
   evaluated = features(data.eval_images)
   n, h, w = data.eval_classes.shape
-  patches = evaluated["per_token_pooled"] if maskclip else evaluated["tokens"]
-  if patches.shape[-1] != class_text.shape[-1]:
-    raise ValueError(f"zero-shot segmentation compares patch features of width {patches.shape[-1]} with text "
-                     f"embeddings of width {class_text.shape[-1]}; use maskclip=True (the MAP head's reading)")
-  zero_shot = (_l2(patches) @ class_text.T).argmax(-1).reshape(n, h // p, w // p)
-  out["seg_miou_zero_shot"] = miou(upsample(zero_shot, p), data.eval_classes)
+  for key, name in (("tokens", "seg_miou_zero_shot"), ("per_token_pooled", "seg_miou_zero_shot_maskclip")):
+    patches = evaluated.get(key)
+    if patches is None or patches.shape[-1] != class_text.shape[-1]:  # no MAP head, or another width
+      continue
+    zero_shot = (_l2(patches) @ class_text.T).argmax(-1).reshape(n, h // p, w // p)
+    out[name] = miou(upsample(zero_shot, p), data.eval_classes)
   probe_features = features(data.probe_images)["tokens"]
   predict = fit_probe(probe_features.reshape(-1, probe_features.shape[-1]), data.probe_labels.reshape(-1),
                       steps=probe_steps)

@@ -74,17 +74,15 @@ class SceneZeroShotRetrieval:
       the images NaFlex patches of `patch_size` pixels.
     pairs_task: a seqio task of image-text pairs whose validation split gives the retrieval pairs (and whose
       vocabulary, tasks.vocab, tokenises the class prompts); None: tasks.scene_pairs' numpy pairs and words.
-    dense: also the dense evaluations (vlm.dense_evaluation), on scenes of image_size; maskclip: their
-      zero-shot segmentation reads each patch through the MAP head (MaskCLIP) instead of the token itself.
+    dense: also the dense evaluations (vlm.dense_evaluation), on scenes of image_size.
   """
 
   def __init__(self, image_size: int = 32, task_feature_lengths: dict[str, int] | None = None,
                images_per_class: int = 20, retrieval_pairs: int = 512, seed: int = 1234,
-               pairs_task: str | None = None, patch_size: int = 16, dense: bool = True, maskclip: bool = False,
-               dense_scenes: int = 256):
+               pairs_task: str | None = None, patch_size: int = 16, dense: bool = True, dense_scenes: int = 256):
     self._predict = {}  # model -> jitted predict_batch, compiled once per run
     self._features = {}  # model -> jitted image features for the dense evaluations
-    self.image_size, self.dense, self.maskclip, self.dense_scenes = image_size, dense, maskclip, dense_scenes
+    self.image_size, self.dense, self.dense_scenes = image_size, dense, dense_scenes
     self._dense_data = None  # built at the first call, when the tower's patch size is known
     self.combos = scenes.all_combos()
     prompts = [scenes.class_prompt(c, s) for c, s in self.combos]
@@ -132,7 +130,7 @@ class SceneZeroShotRetrieval:
           {"params": p}, images, per_token_pooled=True, method=siglip.TwoTower.encode_image))
     tower = self._features[id(model)]
     features = lambda images: embed(lambda p, b: tower(p, b["image"]), params, {"image": images})
-    return dense_evaluation.dense_metrics(features, self._dense_data, classes, maskclip=self.maskclip)
+    return dense_evaluation.dense_metrics(features, self._dense_data, classes)
 
 
 def decode_texts(predict, params, batch: dict[str, np.ndarray], detokenize, chunk: int = 128) -> list[str]:

@@ -164,6 +164,8 @@ class Plan:
   recompute_flops: float
   frozen_skipped_flops: float  # the backward that frozen parameters do not need (not in train_flops)
   warnings: list[str]
+  teacher_params: int = 0  # parameters with an EMA copy in the train state (model.teacher_params)
+  teacher_bytes: int = 0  # that copy's bytes per device, sharded like the parameters
 
   @property
   def num_devices(self) -> int:
@@ -187,7 +189,7 @@ class Plan:
 
   @property
   def total_bytes(self) -> int:
-    return self.param_bytes + self.opt_bytes + self.grad_bytes + self.activation_bytes
+    return self.param_bytes + self.opt_bytes + self.grad_bytes + self.teacher_bytes + self.activation_bytes
 
 
 # ------------------------------------------------------------------------------------------ geometry
@@ -251,8 +253,10 @@ def _siglip_geometry(cfg, text_length: int, batch_size: int, patches: int | None
   stacks = (_encoder_stack("img (ViT)", "img/", img, 1, tokens),)
   kernels = ((r"img/MAPHead_0/MultiHeadDotProductAttention_0/(key|value)/.*", tokens),
              (r"img/(MAPHead_0|head)/.*", 1),  # the pooling probe and the head see one position
-             (r"img/.*", tokens))
-  groups = (("img (ViT)", r"img/.*"),)
+             (r"img/.*", tokens),
+             # The objectives' heads: DINO's on the pooled features, iBOT's on every patch (one view counted).
+             (r"dino_head/.*", 1), (r"ibot_head/.*", tokens))
+  groups = (("img (ViT)", r"img/.*"), ("objective heads (training only)", r"(dino_head|ibot_head)/.*"))
   embed_dim = img.head_dim or img.width
   description = f"SigLIP: ViT {_vit_text(img)} ({tokens_text})"
   if txt is not None:
@@ -390,12 +394,25 @@ def plan(model: Any, *, batch_size: int, feature_lengths: dict[str, int], mesh: 
   forward_only = _leading_frozen(geo, trainable)
   flops = _flops(geo, arrays, batch_size, trainable, forward_only)
   activations = _activations(geo, sharder, arrays, axes, slice_size, forward_only)
-  return Plan(description=geo.description, mesh=dict(mesh), batch_size=batch_size, microbatches=microbatches,
+  copied = _teacher_paths(model, paths)
+  teacher_params = sum(arrays[path].size for path in copied)
+  teacher_bytes = sum(math.prod(local[path][1]) * arrays[path].dtype.itemsize for path in copied)
+  notes = _undivisible(sharder, arrays, axes)
+  if trainer.learns_from_teacher(model):
+    notes.append("activations and FLOPs are one view's: the objectives' multi-crop views (each global view, the "
+                 "local ones) and the teacher's forward add to them")
+  return Plan(teacher_params=teacher_params, teacher_bytes=teacher_bytes,
+              description=geo.description, mesh=dict(mesh), batch_size=batch_size, microbatches=microbatches,
               feature_lengths=dict(feature_lengths), groups=groups, local_shapes=local,
               replicated_opt_bytes=replicated_opt, activations=activations, forward_flops=flops["forward"],
               train_flops=3 * flops["forward"] - flops["frozen_backward"], recompute_flops=flops["recompute"],
-              frozen_skipped_flops=flops["frozen_backward"],
-              warnings=_undivisible(sharder, arrays, axes))
+              frozen_skipped_flops=flops["frozen_backward"], warnings=notes)
+
+
+def _teacher_paths(model, paths: Sequence[str]) -> list[str]:
+  """The parameter paths whose EMA copy the trainer keeps (vlm.trainer's teacher interface)."""
+  pattern = getattr(model, "teacher_params", None) if trainer.learns_from_teacher(model) else None
+  return [path for path in paths if re.fullmatch(pattern, path)] if pattern else []
 
 
 def _groups(geo: Geometry, arrays, local, trainable, gradient_buffers: int) -> list[Group]:
@@ -627,8 +644,12 @@ def report(result: Plan, header: Sequence[tuple[str, str]], memory_gib: float, d
   if result.frozen_skipped_flops:
     lines.append(f"{'':<11}frozen parameters are not differentiated: {_flops_unit(result.frozen_skipped_flops)} "
                  "of backward skipped per step")
+  teacher = f" + teacher (EMA) {_size(result.teacher_bytes)}" if result.teacher_params else ""
+  if result.teacher_params:
+    lines.append(f"{'teacher':<11}an EMA copy of {result.teacher_params:,} parameters in the train state, sharded "
+                 f"like them: {_size(result.teacher_bytes)} per device (no optimizer state, no gradient)")
   lines += ["", f"{'memory':<11}per device: parameters {_size(result.param_bytes)} + optimizer "
-                f"{_size(result.opt_bytes)} + gradients {_size(result.grad_bytes)} + activations "
+                f"{_size(result.opt_bytes)} + gradients {_size(result.grad_bytes)}{teacher} + activations "
                 f"{_size(result.activation_bytes)} = {_size(result.total_bytes)}"]
   lines.append(f"{'fit':<11}{verdict(result.total_bytes, memory_gib, device)}")
   lines += [f"{'warning':<11}{w}" for w in result.warnings]

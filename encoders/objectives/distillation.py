@@ -36,6 +36,11 @@ class SelfDistillation:
   name = "self_distillation"
   head = "dino_head"
 
+  @property
+  def head_spec(self) -> tuple:
+    """The projection head it reads (encoders.siglip.TwoTower's heads): on the pooled features."""
+    return (self.head, "pooled", (self.hidden, self.bottleneck, self.prototypes))
+
   def __post_init__(self):
     _check_common(self)
 

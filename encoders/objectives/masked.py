@@ -44,6 +44,11 @@ class MaskedPrediction:
   name = "masked_prediction"
   head = "ibot_head"
 
+  @property
+  def head_spec(self) -> tuple:
+    """The projection head it reads (encoders.siglip.TwoTower's heads): on the patch tokens."""
+    return (self.head, "tokens", (self.hidden, self.bottleneck, self.prototypes))
+
   def __post_init__(self):
     distillation._check_common(self)  # pylint: disable=protected-access
     low, high = self.mask_ratio
