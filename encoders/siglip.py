@@ -182,8 +182,8 @@ class SigLIPModel:
   Args:
     image, text: the towers.
     loss: 'sigmoid' (SigLIP) or 'softmax' (CLIP); chunked: the sigmoid loss in a ring over the 'data' devices.
-    objectives: dense objectives (encoders.objectives.SelfDistillation, MaskedPrediction), each with its
-      weight and the fraction of training at which it starts.
+    objectives: dense objectives (encoders.objectives.SelfDistillation, MaskedPrediction, PatchDistillation),
+      each with its weight and the fraction of training at which it starts.
     teacher: the EMA teacher they learn from: 'full' (image tower and heads) or 'heads' (TIPSv2's head-only
       EMA: the teacher's backbone is the student's own, under stop-gradient).
     teacher_momentum: the EMA momentum schedule (vlm.ema.momentum_schedule).
@@ -203,7 +203,19 @@ class SigLIPModel:
     if any(o.name == "masked_prediction" for o in self.objectives) and not image.mask_token:
       image = dataclasses.replace(image, mask_token=True)
     self.config = SigLIPConfig(image=image, text=text, t_init=t_init, b_init=b_init)
-    self.module = TwoTower(self.config, heads=tuple(o.head_spec for o in self.objectives))
+    # Frozen teachers (patch distillation): name -> (their patch-token tower, its parameters, patch size).
+    self.frozen_teachers = {}
+    head_specs = []
+    for o in self.objectives:
+      if o.name == "patch_distillation":
+        teacher_image, teacher_params = o.load_teacher()
+        tower = vit_lib.ViT(dataclasses.replace(teacher_image, pool_type="none", head_dim=None))
+        teacher_params = {k: v for k, v in teacher_params.items() if k not in ("MAPHead_0", "head")}
+        self.frozen_teachers[o.name] = (tower, teacher_params, teacher_image.patch_size)
+        head_specs.append(o.head_spec(teacher_image.width))
+      else:
+        head_specs.append(o.head_spec)
+    self.module = TwoTower(self.config, heads=tuple(head_specs))
     self.loss = loss
     self.chunked = chunked
     self.teacher = teacher
@@ -224,8 +236,9 @@ class SigLIPModel:
     return self._momentum(step)
 
   def init_aux(self) -> dict:
-    """Each objective's centre (DINO's), zero at the start."""
-    return {f"{o.name}_centre": jnp.zeros((o.prototypes,), jnp.float32) for o in self.objectives}
+    """The centre of each objective with prototypes (DINO's, iBOT's), zero at the start."""
+    return {f"{o.name}_centre": jnp.zeros((o.prototypes,), jnp.float32) for o in self.objectives
+            if hasattr(o, "prototypes")}
 
   def phase(self, step: int) -> tuple[str, ...]:
     """The objectives active at `step`: those whose start fraction of train_steps has been reached."""

@@ -322,3 +322,48 @@ def test_kill_9_resumes_with_the_teacher_intact(tmp_path):
     np.testing.assert_allclose([got[s][key] for s in sorted(got)], [want[s][key] for s in sorted(got)], rtol=1e-5,
                                err_msg=key)
   assert got[STEPS]["weight/self_distillation"] == 1.0 and got[1]["weight/self_distillation"] == 0.0
+
+
+# ------------------------------------------------------------------------------------ patch distillation
+
+
+def test_patch_distillation_loss_matches_numpy():
+  from encoders.objectives import patch_distillation as pd
+  rng = np.random.default_rng(6)
+  s, t = rng.normal(size=(2, 5, 4)), rng.normal(size=(2, 5, 4))
+  cos = (s * t).sum(-1) / np.linalg.norm(s, axis=-1) / np.linalg.norm(t, axis=-1)
+  np.testing.assert_allclose(pd.patch_distillation_loss(jnp.asarray(s), jnp.asarray(t)), np.mean(1 - cos), rtol=1e-5)
+
+
+def _saved_teacher(directory, patch_size):
+  from tests import hf_fixtures
+  hf_fixtures.save_siglip_vision(directory, patch_size=patch_size, image_size=4 * patch_size)
+  return directory
+
+
+def test_patch_distillation_from_a_frozen_encoder_of_another_geometry(tmp_path):
+  """A teacher of other width and patch size (8 px: a 2 x 2 token grid on 16 px views, resized to the
+  student's 4 x 4) trains the student's distillation head; the teacher itself is no parameter of the run."""
+  from encoders.objectives import patch_distillation as pd
+  objective = pd.PatchDistillation(checkpoint=_saved_teacher(str(tmp_path), 8), start=0.0)
+  model = tiny_model((objective,))
+  assert model.teacher_params is None  # no EMA copy: the teacher is frozen, outside the train state
+  batch = jax.tree.map(jnp.asarray, views_batch())
+  params = nn.meta.unbox(model.init_variables(jax.random.key(0), batch))["params"]
+  assert params["distill_head"]["kernel"].shape == (32, 48)  # student width 32 -> the teacher's 48
+  loss, metrics, _ = model.loss_fn_with_teacher(params, batch, None, teacher=None, aux=model.init_aux(),
+                                                phase=model.phase(0))
+  assert 0 < float(metrics["loss/patch_distillation"]) < 2 and np.isfinite(float(loss))
+  grads = jax.grad(lambda p: model.loss_fn_with_teacher(p, batch, None, teacher=None, aux={},
+                                                        phase=model.phase(0))[0])(params)
+  assert float(jnp.abs(grads["distill_head"]["kernel"]).max()) > 0
+
+
+def test_a_teacher_whose_patches_do_not_tile_the_views_is_one_clear_error(tmp_path):
+  from encoders.objectives import patch_distillation as pd
+  objective = pd.PatchDistillation(checkpoint=_saved_teacher(str(tmp_path), 5), start=0.0)
+  model = tiny_model((objective,))
+  batch = jax.tree.map(jnp.asarray, views_batch())
+  params = nn.meta.unbox(model.init_variables(jax.random.key(0), batch))["params"]
+  with pytest.raises(ValueError, match="patches of 5 px do not tile the 16x16 views"):
+    model.loss_fn_with_teacher(params, batch, None, teacher=None, aux={}, phase=model.phase(0))

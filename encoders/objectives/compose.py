@@ -14,6 +14,8 @@ One step:
             + weight * self-distillation (DINO between the teacher's global views and every student view)
             + weight * masked prediction (the teacher's patch distributions on the student's masked patches;
               iBOT++ adds the visible ones)
+            + weight * patch distillation (every student patch, through a linear head, towards a frozen
+              encoder's token at the same place of the same global view)
   teacher   the EMA parameters (vlm.ema) merged over the student's under stop-gradient, on the unmasked
             global views: with teacher='full' the copy holds the image tower and the heads; with 'heads'
             (TIPSv2's head-only EMA) only the heads, and the backbone is the student's own
@@ -32,9 +34,11 @@ import jax.numpy as jnp
 
 from encoders.objectives import distillation
 from encoders.objectives import masked as masked_lib
+from encoders.objectives import patch_distillation
 from vlm import ema
 
-OBJECTIVES = ("self_distillation", "masked_prediction")
+OBJECTIVES = ("self_distillation", "masked_prediction", "patch_distillation")
+EMA_OBJECTIVES = ("self_distillation", "masked_prediction")  # those that learn from the EMA teacher
 TEACHERS = ("full", "heads")
 
 
@@ -59,9 +63,12 @@ def check_objectives(objectives: Sequence, teacher: str, train_steps: int | None
   return objectives
 
 
-def teacher_pattern(teacher: str, objectives: Sequence) -> str:
-  """The regex of the parameters with an EMA copy: the heads, and the image tower unless head-only."""
-  heads = "|".join(f"{o.head}/.*" for o in objectives)
+def teacher_pattern(teacher: str, objectives: Sequence) -> str | None:
+  """The regex of the parameters with an EMA copy: the EMA objectives' heads, and the image tower unless
+  head-only; None when no objective learns from the EMA teacher."""
+  heads = "|".join(f"{o.head}/.*" for o in objectives if o.name in EMA_OBJECTIVES)
+  if not heads:
+    return None
   return f"img/.*|{heads}" if teacher == "full" else heads
 
 
@@ -97,11 +104,13 @@ def loss(model, params, batch: dict, rng, *, teacher, aux: dict, phase: tuple[st
   # The student.
   sd, mp = objectives.get("self_distillation"), objectives.get("masked_prediction")
   sd_on, mp_on = sd is not None and sd.name in active, mp is not None and mp.name in active
+  pd_on = "patch_distillation" in objectives and "patch_distillation" in active
   if mp_on and masks is None:
     raise ValueError("masked prediction needs 'global_masks' in the batch (tasks.preprocessors.multi_crop with "
                      "mask_ratio)")
-  student_heads = (("dino_head",) if sd_on else ()) + (("ibot_head",) if mp_on else ())
-  student = run(params, _flat(global_views), masked=_flat(masks) if mp_on else None, heads=student_heads)
+  teacher_heads = (("dino_head",) if sd_on else ()) + (("ibot_head",) if mp_on else ())
+  student = run(params, _flat(global_views), masked=_flat(masks) if mp_on else None,
+                heads=teacher_heads + (("distill_head",) if pd_on else ()))
   ztxt = module.apply({"params": params}, batch["text"], method=siglip.TwoTower.encode_text)["pooled"]
   t_prime, bias = params["t"], params["b"]
   zimg = _view_major(student["pooled"], b)  # [G, B, D]
@@ -114,7 +123,7 @@ def loss(model, params, batch: dict, rng, *, teacher, aux: dict, phase: tuple[st
   if sd_on or mp_on:
     teacher_params = ema.merge(jax.lax.stop_gradient(params), teacher)
     taught = jax.tree.map(jax.lax.stop_gradient,
-                          run(teacher_params, _flat(global_views), heads=student_heads))
+                          run(teacher_params, _flat(global_views), heads=teacher_heads))
 
   for name in OBJECTIVES:
     objective = objectives.get(name)
@@ -142,6 +151,12 @@ def loss(model, params, batch: dict, rng, *, teacher, aux: dict, phase: tuple[st
       metrics["loss/masked_prediction_visible"] = visible_term
     elif name == "masked_prediction":
       metrics["loss/masked_prediction_masked"] = metrics["loss/masked_prediction_visible"] = jnp.float32(0)
+    if name == "patch_distillation" and pd_on:
+      tower, frozen, patch = model.frozen_teachers[name]
+      size = global_views.shape[2:4]
+      grid = (size[0] // model.config.image.patch_size, size[1] // model.config.image.patch_size)
+      target = patch_distillation.teacher_tokens(tower, frozen, _flat(global_views), patch, grid)
+      term = patch_distillation.patch_distillation_loss(student["distill_head"], target)
     weight = objective.weight if name in active else 0.0
     metrics[f"loss/{name}"] = term
     metrics[f"weight/{name}"] = jnp.float32(weight)
@@ -149,4 +164,4 @@ def loss(model, params, batch: dict, rng, *, teacher, aux: dict, phase: tuple[st
   return total, metrics, new_aux
 
 
-__all__ = ["OBJECTIVES", "TEACHERS", "check_objectives", "teacher_pattern", "loss"]
+__all__ = ["OBJECTIVES", "EMA_OBJECTIVES", "TEACHERS", "check_objectives", "teacher_pattern", "loss"]
