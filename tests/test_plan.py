@@ -245,3 +245,15 @@ def test_naflex_runs_plan_each_budget_drawn_per_step(capsys):
                          "--device_memory=1")
   assert code == 0 and "NaFlex, a budget of 144 patches" in out and "per step's feature lengths" not in out
   assert "img (ViT): 3 layers x 144 tokens" in out and "ul2 encoder: 2 layers x 168 tokens" in out
+
+
+def test_a_run_with_an_ema_teacher_counts_its_copy(capsys):
+  """The real-size TIPSv2 run: the head-only EMA copy (the objective heads) is in the memory total, the
+  objective heads get their own row, and the estimate says what it leaves out."""
+  code, out, _ = run_cli(capsys, "--gin_file=gin_configs/runs/tipsv2_l14_448.gin", "--mesh=data=1024",
+                         "--device=tpu-v5e")
+  assert code == 0
+  heads = next(line for line in out.splitlines() if line.startswith("  objective heads"))
+  copied = int(heads.split()[4].replace(",", ""))
+  assert f"an EMA copy of {copied:,} parameters" in out and "+ teacher (EMA)" in out
+  assert "fits in 16 GiB" in out and "the teacher's forward add to them" in out
