@@ -51,7 +51,7 @@ def examples(name: str, split: str, n: int, seed: int, task_feature_lengths: dic
   decode = vocab.vocabulary().decode
   rows = []
   for i in range(n):
-    image = batch.get("image")
+    image = batch.get("image", batch["global_views"][:, 0] if "global_views" in batch else None)  # (views: the first)
     if "text" in batch:  # two towers: the caption alone
       inputs, targets = "", decode(batch["text"][i])
     else:
