@@ -98,6 +98,11 @@ def test_two_processes_of_four_devices_train_as_one_of_eight_and_resume(tmp_path
   np.testing.assert_allclose([two_losses[s] for s in range(1, 7)], [one_losses[s] for s in range(1, 7)],
                              rtol=1e-5)
   assert [r["step"] for r in two_evals] == [r["step"] for r in one_evals] == [6]
+  # The linear probe is a classifier fitted (by L-BFGS, in float32) on the features: float rounding between the
+  # two meshes flips a few of its patch predictions, most where a 6-step tower leaves near ties (0.2 points
+  # here; vlm.dense_evaluation.fit_probe), so it gets an absolute tolerance.
+  probe_one, probe_two = one_evals[0].pop("seg_miou_probe"), two_evals[0].pop("seg_miou_probe")
+  assert probe_two == pytest.approx(probe_one, abs=0.5)
   assert two_evals[0] == pytest.approx(one_evals[0], rel=1e-5)
   assert sorted(int(d) for d in os.listdir(two / "checkpoints") if d.isdigit()) == [3, 6]
   assert (two / "config.gin").exists() and (two / "loss.png").exists()

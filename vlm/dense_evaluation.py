@@ -6,8 +6,8 @@
   seg_miou_zero_shot_maskclip  the same with each token read through the MAP head alone (MaskCLIP's
                       value-embedding trick; encoders.vit.MAPHead per_token), which puts it where the pooled
                       image embedding lives
-  seg_miou_probe      a linear probe (softmax regression, background a class) on frozen patch tokens, fitted
-                      on train-split scenes, scored on the held-out ones
+  seg_miou_probe      a linear probe (softmax regression solved by L-BFGS, background a class) on frozen patch
+                      tokens, fitted on train-split scenes, scored on the held-out ones
   knn_accuracy        single-object images classified by the cosine-weighted vote of their 20 nearest
                       neighbours (pooled features) in a bank of labelled single-object images (DINO's k-NN)
   seg_miou_oracle     the best a patch-level prediction can do: each patch's majority class as its prediction
@@ -58,33 +58,42 @@ def upsample(patch_predictions: np.ndarray, patch: int) -> np.ndarray:
   return np.repeat(np.repeat(patch_predictions, patch, axis=1), patch, axis=2)
 
 
-def fit_probe(features: np.ndarray, labels: np.ndarray, steps: int = 300, learning_rate: float = 0.1,
-              weight_decay: float = 1e-4) -> callable:
-  """A softmax regression of labels [M] (0.._BACKGROUND) on features [M, D], full-batch Adam on standardised
-  features; returns features [..., D] -> predicted class [...]. Deterministic (zero init)."""
+def fit_probe(features: np.ndarray, labels: np.ndarray, steps: int = 100, weight_decay: float = 1e-4) -> callable:
+  """A softmax regression of labels [M] (0.._BACKGROUND) on features [M, D], fitted by full-batch L-BFGS from
+  zero; returns features [..., D] -> predicted class [...].
+
+  Solved to its optimum rather than stepped with Adam: a strictly convex problem's optimum moves as little as
+  its inputs do, while Adam's normalised steps turn rounding noise in near-zero gradients into full-size
+  updates (features that differ by 1e-6 flipped 2.7 % of the patches' predictions; L-BFGS flips about 0.2 %).
+  For the same reason the features are scaled by one global standard deviation, not per dimension, which would
+  blow a near-constant dimension's rounding noise up to unit size.
+  """
   import optax  # pylint: disable=import-outside-toplevel
-  mean, std = features.mean(0), features.std(0) + 1e-6
-  x = jnp.asarray((features - mean) / std, jnp.float32)
+  mean = features.mean(0)
+  scale = float(np.sqrt(features.var(0).mean())) + 1e-12
+  x = jnp.asarray((features - mean) / scale, jnp.float32)
   y = jax.nn.one_hot(jnp.asarray(labels), NUM_CLASSES + 1)
   params = {"w": jnp.zeros((x.shape[1], NUM_CLASSES + 1)), "b": jnp.zeros((NUM_CLASSES + 1,))}
-  tx = optax.adam(learning_rate)
 
   def loss(p):
     logits = x @ p["w"] + p["b"]
     return -jnp.mean(jnp.sum(y * jax.nn.log_softmax(logits), -1)) + weight_decay * jnp.sum(p["w"] ** 2)
 
+  solver = optax.lbfgs()
+  value_and_grad = optax.value_and_grad_from_state(loss)
+
   @jax.jit
   def train(p):
     def step(carry, _):
       p, state = carry
-      grads = jax.grad(loss)(p)
-      updates, state = tx.update(grads, state, p)
+      value, grad = value_and_grad(p, state=state)
+      updates, state = solver.update(grad, state, p, value=value, grad=grad, value_fn=loss)
       return (optax.apply_updates(p, updates), state), None
-    return jax.lax.scan(step, (p, tx.init(p)), None, length=steps)[0][0]
+    return jax.lax.scan(step, (p, solver.init(p)), None, length=steps)[0][0]
 
   params = train(params)
   w, b = np.asarray(params["w"]), np.asarray(params["b"])
-  return lambda f: np.argmax(((f - mean) / std) @ w + b, axis=-1)
+  return lambda f: np.argmax(((f - mean) / scale) @ w + b, axis=-1)
 
 
 def knn_accuracy(bank: np.ndarray, bank_labels: np.ndarray, queries: np.ndarray, query_labels: np.ndarray,
@@ -135,7 +144,7 @@ def _l2(x: np.ndarray) -> np.ndarray:
   return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
-def dense_metrics(features, data: SceneDenseData, class_text: np.ndarray, probe_steps: int = 300) -> dict[str, float]:
+def dense_metrics(features, data: SceneDenseData, class_text: np.ndarray) -> dict[str, float]:
   """The module docstring's metrics.
 
   Args:
@@ -154,8 +163,7 @@ def dense_metrics(features, data: SceneDenseData, class_text: np.ndarray, probe_
     zero_shot = (_l2(patches) @ class_text.T).argmax(-1).reshape(n, h // p, w // p)
     out[name] = miou(upsample(zero_shot, p), data.eval_classes)
   probe_features = features(data.probe_images)["tokens"]
-  predict = fit_probe(probe_features.reshape(-1, probe_features.shape[-1]), data.probe_labels.reshape(-1),
-                      steps=probe_steps)
+  predict = fit_probe(probe_features.reshape(-1, probe_features.shape[-1]), data.probe_labels.reshape(-1))
   probed = predict(evaluated["tokens"]).reshape(n, h // p, w // p)
   out["seg_miou_probe"] = miou(upsample(probed, p), data.eval_classes)
   bank, queries = features(data.bank_images)["pooled"], features(data.query_images)["pooled"]
