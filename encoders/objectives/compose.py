@@ -5,7 +5,11 @@ Batches of a run with objectives hold multi-crop views (tasks.preprocessors.mult
   local_views   float32 [B, L, s, s, 3]   L local crops (SILC: 8, from 0.05-0.4), optional
   global_masks  int32 [B, G, T]           iBOT block masks of each global view's T patches (1: masked)
   text          int32 [B, Lt]
-A batch with a plain 'image' is one global view and no local ones.
+and, for LocCa, the whole image with its decoder task:
+  image         float32 [B, S, S, 3]      (the image-text loss then runs on it rather than on the views)
+  locca_inputs  int32 [B, Lp]             the task prompt ("refexp <phrase>", ...)
+  locca_targets int32 [B, Lo]             its answer (+ EOS)
+A batch with a plain 'image' and no views is one global view and no local ones.
 
 One step:
   student   every global view through the image tower (masked patches replaced by the mask token while
@@ -33,11 +37,12 @@ import jax
 import jax.numpy as jnp
 
 from encoders.objectives import distillation
+from encoders.objectives import locca as locca_lib
 from encoders.objectives import masked as masked_lib
 from encoders.objectives import patch_distillation
 from vlm import ema
 
-OBJECTIVES = ("self_distillation", "masked_prediction", "patch_distillation")
+OBJECTIVES = ("self_distillation", "masked_prediction", "patch_distillation", "locca")
 EMA_OBJECTIVES = ("self_distillation", "masked_prediction")  # those that learn from the EMA teacher
 TEACHERS = ("full", "heads")
 
@@ -109,11 +114,18 @@ def loss(model, params, batch: dict, rng, *, teacher, aux: dict, phase: tuple[st
     raise ValueError("masked prediction needs 'global_masks' in the batch (tasks.preprocessors.multi_crop with "
                      "mask_ratio)")
   teacher_heads = (("dino_head",) if sd_on else ()) + (("ibot_head",) if mp_on else ())
-  student = run(params, _flat(global_views), masked=_flat(masks) if mp_on else None,
-                heads=teacher_heads + (("distill_head",) if pd_on else ()))
+  whole = "image" in batch and "global_views" in batch  # a whole image beside the views (LocCa's batches)
+  student = image = None
+  if not whole or sd_on or mp_on or pd_on:
+    student = run(params, _flat(global_views), masked=_flat(masks) if mp_on else None,
+                  heads=teacher_heads + (("distill_head",) if pd_on else ()))
+  if whole:
+    image = run(params, batch["image"])
+  elif "global_views" not in batch:  # the batch's 'image' was the one global view
+    image = student
   ztxt = module.apply({"params": params}, batch["text"], method=siglip.TwoTower.encode_text)["pooled"]
   t_prime, bias = params["t"], params["b"]
-  zimg = _view_major(student["pooled"], b)  # [G, B, D]
+  zimg = image["pooled"][None] if whole else _view_major(student["pooled"], b)  # [G, B, D]
   contrastive = jnp.mean(jnp.stack([model.contrastive_loss(z, ztxt, t_prime, bias) for z in zimg]))
   total = contrastive
   metrics = {"temperature": jnp.exp(t_prime), "bias": bias, "loss/contrastive": contrastive}
@@ -151,6 +163,17 @@ def loss(model, params, batch: dict, rng, *, teacher, aux: dict, phase: tuple[st
       metrics["loss/masked_prediction_visible"] = visible_term
     elif name == "masked_prediction":
       metrics["loss/masked_prediction_masked"] = metrics["loss/masked_prediction_visible"] = jnp.float32(0)
+    if name == "locca" and name in active:
+      if "locca_targets" not in batch or "image" not in batch:
+        raise ValueError("LocCa needs the whole 'image' and its decoder task ('locca_inputs', 'locca_targets'): "
+                         "use scene_pairs_locca_synthetic or a task with tasks.preprocessors' locca features")
+      logits_fn = lambda tokens, prompt, inputs, causal: module.apply(
+          {"params": params}, tokens, prompt, inputs, causal, method=siglip.TwoTower.locca_logits)
+      term, locca_metrics = locca_lib.locca_loss(logits_fn, image["tokens"], batch["locca_inputs"],
+                                                 batch["locca_targets"], objective.parallel_fraction)
+      metrics.update(locca_metrics)
+    elif name == "locca":
+      metrics["locca_token_accuracy"] = jnp.float32(0)
     if name == "patch_distillation" and pd_on:
       tower, frozen, patch = model.frozen_teachers[name]
       size = global_views.shape[2:4]
