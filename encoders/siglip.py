@@ -225,6 +225,15 @@ class SigLIPModel:
     for o in self.objectives:
       if o.name == "locca":
         continue  # its decoder is TwoTower's 'locca', below
+      if o.name == "active_curation":  # a frozen two-tower teacher that scores every super-batch
+        from encoders import siglip_checkpoints  # pylint: disable=import-outside-toplevel
+        teacher_config, teacher_params = siglip_checkpoints.read(o.checkpoint)
+        if teacher_config.text is None or text is None or teacher_config.text.vocab_size != text.vocab_size:
+          raise ValueError(f"the curation teacher {o.checkpoint} reads another text vocabulary (its text tower: "
+                           f"{getattr(teacher_config.text, 'vocab_size', 'none')} ids, the student's: "
+                           f"{getattr(text, 'vocab_size', 'none')}): it cannot score the same texts")
+        self.frozen_teachers[o.name] = (TwoTower(teacher_config), jax.device_put(teacher_params))
+        continue
       if o.name == "patch_distillation":
         teacher_image, teacher_params = o.load_teacher()
         tower = vit_lib.ViT(dataclasses.replace(teacher_image, pool_type="none", head_dim=None))

@@ -36,13 +36,14 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
+from encoders.objectives import acid
 from encoders.objectives import distillation
 from encoders.objectives import locca as locca_lib
 from encoders.objectives import masked as masked_lib
 from encoders.objectives import patch_distillation
 from vlm import ema
 
-OBJECTIVES = ("self_distillation", "masked_prediction", "patch_distillation", "locca")
+OBJECTIVES = ("self_distillation", "masked_prediction", "patch_distillation", "locca", "active_curation")
 EMA_OBJECTIVES = ("self_distillation", "masked_prediction")  # those that learn from the EMA teacher
 TEACHERS = ("full", "heads")
 
@@ -102,6 +103,9 @@ def loss(model, params, batch: dict, rng, *, teacher, aux: dict, phase: tuple[st
   from encoders import siglip  # pylint: disable=import-outside-toplevel  (siglip imports this module's package)
   module, active = model.module, set(phase or ())
   objectives = {o.name: o for o in model.objectives}
+  curated = {}
+  if "active_curation" in active:
+    batch, curated = _curate(model, params, batch, objectives["active_curation"])
   global_views, local_views, masks = _views(batch)
   b = global_views.shape[0]
   run = lambda p, images, **kw: module.apply({"params": p}, images, method=siglip.TwoTower.view_features, **kw)
@@ -129,6 +133,15 @@ def loss(model, params, batch: dict, rng, *, teacher, aux: dict, phase: tuple[st
   contrastive = jnp.mean(jnp.stack([model.contrastive_loss(z, ztxt, t_prime, bias) for z in zimg]))
   total = contrastive
   metrics = {"temperature": jnp.exp(t_prime), "bias": bias, "loss/contrastive": contrastive}
+  if "active_curation" in objectives:
+    curation = objectives["active_curation"]
+    term = jnp.float32(0)
+    if curated:
+      term = acid.logit_distillation(acid.pairwise_logits(zimg[0], ztxt, t_prime, bias), curated["teacher_logits"])
+      total = total + curation.distillation_weight * term
+    metrics["loss/acid_distillation"] = term
+    metrics["acid/learnability_kept"] = curated.get("learnability_kept", jnp.float32(0))
+    metrics["acid/learnability_all"] = curated.get("learnability_all", jnp.float32(0))
   new_aux = dict(aux)
 
   # The teacher, on the unmasked global views.
@@ -139,7 +152,7 @@ def loss(model, params, batch: dict, rng, *, teacher, aux: dict, phase: tuple[st
 
   for name in OBJECTIVES:
     objective = objectives.get(name)
-    if objective is None:
+    if objective is None or name == "active_curation":  # (curation chose the batch; its term is above)
       continue
     term = jnp.float32(0)
     if name == "self_distillation" and sd_on:
@@ -185,6 +198,26 @@ def loss(model, params, batch: dict, rng, *, teacher, aux: dict, phase: tuple[st
     metrics[f"weight/{name}"] = jnp.float32(weight)
     total = total + weight * term
   return total, metrics, new_aux
+
+
+def _curate(model, params, batch: dict, curation) -> tuple[dict, dict]:
+  """The super-batch's most learnable fraction (acid.py) as the step's batch, and what the selection saw."""
+  from encoders import siglip  # pylint: disable=import-outside-toplevel
+  module, (teacher_module, teacher_params) = model.module, model.frozen_teachers["active_curation"]
+  images = batch["image"] if "image" in batch else batch["global_views"][:, 0]
+  frozen = jax.lax.stop_gradient(params)
+
+  def logits(m, p):
+    zimg, ztxt, t_prime, bias = m.apply({"params": p}, images, batch["text"])
+    return acid.pairwise_logits(zimg, ztxt, t_prime, bias)
+
+  student, teacher = logits(module, frozen), jax.lax.stop_gradient(logits(teacher_module, teacher_params))
+  keep = max(1, int(round(curation.fraction * images.shape[0])))
+  chosen = acid.select(student, teacher, keep)
+  learnability = acid.per_example_sigmoid_loss(student) - acid.per_example_sigmoid_loss(teacher)
+  selected = {k: jnp.take(v, chosen, axis=0) for k, v in batch.items()}
+  return selected, {"teacher_logits": teacher[chosen][:, chosen], "learnability_kept": jnp.mean(learnability[chosen]),
+                    "learnability_all": jnp.mean(learnability)}
 
 
 __all__ = ["OBJECTIVES", "EMA_OBJECTIVES", "TEACHERS", "check_objectives", "teacher_pattern", "loss"]
