@@ -78,12 +78,14 @@ class SceneZeroShotRetrieval:
     pairs_task: a seqio task of image-text pairs whose validation split gives the retrieval pairs (and whose
       vocabulary, tasks.vocab, tokenises the class prompts); None: tasks.scene_pairs' numpy pairs and words.
     dense: also the dense evaluations (vlm.dense_evaluation), on scenes of image_size.
+    languages: retrieval per language as well (i2t_R1_<lang>, t2i_R1_<lang>), on held-out scenes captioned in
+      each of these tasks.multilingual languages (pairs_task runs: its vocabulary).
   """
 
   def __init__(self, image_size: int = 32, task_feature_lengths: dict[str, int] | None = None,
                images_per_class: int = 20, retrieval_pairs: int = 512, seed: int = 1234,
                pairs_task: str | None = None, patch_size: int = 16, dense: bool = True, dense_scenes: int = 256,
-               locca_examples: int = 256):
+               locca_examples: int = 256, languages: tuple[str, ...] = (), pairs_per_language: int = 256):
     self._predict = {}  # model -> jitted predict_batch, compiled once per run
     self._features = {}  # model -> jitted image features for the dense evaluations
     self.image_size, self.dense, self.dense_scenes = image_size, dense, dense_scenes
@@ -104,6 +106,12 @@ class SceneZeroShotRetrieval:
     lengths = {k: v for k, v in fixed_lengths(task_feature_lengths).items() if k in ("text", "patches")}
     self.pairs = pipeline.SeqioBatches(pairs_task, lengths, split="validation", seed=seed).batch(0, retrieval_pairs)
     self.prompts = _seqio_prompts(prompts, lengths["text"])
+    self.by_language = {}
+    for lang in languages:
+      from tasks import multilingual  # pylint: disable=import-outside-toplevel
+      rows = [multilingual.example(seed, i, "validation", image_size, lang=lang) for i in range(pairs_per_language)]
+      self.by_language[lang] = {"image": np.stack([row["image"] for row in rows]),
+                                "text": _seqio_prompts([row["targets"] for row in rows], lengths["text"])}
     if "patches" in lengths:  # the single-object images as NaFlex patches, at the budget
       pixels = np.clip(np.round((zs["image"] + 1) * 127.5), 0, 255).astype(np.uint8)
       self.zs_images = naflex.patchify_batch(list(pixels), patch_size, lengths["patches"])
@@ -121,6 +129,10 @@ class SceneZeroShotRetrieval:
     }
     r = metrics.retrieval(pairs["image"], pairs["text"], ks=(1,))
     out.update(i2t_R1=r["i2t_R@1"], t2i_R1=r["t2i_R@1"], retrieval_chance=100.0 / n_pairs)
+    for lang, data in getattr(self, "by_language", {}).items():
+      embedded = embed(predict, params, data)
+      r = metrics.retrieval(embedded["image"], embedded["text"], ks=(1,))
+      out[f"i2t_R1_{lang}"], out[f"t2i_R1_{lang}"] = r["i2t_R@1"], r["t2i_R@1"]
     if self.dense:
       out.update(self._dense(model, params, classes))
     if getattr(model.module, "locca", None) is not None:
