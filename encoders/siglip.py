@@ -55,6 +55,7 @@ class TwoTower(nn.Module):
   """
   config: SigLIPConfig
   heads: tuple[tuple[str, str, tuple[int, ...]], ...] = ()
+  locca: Any = None  # the LocCa decoder's vlm.ul2.UL2Config (encoders/objectives/locca.py), or None
 
   def setup(self):
     cfg = self.config
@@ -65,6 +66,18 @@ class TwoTower(nn.Module):
     for name, _, dims in self.heads:  # each under its own name ('dino_head', ...)
       setattr(self, name, heads_lib.ProjectionHead(*dims, dtype=cfg.image.dtype) if len(dims) == 3 else
               layers.dense(dims[0], ("embed", None), dtype=cfg.image.dtype))
+    if self.locca is not None:
+      from encoders.objectives import locca as locca_lib  # pylint: disable=import-outside-toplevel
+      self.locca_decoder = locca_lib.LocCaDecoder(self.locca, name="locca")
+
+  def locca_logits(self, image_tokens: jax.Array, prompt: jax.Array, decoder_inputs: jax.Array,
+                   causal: bool = True) -> jax.Array:
+    """The LocCa decoder's logits [B, L, vocab] over the image tower's tokens and the task prompt."""
+    return self.locca_decoder(image_tokens, prompt, decoder_inputs, causal)
+
+  def locca_encode(self, images: jax.Array, prompt: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """What the LocCa decoder cross-attends to, for decoding (vlm.ul2.generate_from_encoded on its 'ul2')."""
+    return self.locca_decoder.encode(self.img(images)["tokens"], prompt)
 
   def view_features(self, images: jax.Array, masked: jax.Array | None = None,
                     heads: tuple[str, ...] = ()) -> dict[str, jax.Array]:
@@ -72,7 +85,7 @@ class TwoTower(nn.Module):
     [N, D], and each named head's output on what it reads ('dino_head' the pooled features: [N, K];
     'ibot_head' the patch tokens: [N, T, K])."""
     out = self.img(images, masked=masked)
-    features = {"pooled": out["pooled"]}
+    features = {"pooled": out["pooled"], "tokens": out["tokens"]}
     reads = {name: what for name, what, _ in self.heads}
     for name in heads:
       features[name] = getattr(self, name)(out[reads[name]])
@@ -95,6 +108,9 @@ class TwoTower(nn.Module):
     out = self.img(images, **patch_inputs)
     for name, what, _ in self.heads:  # (built here, at init; their losses call them)
       getattr(self, name)(out[what])
+    if self.locca is not None:
+      dummy = jnp.ones((out["tokens"].shape[0], 2), jnp.int32)
+      self.locca_decoder(out["tokens"], dummy, dummy)
     return out["pooled"], self.txt(token_ids)["pooled"], self.t, self.b
 
 
@@ -207,6 +223,17 @@ class SigLIPModel:
     self.frozen_teachers = {}
     head_specs = []
     for o in self.objectives:
+      if o.name == "locca":
+        continue  # its decoder is TwoTower's 'locca', below
+      if o.name == "active_curation":  # a frozen two-tower teacher that scores every super-batch
+        from encoders import siglip_checkpoints  # pylint: disable=import-outside-toplevel
+        teacher_config, teacher_params = siglip_checkpoints.read(o.checkpoint)
+        if teacher_config.text is None or text is None or teacher_config.text.vocab_size != text.vocab_size:
+          raise ValueError(f"the curation teacher {o.checkpoint} reads another text vocabulary (its text tower: "
+                           f"{getattr(teacher_config.text, 'vocab_size', 'none')} ids, the student's: "
+                           f"{getattr(text, 'vocab_size', 'none')}): it cannot score the same texts")
+        self.frozen_teachers[o.name] = (TwoTower(teacher_config), jax.device_put(teacher_params))
+        continue
       if o.name == "patch_distillation":
         teacher_image, teacher_params = o.load_teacher()
         tower = vit_lib.ViT(dataclasses.replace(teacher_image, pool_type="none", head_dim=None))
@@ -215,7 +242,11 @@ class SigLIPModel:
         head_specs.append(o.head_spec(teacher_image.width))
       else:
         head_specs.append(o.head_spec)
-    self.module = TwoTower(self.config, heads=tuple(head_specs))
+    locca = next((o for o in self.objectives if o.name == "locca"), None)
+    if locca is not None and text is None:
+      raise ValueError("LocCa's decoder shares the text tower's vocabulary: it needs a two-tower model")
+    self.module = TwoTower(self.config, heads=tuple(head_specs),
+                           locca=locca.decoder_config(text.vocab_size, image.dtype) if locca else None)
     self.loss = loss
     self.chunked = chunked
     self.teacher = teacher

@@ -62,6 +62,7 @@ def _image_spec(ds: tf.data.Dataset) -> FeatureSpec | None:
 
 
 VIEW_FEATURES = ("global_views", "local_views", "global_masks")  # tasks.preprocessors.multi_crop
+LOCCA_FEATURES = ("locca_inputs", "locca_targets")  # the LocCa decoder's task (encoders/objectives/locca.py)
 _PATCH_MODEL_FEATURES = {"patches": FeatureSpec(dtype=tf.float32, rank=2),
                          "patch_mask": FeatureSpec(dtype=tf.int32),
                          "spatial_shapes": FeatureSpec(dtype=tf.int32)}
@@ -166,7 +167,11 @@ class MultimodalEncDecFeatureConverter(seqio.EncDecFeatureConverter):
 
 @gin.configurable(module="tasks.feature_converters")
 class TwoTowerFeatureConverter(seqio.FeatureConverter):
-  """For two-tower (SigLIP) models: 'image' passed through, 'text' trimmed/padded to its length.
+  """For two-tower (SigLIP) models: the image features passed through, the token features trimmed / padded.
+
+  Token features: 'text', and LocCa's decoder task ('locca_inputs', 'locca_targets') where the dataset has it,
+  each at its TASK_FEATURE_LENGTHS length. Image features: 'image', NaFlex patches, or multi-crop views (with
+  the whole 'image' beside them where the dataset keeps it).
 
   Args:
     pack: must be False (an image pairs with exactly one text).
@@ -178,60 +183,63 @@ class TwoTowerFeatureConverter(seqio.FeatureConverter):
   def __init__(self, pack: bool = False, **kwargs):
     if pack:
       raise ValueError("cannot pack image-text pairs: each image belongs to exactly one text; use pack=False")
-    self._image = FeatureSpec(dtype=tf.float32, rank=3, sequence_dim=2)  # until a dataset says otherwise
+    self._tokens = ("text",)  # the token features of the dataset being converted
+    self._image = FeatureSpec(dtype=tf.float32, rank=3, sequence_dim=2)  # its 'image', or None
     self._patch_length = None  # the patch budget of a NaFlex dataset (then there is no image)
     self._views = {}  # multi-crop view feature -> (its spec, its view count)
     super().__init__(pack=False, **kwargs)
 
   @property
   def TASK_FEATURES(self) -> dict[str, FeatureSpec]:  # pylint: disable=invalid-name  (seqio's name)
-    features = {"text": FeatureSpec(dtype=tf.int32)}
+    features = {k: FeatureSpec(dtype=tf.int32) for k in self._tokens}
     if self._patch_length is not None:
       features["patches"] = FeatureSpec(dtype=tf.float32, rank=2)
     return features
 
   @property
   def MODEL_FEATURES(self) -> dict[str, FeatureSpec]:  # pylint: disable=invalid-name  (seqio's name)
+    features = {k: FeatureSpec(dtype=tf.int32) for k in self._tokens}
     if self._patch_length is not None:
-      return {"text": FeatureSpec(dtype=tf.int32), **_PATCH_MODEL_FEATURES}
-    if self._views:
-      return {"text": FeatureSpec(dtype=tf.int32), **{k: spec for k, (spec, _) in self._views.items()}}
-    return {"text": FeatureSpec(dtype=tf.int32), "image": self._image}
+      return {**features, **_PATCH_MODEL_FEATURES}
+    features.update({k: spec for k, (spec, _) in self._views.items()})
+    if self._image is not None:
+      features["image"] = self._image
+    return features
 
   def __call__(self, ds: tf.data.Dataset, task_feature_lengths: Mapping[str, int]) -> tf.data.Dataset:
-    self._views = {}
+    spec = ds.element_spec
+    self._tokens = ("text",) + tuple(k for k in LOCCA_FEATURES if k in spec)
+    self._views, self._patch_length = {}, None
     if _has_patches(ds, task_feature_lengths):
-      self._patch_length = task_feature_lengths["patches"]
-    elif "global_views" in ds.element_spec:
-      # Multi-crop views: each feature's leading axis (its view count) stands in for a sequence length.
-      self._patch_length = None
-      self._views = {k: (FeatureSpec(dtype=spec.dtype, rank=spec.shape.rank), spec.shape[0])
-                     for k, spec in ds.element_spec.items() if k in VIEW_FEATURES}
+      self._patch_length, self._image = task_feature_lengths["patches"], None
     else:
-      image = _image_spec(ds)
-      if image is None:
+      # Multi-crop views: each feature's leading axis (its view count) stands in for a sequence length.
+      self._views = {k: (FeatureSpec(dtype=v.dtype, rank=v.shape.rank), v.shape[0])
+                     for k, v in spec.items() if k in VIEW_FEATURES}
+      self._image = _image_spec(ds)  # frames ([N, H, W, 3]) are allowed too
+      if self._image is None and not self._views:
         raise ValueError("a two-tower dataset needs an 'image' feature (or NaFlex 'patches', or multi-crop views)")
-      self._image, self._patch_length = image, None  # frames ([N, H, W, 3]) are allowed too
     return super().__call__(ds, task_feature_lengths)
 
   def _convert_features(self, ds: tf.data.Dataset, task_feature_lengths: Mapping[str, int]) -> tf.data.Dataset:
     ds = self._pack_or_pad(ds, {k: task_feature_lengths[k] for k in self.TASK_FEATURES})
-    length, views = self._patch_length, tuple(self._views)
+    length, tokens = self._patch_length, self._tokens
+    images = tuple(self._views) + (("image",) if self._image is not None else ())
 
     def convert(ex):
-      if views:
-        images = {k: ex[k] for k in views}
-      else:
-        images = {"image": ex["image"]} if length is None else _patch_features(ex, length)
-      return {"text": ex["text"], **images}
+      out = {k: ex[k] for k in tokens}
+      out.update(_patch_features(ex, length) if length is not None else {k: ex[k] for k in images})
+      return out
     return ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE)
 
   def get_model_feature_lengths(self, task_feature_lengths: Mapping[str, int]) -> dict[str, int]:
+    lengths = {k: task_feature_lengths[k] for k in self._tokens}
     if self._patch_length is not None:
-      return {"text": task_feature_lengths["text"], **_patch_lengths(task_feature_lengths)}
-    if self._views:
-      return {"text": task_feature_lengths["text"], **{k: count for k, (_, count) in self._views.items()}}
-    return {"text": task_feature_lengths["text"], "image": _CHANNELS}
+      return {**lengths, **_patch_lengths(task_feature_lengths)}
+    lengths.update({k: count for k, (_, count) in self._views.items()})
+    if self._image is not None:
+      lengths["image"] = _CHANNELS
+    return lengths
 
 
 __all__ = ["MultimodalEncDecFeatureConverter", "TwoTowerFeatureConverter"]

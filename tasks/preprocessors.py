@@ -212,8 +212,10 @@ def random_crop_flip(ex: dict, seed: tf.Tensor, image_size: int | Sequence[int],
 def multi_crop(ds: tf.data.Dataset, global_views: int = 2, global_size: int = 224,
                global_area: tuple[float, float] = (0.4, 1.0), local_views: int = 8, local_size: int = 96,
                local_area: tuple[float, float] = (0.05, 0.4), aspect_range: tuple[float, float] = (3 / 4, 4 / 3),
-               mask_ratio: tuple[float, float] | None = None, patch_size: int = 16) -> tf.data.Dataset:
-  """SILC's multi-crop views of the float32 'image', in place of it (encoders/objectives/compose.py reads them).
+               mask_ratio: tuple[float, float] | None = None, patch_size: int = 16,
+               keep_image: bool = False) -> tf.data.Dataset:
+  """SILC's multi-crop views of the float32 'image', in place of it (or beside it, with keep_image: LocCa reads
+  the whole image); encoders/objectives/compose.py reads them.
 
   Each view is an Inception-style crop covering a fraction of the image's area in its range, resized:
     'global_views'  float32 [global_views, global_size, global_size, 3]
@@ -258,7 +260,7 @@ def multi_crop(ds: tf.data.Dataset, global_views: int = 2, global_size: int = 22
     base = _example_seed(ex, seed, _VIEWS_SALT)
     seeds = tf.random.experimental.stateless_split(base, num=global_views + local_views + 1)
     ex = dict(ex)
-    image = ex.pop("image")
+    image = ex["image"] if keep_image else ex.pop("image")
     ex["global_views"] = tf.ensure_shape(crops(image, seeds[:global_views], global_views, global_size, global_area),
                                          [global_views, global_size, global_size, 3])
     if local_views:

@@ -24,6 +24,13 @@ For the dense encoder objectives (encoders/objectives): multi-crop views and TIP
 
   scene_pairs_views_synthetic      scene + caption at a granularity drawn by `caption_granularity` (gin),
                                    as SILC's multi-crop views with iBOT block masks (`views`, gin)
+  scene_pairs_locca_synthetic      scene + caption (in English with the share `caption_languages` sets,
+                                   else in another of tasks.multilingual's languages), and a LocCa decoder
+                                   task drawn by `locca_tasks` (gin):
+                                   captioning, a referring expression (phrase -> box) or grounded
+                                   captioning (box -> phrase), as 'locca_inputs' / 'locca_targets'
+  scene_pairs_siglip2_synthetic    the same, with the multi-crop views beside the whole image (SigLIP 2)
+  scene_pairs_multilingual_synthetic  scene + caption, in English or another language as above
 
   pali_stage1_synthetic            Mixture of the eight image tasks, rates from `stage1_rates` (gin)
   documents_charts_native_synthetic  Mixture of the two native-aspect image tasks, evenly
@@ -72,6 +79,8 @@ _UNBOUNDED = 2 ** 62  # the end of an unbounded index range
 _PASSAGE_STREAM = 106  # render.example_rng stream of the UL2 passages, apart from every generator's own
 _NATIVE_SCENE_STREAM = 107  # and of the native-aspect scene pairs
 _GRANULARITY_STREAM = 108  # and of the caption granularity draws
+_LOCCA_STREAM = 109  # and of the LocCa task draws
+_CAPTION_STREAM = 110  # and of the multilingual pairs' caption draws
 
 
 @gin.configurable(module="tasks.registry")
@@ -107,6 +116,30 @@ def caption_granularity(rates: Mapping[str, float] = {"alt": 1.0}) -> dict[str, 
   if unknown or not rates or any(v < 0 for v in rates.values()) or sum(rates.values()) <= 0:
     raise ValueError(f"caption_granularity rates={rates}: non-negative rates of {scenes.GRANULARITIES} with a "
                      "positive sum")
+  return rates
+
+
+@gin.configurable(module="tasks.registry")
+def caption_languages(english: float = 1.0) -> float:
+  """The share of English captions in the SigLIP 2 pair tasks (SigLIP 2: 0.9); the rest are drawn evenly from
+  tasks.multilingual's other languages."""
+  if not 0.0 <= english <= 1.0:
+    raise ValueError(f"caption_languages english={english} is not a share in [0, 1]")
+  return english
+
+
+LOCCA_TASKS = ("caption", "refexp", "grounded")
+
+
+@gin.configurable(module="tasks.registry")
+def locca_tasks(rates: Mapping[str, float] = {"caption": 1.0, "refexp": 1.0, "grounded": 1.0}  # noqa: B006
+                ) -> dict[str, float]:
+  """Rates of the LocCa decoder's tasks in scene_pairs_locca_synthetic: captioning ("caption en" -> the
+  caption), referring expressions ("refexp <phrase>" -> four location tokens), grounded captioning
+  ("grounded <four location tokens>" -> the phrase)."""
+  rates = dict(rates)
+  if set(rates) - set(LOCCA_TASKS) or any(v < 0 for v in rates.values()) or sum(rates.values()) <= 0:
+    raise ValueError(f"locca_tasks rates={rates}: non-negative rates of {LOCCA_TASKS} with a positive sum")
   return rates
 
 
@@ -237,12 +270,46 @@ def _pair(seed, split, index, size):
 def _granular_pair(seed, split, index, size):
   """A scene and its caption at a granularity drawn by caption_granularity()'s rates."""
   ex = scene_tasks.example(seed, index, split, "caption", size, with_scene=True)
-  rates = caption_granularity()
+  rng = render.example_rng(seed, split, index, _GRANULARITY_STREAM)
+  return {"image": ex["image"], "text": scenes.caption_at(ex["scene"], _draw(caption_granularity(), rng), rng)}
+
+
+def _draw(rates: Mapping[str, float], rng: np.random.Generator) -> str:
   names = tuple(rates)
   weights = np.array([rates[n] for n in names], np.float64)
-  rng = render.example_rng(seed, split, index, _GRANULARITY_STREAM)
-  granularity = names[int(rng.choice(len(names), p=weights / weights.sum()))]
-  return {"image": ex["image"], "text": scenes.caption_at(ex["scene"], granularity, rng)}
+  return names[int(rng.choice(len(names), p=weights / weights.sum()))]
+
+
+def _locca_pair(seed, split, index, size):
+  """A scene, its caption for the image-text loss, and a LocCa task about it (see locca_tasks)."""
+  rng = render.example_rng(seed, split, index, _LOCCA_STREAM)
+  kind = _draw(locca_tasks(), rng)
+  ex = scene_tasks.example(seed, index, split, "caption" if kind == "caption" else "refexp", size, with_scene=True)
+  if kind == "caption":
+    inputs, targets = "caption en", ex["targets"]
+  elif kind == "refexp":
+    inputs, targets = ex["inputs"], ex["targets"]
+  else:  # grounded captioning: the box in, its phrase out
+    inputs, targets = f"grounded {ex['targets']}", ex["inputs"].removeprefix("refexp ")
+  return {"image": ex["image"], "text": _pair_caption(ex["scene"], rng), "locca_inputs": inputs,
+          "locca_targets": targets}
+
+
+def _pair_caption(scene, rng: np.random.Generator) -> str:
+  """A caption for the image-text loss: English at caption_languages()'s share (at a granularity drawn by
+  caption_granularity()), else in another of tasks.multilingual's languages, drawn evenly."""
+  if rng.random() < caption_languages():
+    return scenes.caption_at(scene, _draw(caption_granularity(), rng), rng)
+  others = tuple(lang for lang in multilingual.LANGUAGES if lang != "en")
+  lang = others[int(rng.integers(len(others)))]
+  return multilingual.caption(scene, lang, multilingual.sample_plan(scene, rng))
+
+
+def _multilingual_pair(seed, split, index, size):
+  """A scene and its caption, in English or another language (_pair_caption)."""
+  ex = scene_tasks.example(seed, index, split, "caption", size, with_scene=True)
+  rng = render.example_rng(seed, split, index, _CAPTION_STREAM)
+  return {"image": ex["image"], "text": _pair_caption(ex["scene"], rng)}
 
 
 def _native(module) -> ExampleFn:
@@ -357,6 +424,25 @@ seqio.TaskRegistry.add(
     preprocessors=[preprocessors.normalize_image, _multi_crop] + _TOKENIZE,
     output_features={**PAIR_FEATURES, **VIEW_FEATURES}, shuffle_buffer_size=None)
 
+def _multi_crop_keep_image(ds: tf.data.Dataset) -> tf.data.Dataset:
+  return preprocessors.multi_crop(ds, **views(), patch_size=patch_size(), keep_image=True)
+
+
+_LOCCA_KEYS = ("image", "text", "locca_inputs", "locca_targets")
+LOCCA_FEATURES = {"locca_inputs": seqio.Feature(VOCABULARY), "locca_targets": seqio.Feature(VOCABULARY)}
+seqio.TaskRegistry.add(
+    "scene_pairs_multilingual_synthetic", source=GeneratorSource(_multilingual_pair, ("image", "text")),
+    preprocessors=[preprocessors.normalize_image] + _TOKENIZE, output_features=PAIR_FEATURES,
+    shuffle_buffer_size=None)
+seqio.TaskRegistry.add(
+    "scene_pairs_locca_synthetic", source=GeneratorSource(_locca_pair, _LOCCA_KEYS),
+    preprocessors=[preprocessors.normalize_image] + _TOKENIZE,
+    output_features={**PAIR_FEATURES, **LOCCA_FEATURES}, shuffle_buffer_size=None)
+seqio.TaskRegistry.add(
+    "scene_pairs_siglip2_synthetic", source=GeneratorSource(_locca_pair, _LOCCA_KEYS),
+    preprocessors=[preprocessors.normalize_image, _multi_crop_keep_image] + _TOKENIZE,
+    output_features={**PAIR_FEATURES, **VIEW_FEATURES, **LOCCA_FEATURES}, shuffle_buffer_size=None)
+
 seqio.TaskRegistry.add(
     "webli_pairs_synthetic", source=GeneratorSource(_pair, ("image", "text")),
     preprocessors=[preprocessors.normalize_image, _crop] + _TOKENIZE, output_features=PAIR_FEATURES,
@@ -378,5 +464,7 @@ seqio.MixtureRegistry.add("pali_stage1_synthetic", [(name, _stage1_rate) for nam
 seqio.MixtureRegistry.add("documents_charts_native_synthetic", [(name, 1.0) for name in NATIVE_ASPECT_TASKS])
 
 
-__all__ = ["SPLITS", "image_size", "patch_size", "views", "caption_granularity", "VIEW_FEATURES", "SCENE_ASPECTS", "NATIVE_ASPECT_TASKS", "STAGE1_RATES", "stage1_rates", "GeneratorSource", "VOCABULARY",
+__all__ = ["SPLITS", "image_size", "patch_size", "views", "caption_granularity", "caption_languages", "VIEW_FEATURES",
+           "LOCCA_TASKS",
+           "locca_tasks", "LOCCA_FEATURES", "SCENE_ASPECTS", "NATIVE_ASPECT_TASKS", "STAGE1_RATES", "stage1_rates", "GeneratorSource", "VOCABULARY",
            "IMAGE_TEXT_FEATURES", "PAIR_FEATURES", "TEXT_FEATURES", "IMAGE_PREPROCESSORS", "IMAGE_TASKS"]

@@ -15,7 +15,7 @@ import logging
 import os
 import re
 import tempfile
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -346,24 +346,31 @@ class Checkpointer:
                                 "resume") from e
 
 
-def _check_saved_param_shapes(abstract_params: Any, step_dir: str) -> None:
-  """Names the first parameter whose shape in checkpoint `step_dir` differs from the model's (orbax does not)."""
+def _check_saved_param_shapes(abstract_params: Any, step_dir: str, leave_out: Sequence[str] = ()) -> None:
+  """Names the first parameter whose shape in checkpoint `step_dir` differs from the model's (orbax does not).
+
+  leave_out: top-level parameter subtrees the checkpoint may hold that are not wanted (a training run's heads).
+  """
   try:
     with ocp.StandardCheckpointer() as reader:
       saved = reader.metadata(os.path.abspath(os.path.join(step_dir, _STATE))).item_metadata.tree["params"]
   except Exception:  # pylint: disable=broad-except  (no metadata to compare: restore reports what it finds)
     return
+  saved = {k: v for k, v in saved.items() if k not in leave_out}
   check_shapes(abstract_params, jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), saved), step_dir)
 
 
-def restore_params(model_dir: str, abstract_params: Any) -> Any:
-  """Just the parameters of the latest complete checkpoint in MODEL_DIR, as host-local arrays."""
+def restore_params(model_dir: str, abstract_params: Any, leave_out: Sequence[str] = ()) -> Any:
+  """Just the parameters of the latest complete checkpoint in MODEL_DIR, as host-local arrays.
+
+  leave_out: top-level subtrees of the saved parameters not to read (training-only heads, say).
+  """
   steps = complete_steps(model_dir)
   if not steps:
     raise CheckpointError(f"{model_dir}: no complete checkpoint under {os.path.join(model_dir, CHECKPOINTS_DIR)}")
   sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), abstract_params)
-  _check_saved_param_shapes(abstract_params, os.path.join(model_dir, CHECKPOINTS_DIR, str(steps[-1])))
+  _check_saved_param_shapes(abstract_params, os.path.join(model_dir, CHECKPOINTS_DIR, str(steps[-1])), leave_out)
   item = {"params": target}
   # Read-only: a released MODEL_DIR may sit on a file system this process cannot write.
   options = ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0)

@@ -7,7 +7,10 @@
 Chance levels are reported next to them, so a reader can tell learning from luck. Given a seqio `pairs_task`
 it reads that task's validation pairs and its vocabulary instead, and evaluates NaFlex models (a 'patches'
 budget in the feature lengths) on patches. With `dense` (the default) it adds the dense evaluations of
-vlm.dense_evaluation: zero-shot and linear-probe segmentation mIoU, k-NN accuracy.
+vlm.dense_evaluation: zero-shot and linear-probe segmentation mIoU, k-NN accuracy; and for a model with a
+LocCa decoder (encoders/objectives/locca.py) that decoder's referring expressions (IoU >= 0.5, beside the
+centre baseline: a box at the image centre of the mean target size, scored the same way) and captions
+(CIDEr), by greedy decoding on held-out scenes.
 
 `SeqioTaskEvaluation` judges a PaLI on the validation split of seqio tasks by greedy decoding, each task
 scored as its benchmark is (ANLS for documents, relaxed accuracy for charts, else exact match).
@@ -75,15 +78,19 @@ class SceneZeroShotRetrieval:
     pairs_task: a seqio task of image-text pairs whose validation split gives the retrieval pairs (and whose
       vocabulary, tasks.vocab, tokenises the class prompts); None: tasks.scene_pairs' numpy pairs and words.
     dense: also the dense evaluations (vlm.dense_evaluation), on scenes of image_size.
+    languages: retrieval per language as well (i2t_R1_<lang>, t2i_R1_<lang>), on held-out scenes captioned in
+      each of these tasks.multilingual languages (pairs_task runs: its vocabulary).
   """
 
   def __init__(self, image_size: int = 32, task_feature_lengths: dict[str, int] | None = None,
                images_per_class: int = 20, retrieval_pairs: int = 512, seed: int = 1234,
-               pairs_task: str | None = None, patch_size: int = 16, dense: bool = True, dense_scenes: int = 256):
+               pairs_task: str | None = None, patch_size: int = 16, dense: bool = True, dense_scenes: int = 256,
+               locca_examples: int = 256, languages: tuple[str, ...] = (), pairs_per_language: int = 256):
     self._predict = {}  # model -> jitted predict_batch, compiled once per run
     self._features = {}  # model -> jitted image features for the dense evaluations
     self.image_size, self.dense, self.dense_scenes = image_size, dense, dense_scenes
     self._dense_data = None  # built at the first call, when the tower's patch size is known
+    self._locca_data, self._locca_decode, self.locca_examples, self.seed = None, {}, locca_examples, seed
     self.combos = scenes.all_combos()
     prompts = [scenes.class_prompt(c, s) for c, s in self.combos]
     zs = scenes.zero_shot_batch(seed, self.combos, images_per_class, image_size)
@@ -95,9 +102,16 @@ class SceneZeroShotRetrieval:
       self.pairs = pairs.batch(0, retrieval_pairs)
       return
     from tasks import naflex, pipeline  # pylint: disable=import-outside-toplevel  (TensorFlow)
-    lengths = fixed_lengths(task_feature_lengths)
+    # The pairs' own features: a run's other lengths (LocCa's) belong to its training task.
+    lengths = {k: v for k, v in fixed_lengths(task_feature_lengths).items() if k in ("text", "patches")}
     self.pairs = pipeline.SeqioBatches(pairs_task, lengths, split="validation", seed=seed).batch(0, retrieval_pairs)
     self.prompts = _seqio_prompts(prompts, lengths["text"])
+    self.by_language = {}
+    for lang in languages:
+      from tasks import multilingual  # pylint: disable=import-outside-toplevel
+      rows = [multilingual.example(seed, i, "validation", image_size, lang=lang) for i in range(pairs_per_language)]
+      self.by_language[lang] = {"image": np.stack([row["image"] for row in rows]),
+                                "text": _seqio_prompts([row["targets"] for row in rows], lengths["text"])}
     if "patches" in lengths:  # the single-object images as NaFlex patches, at the budget
       pixels = np.clip(np.round((zs["image"] + 1) * 127.5), 0, 255).astype(np.uint8)
       self.zs_images = naflex.patchify_batch(list(pixels), patch_size, lengths["patches"])
@@ -115,9 +129,20 @@ class SceneZeroShotRetrieval:
     }
     r = metrics.retrieval(pairs["image"], pairs["text"], ks=(1,))
     out.update(i2t_R1=r["i2t_R@1"], t2i_R1=r["t2i_R@1"], retrieval_chance=100.0 / n_pairs)
+    for lang, data in getattr(self, "by_language", {}).items():
+      embedded = embed(predict, params, data)
+      r = metrics.retrieval(embedded["image"], embedded["text"], ks=(1,))
+      out[f"i2t_R1_{lang}"], out[f"t2i_R1_{lang}"] = r["i2t_R@1"], r["t2i_R@1"]
     if self.dense:
       out.update(self._dense(model, params, classes))
+    if getattr(model.module, "locca", None) is not None:
+      out.update(self._locca(model, params))
     return out
+
+  def _locca(self, model, params) -> dict[str, float]:
+    if self._locca_data is None:
+      self._locca_data = locca_eval_data(self.image_size, self.locca_examples, self.seed)
+    return locca_metrics(model, params, self._locca_data, self.image_size, self._locca_decode)
 
   def _dense(self, model, params, classes: np.ndarray) -> dict[str, float]:
     from vlm import dense_evaluation  # pylint: disable=import-outside-toplevel
@@ -131,6 +156,51 @@ class SceneZeroShotRetrieval:
     tower = self._features[id(model)]
     features = lambda images: embed(lambda p, b: tower(p, b["image"]), params, {"image": images})
     return dense_evaluation.dense_metrics(features, self._dense_data, classes)
+
+
+def locca_eval_data(image_size: int, examples: int, seed: int) -> dict:
+  """Held-out scenes for the LocCa decoder: referring expressions and captions, tokenised as the seqio tasks."""
+  from tasks import scene_tasks  # pylint: disable=import-outside-toplevel
+  data = {}
+  for kind, prompt in (("refexp", None), ("caption", "caption en")):
+    rows = [scene_tasks.example(seed, i, "validation", kind, image_size) for i in range(examples)]
+    prompts = [prompt or row["inputs"] for row in rows]
+    data[kind] = {"image": np.stack([row["image"] for row in rows]), "prompt": _seqio_prompts(prompts, 16),
+                  "targets": [row["targets"] for row in rows]}
+  return data
+
+
+def locca_metrics(model, params, data: dict, image_size: int, cache: dict, max_len: int = 24) -> dict[str, float]:
+  """refexp_accuracy, refexp_centre_baseline and caption_cider of the model's LocCa decoder on `data`."""
+  from encoders import siglip  # pylint: disable=import-outside-toplevel
+  from tasks import locations, vocab as vocab_lib  # pylint: disable=import-outside-toplevel
+  from vlm import ul2 as ul2_lib  # pylint: disable=import-outside-toplevel
+  if id(model) not in cache:
+    decoder = ul2_lib.UL2(model.module.locca)
+
+    def decode(p, batch):
+      encoded, mask = model.module.apply({"params": p}, batch["image"], batch["prompt"],
+                                         method=siglip.TwoTower.locca_encode)
+      return ul2_lib.generate_from_encoded(decoder, p["locca"]["ul2"], encoded, mask, max_decode_len=max_len)
+    cache[id(model)] = decoding.jit(decode)
+  vocab = vocab_lib.vocabulary()
+  detokenize = lambda ids: vocab.decode([int(i) for i in ids if 0 < i < vocab.vocab_size])  # noqa: E731
+  out = {}
+  refexp = data["refexp"]
+  answers = decode_texts(cache[id(model)], params, {"image": refexp["image"], "prompt": refexp["prompt"]},
+                         detokenize)
+  truth = [locations.tokens_to_boxes(t, image_size, image_size) for t in refexp["targets"]]
+  out["refexp_accuracy"] = 100.0 * float(np.mean([
+      _iou(locations.tokens_to_boxes(a, image_size, image_size), t) >= 0.5 for a, t in zip(answers, truth)]))
+  sizes = np.array([[b[0][2] - b[0][0], b[0][3] - b[0][1]] for b in truth]).mean(0)
+  centre = [[(image_size - sizes[0]) / 2, (image_size - sizes[1]) / 2, (image_size + sizes[0]) / 2,
+             (image_size + sizes[1]) / 2]]
+  out["refexp_centre_baseline"] = 100.0 * float(np.mean([_iou(centre, t) >= 0.5 for t in truth]))
+  captions = data["caption"]
+  answers = decode_texts(cache[id(model)], params, {"image": captions["image"], "prompt": captions["prompt"]},
+                         detokenize)
+  out["caption_cider"] = metrics.cider(answers, [[t] for t in captions["targets"]])
+  return out
 
 
 def decode_texts(predict, params, batch: dict[str, np.ndarray], detokenize, chunk: int = 128) -> list[str]:

@@ -243,7 +243,8 @@ def vit_params_from_siglip(path: str, vit: vit_lib.ViTConfig, current: Any) -> A
     raise checkpoints.CheckpointError(
         f"{path}: its ViT's MLPs use activation={siglip_config.image.activation!r} but this PaLI's ViT uses "
         f"{vit.activation!r}; set the vit config's activation to match")
-  img = {k: v for k, v in siglip_params["img"].items() if k not in ("MAPHead_0", "head")}
+  # The pooling head, and the mask token of masked prediction (a pretraining device), stay behind.
+  img = {k: v for k, v in siglip_params["img"].items() if k not in ("MAPHead_0", "head", "mask_token")}
   img = _resize_posemb(img, siglip_config.image.grid, vit.grid)
   _check_same_tree(img, current, path)
   return img

@@ -208,7 +208,8 @@ def geometry(model: Any, feature_lengths: dict[str, int], batch_size: int, frame
   if frames != 1:
     raise ValueError(f"--frames={frames}: only a PaLI model takes several images per example")
   if isinstance(model, siglip.SigLIPModel):
-    return _siglip_geometry(model.config, feature_lengths.get("text", 0), batch_size, patches)
+    return _siglip_geometry(model.config, feature_lengths.get("text", 0), batch_size, patches,
+                            getattr(model.module, "locca", None), feature_lengths)
   if isinstance(model, ul2.UL2Model):
     inputs, targets = _lengths(feature_lengths, "inputs", "targets")
     stacks, kernels, groups = _ul2_parts(model.config, "", inputs, targets)
@@ -247,7 +248,8 @@ def _pali_geometry(cfg, lengths: tuple[int, int], batch_size: int, frames: int, 
       logits=(targets, u.vocab_size, _itemsize(u.dtype)))
 
 
-def _siglip_geometry(cfg, text_length: int, batch_size: int, patches: int | None) -> Geometry:
+def _siglip_geometry(cfg, text_length: int, batch_size: int, patches: int | None, locca=None,
+                     feature_lengths: dict | None = None) -> Geometry:
   img, txt = cfg.image, cfg.text
   batch, tokens, tokens_text = _image_batch(img, batch_size, 1, patches)
   stacks = (_encoder_stack("img (ViT)", "img/", img, 1, tokens),)
@@ -267,6 +269,14 @@ def _siglip_geometry(cfg, text_length: int, batch_size: int, patches: int | None
     groups += (("txt (text tower)", r"txt/.*"),)
     batch["text"] = _tokens(batch_size, text_length)
     description += f" + text tower width {txt.width} x {txt.depth} layers ({text_length} tokens)"
+  if locca is not None:  # SigLIP 2's LocCa decoder: a UL2 without encoder layers over the image tokens + prompt
+    prompt, targets = _lengths(feature_lengths or {}, "locca_inputs", "locca_targets")
+    locca_stacks, locca_kernels, _ = _ul2_parts(locca, "locca/ul2/", tokens + prompt, targets)
+    stacks += tuple(s for s in locca_stacks if s.layers)
+    kernels += ((r"locca/img_projection/.*", tokens),) + locca_kernels
+    groups += (("LocCa decoder (training only)", r"locca/.*"),)
+    batch.update(locca_inputs=_tokens(batch_size, prompt), locca_targets=_tokens(batch_size, targets))
+    description += f" + LocCa decoder {_ul2_text(locca)}"
   # The sigmoid loss scores every image against every text: 2 B^2 E, chunked or not.
   return Geometry(description, stacks, kernels, groups + (("t, b", r"[tb]"),), batch,
                   extra_forward_flops=2.0 * batch_size * batch_size * embed_dim)

@@ -183,14 +183,16 @@ class Decoder(nn.Module):
                                        kernel_init=nn.initializers.variance_scaling(1.0, "fan_in", "normal"))
 
   def __call__(self, y: jax.Array, encoded: jax.Array, encoder_mask: jax.Array,
-               embedder: nn.Embed) -> jax.Array:
-    """y: [batch, len, d] embedded decoder inputs -> logits [batch, len, vocab] (float32)."""
+               embedder: nn.Embed, causal: bool = True) -> jax.Array:
+    """y: [batch, len, d] embedded decoder inputs -> logits [batch, len, vocab] (float32).
+
+    causal=False lets every position see every other (parallel prediction: CapPa, LocCa)."""
     length = y.shape[1]
     bias = self.relpos_bias(length, length)
-    causal = jnp.tril(jnp.ones((length, length), bool))[None, None]
+    self_mask = jnp.tril(jnp.ones((length, length), bool))[None, None] if causal else None
     cross_mask = encoder_mask[:, None, None, :]
     for layer in self.layers:
-      y = layer(y, encoded, causal, cross_mask, bias)
+      y = layer(y, encoded, self_mask, cross_mask, bias)
     return self._logits(self.decoder_norm(y), embedder)
 
   def _logits(self, y: jax.Array, embedder: nn.Embed, tied_head: jax.Array | None = None) -> jax.Array:
@@ -258,9 +260,10 @@ class UL2(nn.Module):
     """Already embedded inputs (PaLI's visual tokens + prompt) [batch, len, d] -> encoded."""
     return self.encoder(x, mask)
 
-  def decode(self, decoder_input_tokens, encoded, encoder_mask) -> jax.Array:
-    """Teacher-forced decoder: logits [batch, dec_len, vocab] float32."""
-    return self.decoder(self.embed_tokens(decoder_input_tokens), encoded, encoder_mask, self.token_embedder)
+  def decode(self, decoder_input_tokens, encoded, encoder_mask, causal: bool = True) -> jax.Array:
+    """Teacher-forced decoder: logits [batch, dec_len, vocab] float32 (causal=False: parallel prediction)."""
+    return self.decoder(self.embed_tokens(decoder_input_tokens), encoded, encoder_mask, self.token_embedder,
+                        causal)
 
   def init_cache(self, encoded, encoder_mask, max_decode_len: int) -> dict:
     return self.decoder.init_cache(encoded, encoder_mask, max_decode_len)

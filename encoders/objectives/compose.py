@@ -5,7 +5,11 @@ Batches of a run with objectives hold multi-crop views (tasks.preprocessors.mult
   local_views   float32 [B, L, s, s, 3]   L local crops (SILC: 8, from 0.05-0.4), optional
   global_masks  int32 [B, G, T]           iBOT block masks of each global view's T patches (1: masked)
   text          int32 [B, Lt]
-A batch with a plain 'image' is one global view and no local ones.
+and, for LocCa, the whole image with its decoder task:
+  image         float32 [B, S, S, 3]      (the image-text loss then runs on it rather than on the views)
+  locca_inputs  int32 [B, Lp]             the task prompt ("refexp <phrase>", ...)
+  locca_targets int32 [B, Lo]             its answer (+ EOS)
+A batch with a plain 'image' and no views is one global view and no local ones.
 
 One step:
   student   every global view through the image tower (masked patches replaced by the mask token while
@@ -32,12 +36,14 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
+from encoders.objectives import acid
 from encoders.objectives import distillation
+from encoders.objectives import locca as locca_lib
 from encoders.objectives import masked as masked_lib
 from encoders.objectives import patch_distillation
 from vlm import ema
 
-OBJECTIVES = ("self_distillation", "masked_prediction", "patch_distillation")
+OBJECTIVES = ("self_distillation", "masked_prediction", "patch_distillation", "locca", "active_curation")
 EMA_OBJECTIVES = ("self_distillation", "masked_prediction")  # those that learn from the EMA teacher
 TEACHERS = ("full", "heads")
 
@@ -97,6 +103,9 @@ def loss(model, params, batch: dict, rng, *, teacher, aux: dict, phase: tuple[st
   from encoders import siglip  # pylint: disable=import-outside-toplevel  (siglip imports this module's package)
   module, active = model.module, set(phase or ())
   objectives = {o.name: o for o in model.objectives}
+  curated = {}
+  if "active_curation" in active:
+    batch, curated = _curate(model, params, batch, objectives["active_curation"])
   global_views, local_views, masks = _views(batch)
   b = global_views.shape[0]
   run = lambda p, images, **kw: module.apply({"params": p}, images, method=siglip.TwoTower.view_features, **kw)
@@ -109,14 +118,30 @@ def loss(model, params, batch: dict, rng, *, teacher, aux: dict, phase: tuple[st
     raise ValueError("masked prediction needs 'global_masks' in the batch (tasks.preprocessors.multi_crop with "
                      "mask_ratio)")
   teacher_heads = (("dino_head",) if sd_on else ()) + (("ibot_head",) if mp_on else ())
-  student = run(params, _flat(global_views), masked=_flat(masks) if mp_on else None,
-                heads=teacher_heads + (("distill_head",) if pd_on else ()))
+  whole = "image" in batch and "global_views" in batch  # a whole image beside the views (LocCa's batches)
+  student = image = None
+  if not whole or sd_on or mp_on or pd_on:
+    student = run(params, _flat(global_views), masked=_flat(masks) if mp_on else None,
+                  heads=teacher_heads + (("distill_head",) if pd_on else ()))
+  if whole:
+    image = run(params, batch["image"])
+  elif "global_views" not in batch:  # the batch's 'image' was the one global view
+    image = student
   ztxt = module.apply({"params": params}, batch["text"], method=siglip.TwoTower.encode_text)["pooled"]
   t_prime, bias = params["t"], params["b"]
-  zimg = _view_major(student["pooled"], b)  # [G, B, D]
+  zimg = image["pooled"][None] if whole else _view_major(student["pooled"], b)  # [G, B, D]
   contrastive = jnp.mean(jnp.stack([model.contrastive_loss(z, ztxt, t_prime, bias) for z in zimg]))
   total = contrastive
   metrics = {"temperature": jnp.exp(t_prime), "bias": bias, "loss/contrastive": contrastive}
+  if "active_curation" in objectives:
+    curation = objectives["active_curation"]
+    term = jnp.float32(0)
+    if curated:
+      term = acid.logit_distillation(acid.pairwise_logits(zimg[0], ztxt, t_prime, bias), curated["teacher_logits"])
+      total = total + curation.distillation_weight * term
+    metrics["loss/acid_distillation"] = term
+    metrics["acid/learnability_kept"] = curated.get("learnability_kept", jnp.float32(0))
+    metrics["acid/learnability_all"] = curated.get("learnability_all", jnp.float32(0))
   new_aux = dict(aux)
 
   # The teacher, on the unmasked global views.
@@ -127,7 +152,7 @@ def loss(model, params, batch: dict, rng, *, teacher, aux: dict, phase: tuple[st
 
   for name in OBJECTIVES:
     objective = objectives.get(name)
-    if objective is None:
+    if objective is None or name == "active_curation":  # (curation chose the batch; its term is above)
       continue
     term = jnp.float32(0)
     if name == "self_distillation" and sd_on:
@@ -151,6 +176,17 @@ def loss(model, params, batch: dict, rng, *, teacher, aux: dict, phase: tuple[st
       metrics["loss/masked_prediction_visible"] = visible_term
     elif name == "masked_prediction":
       metrics["loss/masked_prediction_masked"] = metrics["loss/masked_prediction_visible"] = jnp.float32(0)
+    if name == "locca" and name in active:
+      if "locca_targets" not in batch or "image" not in batch:
+        raise ValueError("LocCa needs the whole 'image' and its decoder task ('locca_inputs', 'locca_targets'): "
+                         "use scene_pairs_locca_synthetic or a task with tasks.preprocessors' locca features")
+      logits_fn = lambda tokens, prompt, inputs, causal: module.apply(
+          {"params": params}, tokens, prompt, inputs, causal, method=siglip.TwoTower.locca_logits)
+      term, locca_metrics = locca_lib.locca_loss(logits_fn, image["tokens"], batch["locca_inputs"],
+                                                 batch["locca_targets"], objective.parallel_fraction)
+      metrics.update(locca_metrics)
+    elif name == "locca":
+      metrics["locca_token_accuracy"] = jnp.float32(0)
     if name == "patch_distillation" and pd_on:
       tower, frozen, patch = model.frozen_teachers[name]
       size = global_views.shape[2:4]
@@ -162,6 +198,26 @@ def loss(model, params, batch: dict, rng, *, teacher, aux: dict, phase: tuple[st
     metrics[f"weight/{name}"] = jnp.float32(weight)
     total = total + weight * term
   return total, metrics, new_aux
+
+
+def _curate(model, params, batch: dict, curation) -> tuple[dict, dict]:
+  """The super-batch's most learnable fraction (acid.py) as the step's batch, and what the selection saw."""
+  from encoders import siglip  # pylint: disable=import-outside-toplevel
+  module, (teacher_module, teacher_params) = model.module, model.frozen_teachers["active_curation"]
+  images = batch["image"] if "image" in batch else batch["global_views"][:, 0]
+  frozen = jax.lax.stop_gradient(params)
+
+  def logits(m, p):
+    zimg, ztxt, t_prime, bias = m.apply({"params": p}, images, batch["text"])
+    return acid.pairwise_logits(zimg, ztxt, t_prime, bias)
+
+  student, teacher = logits(module, frozen), jax.lax.stop_gradient(logits(teacher_module, teacher_params))
+  keep = max(1, int(round(curation.fraction * images.shape[0])))
+  chosen = acid.select(student, teacher, keep)
+  learnability = acid.per_example_sigmoid_loss(student) - acid.per_example_sigmoid_loss(teacher)
+  selected = {k: jnp.take(v, chosen, axis=0) for k, v in batch.items()}
+  return selected, {"teacher_logits": teacher[chosen][:, chosen], "learnability_kept": jnp.mean(learnability[chosen]),
+                    "learnability_all": jnp.mean(learnability)}
 
 
 __all__ = ["OBJECTIVES", "EMA_OBJECTIVES", "TEACHERS", "check_objectives", "teacher_pattern", "loss"]
