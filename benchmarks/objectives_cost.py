@@ -22,7 +22,8 @@ from encoders import text as text_lib
 from encoders import vit as vit_lib
 from encoders.objectives import distillation, masked
 from timing import best_times, machine  # benchmarks/timing.py (scripts run from this folder)
-from vlm import host_memory, optim, partitioning, trainer
+from train_step_arm import TrainStepArm
+from vlm import host_memory, partitioning
 
 
 def arms(head: dict) -> dict:
@@ -60,22 +61,8 @@ def main():
   runs = {}
   for name, (objectives, teacher) in arms(head).items():
     model = siglip.SigLIPModel(image=image, text=text, objectives=objectives, teacher=teacher, train_steps=1)
-    fns = trainer.build_step_functions(model, optim.adamw(learning_rate=1e-3), partitioner, batch)
-    with partitioner.context():
-      state = fns.init(jax.random.key(0))
-      global_batch = partitioning.global_batch(partitioner, batch)
-    teacher_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state.teacher))
-    runs[name] = dict(fns=fns, state=state, batch=global_batch, phase=model.phase(0) if objectives else None,
-                      teacher_bytes=teacher_bytes, params=partitioning.count_params(state.params))
-
-  def stepper(run):
-    def step():
-      with partitioner.context():
-        run["state"], metrics = run["fns"].train_step(run["state"], run["batch"], run["phase"])
-      jax.block_until_ready(metrics)
-    return step
-
-  steps = [stepper(run) for run in runs.values()]
+    runs[name] = TrainStepArm(model, batch, partitioner)
+  steps = [run.step for run in runs.values()]
   for step in steps:
     step()  # compile
     step()
@@ -85,12 +72,12 @@ def main():
   base = times[0]
   print(f"{'arm':<28}{'step':>10}{'vs sigmoid':>12}{'params':>12}{'teacher copy':>15}")
   for (name, run), t in zip(runs.items(), times):
-    copy = run["teacher_bytes"]
-    print(f"{name:<28}{t * 1000:8.1f} ms{t / base:11.2f}x{run['params']:>12,}"
+    copy = run.teacher_bytes
+    print(f"{name:<28}{t * 1000:8.1f} ms{t / base:11.2f}x{run.params:>12,}"
           f"{(f'{copy / 2 ** 20:.2f} MiB' if copy else '-'):>15}")
   full, heads = times[-2], times[-1]
   print(f"head-only EMA against full EMA: step {heads / full:.2f}x the time, teacher copy "
-        f"{runs['+ iBOT++ (head-only EMA)']['teacher_bytes'] / max(runs['+ iBOT++ (full EMA)']['teacher_bytes'], 1):.2f}x "
+        f"{runs['+ iBOT++ (head-only EMA)'].teacher_bytes / max(runs['+ iBOT++ (full EMA)'].teacher_bytes, 1):.2f}x "
         "the bytes")
   assert math.isfinite(base)
 

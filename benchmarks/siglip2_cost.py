@@ -25,7 +25,8 @@ from encoders import text as text_lib
 from encoders import vit as vit_lib
 from encoders.objectives import acid, locca
 from timing import best_times, machine  # benchmarks/timing.py (scripts run from this folder)
-from vlm import host_memory, optim, partitioning, trainer
+from train_step_arm import TrainStepArm
+from vlm import host_memory, partitioning
 
 VOCAB, TEXT, PROMPT, TARGET = 7168, 64, 16, 24  # the tiny SigLIP 2 run's vocabulary and feature lengths
 
@@ -65,22 +66,8 @@ def main():
     runs = {}
     for name, (objectives, rows) in arms.items():
       model = siglip.SigLIPModel(image=image, text=text, objectives=objectives, train_steps=1)
-      batch = image_batch(rows, args.image_size)
-      fns = trainer.build_step_functions(model, optim.adamw(learning_rate=1e-3), partitioner, batch)
-      with partitioner.context():
-        state = fns.init(jax.random.key(0))
-        global_batch = partitioning.global_batch(partitioner, batch)
-      runs[name] = dict(fns=fns, state=state, batch=global_batch, phase=model.phase(0) if objectives else None,
-                        params=partitioning.count_params(state.params))
-
-  def stepper(run):
-    def step():
-      with partitioner.context():
-        run["state"], metrics = run["fns"].train_step(run["state"], run["batch"], run["phase"])
-      jax.block_until_ready(metrics)
-    return step
-
-  steps = [stepper(run) for run in runs.values()]
+      runs[name] = TrainStepArm(model, image_batch(rows, args.image_size), partitioner)
+  steps = [run.step for run in runs.values()]
   for step in steps:
     step()  # compile
     step()
@@ -90,7 +77,7 @@ def main():
   base = times[0]
   print(f"{'arm':<24}{'step':>10}{'vs sigmoid':>12}{'trained params':>16}")
   for (name, run), t in zip(runs.items(), times):
-    print(f"{name:<24}{t * 1000:8.1f} ms{t / base:11.2f}x{run['params']:>16,}")
+    print(f"{name:<24}{t * 1000:8.1f} ms{t / base:11.2f}x{run.params:>16,}")
   assert math.isfinite(base)
 
 
