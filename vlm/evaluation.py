@@ -171,7 +171,8 @@ def locca_eval_data(image_size: int, examples: int, seed: int) -> dict:
 
 
 def locca_metrics(model, params, data: dict, image_size: int, cache: dict, max_len: int = 24) -> dict[str, float]:
-  """refexp_accuracy, refexp_centre_baseline and caption_cider of the model's LocCa decoder on `data`."""
+  """refexp_accuracy, refexp_centre_baseline, refexp_shuffled_images_baseline and caption_cider of the model's
+  LocCa decoder on `data`."""
   from encoders import siglip  # pylint: disable=import-outside-toplevel
   from tasks import locations, vocab as vocab_lib  # pylint: disable=import-outside-toplevel
   from vlm import ul2 as ul2_lib  # pylint: disable=import-outside-toplevel
@@ -187,11 +188,17 @@ def locca_metrics(model, params, data: dict, image_size: int, cache: dict, max_l
   detokenize = lambda ids: vocab.decode([int(i) for i in ids if 0 < i < vocab.vocab_size])  # noqa: E731
   out = {}
   refexp = data["refexp"]
-  answers = decode_texts(cache[id(model)], params, {"image": refexp["image"], "prompt": refexp["prompt"]},
-                         detokenize)
   truth = [locations.tokens_to_boxes(t, image_size, image_size) for t in refexp["targets"]]
-  out["refexp_accuracy"] = 100.0 * float(np.mean([
-      _iou(locations.tokens_to_boxes(a, image_size, image_size), t) >= 0.5 for a, t in zip(answers, truth)]))
+
+  def refexp_accuracy(images: np.ndarray) -> float:
+    answers = decode_texts(cache[id(model)], params, {"image": images, "prompt": refexp["prompt"]}, detokenize)
+    return 100.0 * float(np.mean([
+        _iou(locations.tokens_to_boxes(a, image_size, image_size), t) >= 0.5 for a, t in zip(answers, truth)]))
+
+  out["refexp_accuracy"] = refexp_accuracy(refexp["image"])
+  # The same phrases over other scenes' images: what the decoder gets from the words alone ("the ring at the
+  # bottom" says where to look), the bar its use of the image has to clear.
+  out["refexp_shuffled_images_baseline"] = refexp_accuracy(np.roll(refexp["image"], 1, axis=0))
   sizes = np.array([[b[0][2] - b[0][0], b[0][3] - b[0][1]] for b in truth]).mean(0)
   centre = [[(image_size - sizes[0]) / 2, (image_size - sizes[1]) / 2, (image_size + sizes[0]) / 2,
              (image_size + sizes[1]) / 2]]
