@@ -119,6 +119,11 @@ def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
   return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), eps))
 
 
+def sigmoid_logits(zimg: jax.Array, ztxt: jax.Array, t_prime: jax.Array, bias: jax.Array) -> jax.Array:
+  """[B, B] logits exp(t') cos(x_i, y_j) + b of every image against every text (embeddings normalised here)."""
+  return l2_normalize(zimg) @ l2_normalize(ztxt).T * jnp.exp(t_prime) + bias
+
+
 def sigmoid_loss(zimg: jax.Array, ztxt: jax.Array, t_prime: jax.Array, bias: jax.Array) -> jax.Array:
   """The SigLIP loss over one batch: every (image, text) pair is its own binary problem.
 
@@ -128,8 +133,7 @@ def sigmoid_loss(zimg: jax.Array, ztxt: jax.Array, t_prime: jax.Array, bias: jax
   Returns:
     -1/B sum_ij log sigmoid(z_ij * logit_ij), a float32 scalar.
   """
-  zimg, ztxt = l2_normalize(zimg), l2_normalize(ztxt)
-  logits = zimg @ ztxt.T * jnp.exp(t_prime) + bias  # [B, B]
+  logits = sigmoid_logits(zimg, ztxt, t_prime, bias)
   labels = 2.0 * jnp.eye(logits.shape[0]) - 1.0
   return -jnp.sum(jax.nn.log_sigmoid(labels * logits)) / logits.shape[0]
 

@@ -2,7 +2,8 @@
 super-batch, and the student trains on the examples it can learn most from.
 
   per example i   l_i = -sum_j log sigmoid(z_ij * (exp(t') x_i . y_j + b))      (row i of the sigmoid loss, i's
-                  image against every text of the super-batch), for the student and for the teacher
+                  image against every text of the super-batch; logits by encoders.siglip.sigmoid_logits), for
+                  the student and for the teacher
   learnability    l_i(student) - l_i(teacher): high where the student is wrong and the teacher right
   selection       the top `fraction` of the super-batch by learnability (ties to the lower row), the training
                   batch of the step; the scoring pass is not differentiated
@@ -47,24 +48,21 @@ class ActiveCuration:
       raise ValueError("ActiveCuration needs checkpoint: the path of the frozen teacher (a SigLIP checkpoint)")
 
 
-def pairwise_logits(zimg: jax.Array, ztxt: jax.Array, t_prime: jax.Array, bias: jax.Array) -> jax.Array:
-  """[B, B] logits exp(t') cos(x_i, y_j) + b of L2-normalised embeddings."""
-  zimg = zimg * jax.lax.rsqrt(jnp.maximum(jnp.sum(zimg * zimg, -1, keepdims=True), 1e-12))
-  ztxt = ztxt * jax.lax.rsqrt(jnp.maximum(jnp.sum(ztxt * ztxt, -1, keepdims=True), 1e-12))
-  return zimg.astype(jnp.float32) @ ztxt.astype(jnp.float32).T * jnp.exp(t_prime) + bias
-
-
 def per_example_sigmoid_loss(logits: jax.Array) -> jax.Array:
   """[B] row sums of the sigmoid loss's terms: each image against every text (its own is the positive)."""
   labels = 2.0 * jnp.eye(logits.shape[0]) - 1.0
   return -jnp.sum(jax.nn.log_sigmoid(labels * logits), axis=1)
 
 
+def learnability(student_logits: jax.Array, teacher_logits: jax.Array) -> jax.Array:
+  """[B] each example's student loss minus its teacher loss (the module docstring's)."""
+  return per_example_sigmoid_loss(student_logits) - per_example_sigmoid_loss(teacher_logits)
+
+
 def select(student_logits: jax.Array, teacher_logits: jax.Array, keep: int) -> jax.Array:
   """The indices [keep] of the super-batch's most learnable examples, in decreasing learnability; exact and
   deterministic (ties go to the lower index)."""
-  learnability = per_example_sigmoid_loss(student_logits) - per_example_sigmoid_loss(teacher_logits)
-  _, indices = jax.lax.top_k(jax.lax.stop_gradient(learnability), keep)
+  _, indices = jax.lax.top_k(jax.lax.stop_gradient(learnability(student_logits, teacher_logits)), keep)
   return indices
 
 
@@ -74,4 +72,4 @@ def logit_distillation(student_logits: jax.Array, teacher_logits: jax.Array) -> 
   return -jnp.mean(p * jax.nn.log_sigmoid(student_logits) + (1 - p) * jax.nn.log_sigmoid(-student_logits))
 
 
-__all__ = ["ActiveCuration", "pairwise_logits", "per_example_sigmoid_loss", "select", "logit_distillation"]
+__all__ = ["ActiveCuration", "per_example_sigmoid_loss", "learnability", "select", "logit_distillation"]

@@ -137,7 +137,8 @@ def loss(model, params, batch: dict, rng, *, teacher, aux: dict, phase: tuple[st
     curation = objectives["active_curation"]
     term = jnp.float32(0)
     if curated:
-      term = acid.logit_distillation(acid.pairwise_logits(zimg[0], ztxt, t_prime, bias), curated["teacher_logits"])
+      term = acid.logit_distillation(siglip.sigmoid_logits(zimg[0], ztxt, t_prime, bias),
+                                   curated["teacher_logits"])
       total = total + curation.distillation_weight * term
     metrics["loss/acid_distillation"] = term
     metrics["acid/learnability_kept"] = curated.get("learnability_kept", jnp.float32(0))
@@ -209,12 +210,12 @@ def _curate(model, params, batch: dict, curation) -> tuple[dict, dict]:
 
   def logits(m, p):
     zimg, ztxt, t_prime, bias = m.apply({"params": p}, images, batch["text"])
-    return acid.pairwise_logits(zimg, ztxt, t_prime, bias)
+    return siglip.sigmoid_logits(zimg, ztxt, t_prime, bias)
 
   student, teacher = logits(module, frozen), jax.lax.stop_gradient(logits(teacher_module, teacher_params))
   keep = max(1, int(round(curation.fraction * images.shape[0])))
   chosen = acid.select(student, teacher, keep)
-  learnability = acid.per_example_sigmoid_loss(student) - acid.per_example_sigmoid_loss(teacher)
+  learnability = acid.learnability(student, teacher)
   selected = {k: jnp.take(v, chosen, axis=0) for k, v in batch.items()}
   return selected, {"teacher_logits": teacher[chosen][:, chosen], "learnability_kept": jnp.mean(learnability[chosen]),
                     "learnability_all": jnp.mean(learnability)}
