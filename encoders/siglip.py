@@ -202,8 +202,8 @@ class SigLIPModel:
   Args:
     image, text: the towers.
     loss: 'sigmoid' (SigLIP) or 'softmax' (CLIP); chunked: the sigmoid loss in a ring over the 'data' devices.
-    objectives: dense objectives (encoders.objectives.SelfDistillation, MaskedPrediction, PatchDistillation),
-      each with its weight and the fraction of training at which it starts.
+    objectives: encoder objectives (encoders.objectives.SelfDistillation, MaskedPrediction, PatchDistillation,
+      LocCa, ActiveCuration), each with its weight and the fraction of training at which it starts.
     teacher: the EMA teacher they learn from: 'full' (image tower and heads) or 'heads' (TIPSv2's head-only
       EMA: the teacher's backbone is the student's own, under stop-gradient).
     teacher_momentum: the EMA momentum schedule (vlm.ema.momentum_schedule).

@@ -55,8 +55,8 @@ def check_objectives(objectives: Sequence, teacher: str, train_steps: int | None
   for objective in objectives:
     name = getattr(objective, "name", None)
     if name not in OBJECTIVES:
-      raise ValueError(f"unknown objective {objective!r}: use encoders.objectives.SelfDistillation() or "
-                       "MaskedPrediction()")
+      raise ValueError(f"unknown objective {objective!r}: use one of encoders.objectives' SelfDistillation(), "
+                       "MaskedPrediction(), PatchDistillation(), LocCa() or ActiveCuration()")
     names.append(name)
   if len(set(names)) != len(names):
     raise ValueError(f"objectives {names} name one objective twice")
