@@ -57,6 +57,7 @@ go through the same normalise / resize steps as decoded JPEGs would.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 
 import gin
@@ -111,11 +112,14 @@ def views(global_views: int = 2, global_size: int = 32, global_area: tuple[float
 def caption_granularity(rates: Mapping[str, float] = {"alt": 1.0}) -> dict[str, float]:  # noqa: B006  (gin default)
   """Rates of the caption granularities (tasks.scenes.GRANULARITIES) in scene_pairs_views_synthetic; TIPSv2
   alternates alt-text, short and long captions."""
+  return _checked_rates("caption_granularity", rates, scenes.GRANULARITIES)
+
+
+def _checked_rates(what: str, rates: Mapping[str, float], names: Sequence[str]) -> dict[str, float]:
+  """`rates` as a dict, or one ValueError: each a name among `names`, none negative, their sum positive."""
   rates = dict(rates)
-  unknown = sorted(set(rates) - set(scenes.GRANULARITIES))
-  if unknown or not rates or any(v < 0 for v in rates.values()) or sum(rates.values()) <= 0:
-    raise ValueError(f"caption_granularity rates={rates}: non-negative rates of {scenes.GRANULARITIES} with a "
-                     "positive sum")
+  if set(rates) - set(names) or any(v < 0 for v in rates.values()) or sum(rates.values()) <= 0:
+    raise ValueError(f"{what} rates={rates}: non-negative rates of {tuple(names)} with a positive sum")
   return rates
 
 
@@ -137,10 +141,7 @@ def locca_tasks(rates: Mapping[str, float] = {"caption": 1.0, "refexp": 1.0, "gr
   """Rates of the LocCa decoder's tasks in scene_pairs_locca_synthetic: captioning ("caption en" -> the
   caption), referring expressions ("refexp <phrase>" -> four location tokens), grounded captioning
   ("grounded <four location tokens>" -> the phrase)."""
-  rates = dict(rates)
-  if set(rates) - set(LOCCA_TASKS) or any(v < 0 for v in rates.values()) or sum(rates.values()) <= 0:
-    raise ValueError(f"locca_tasks rates={rates}: non-negative rates of {LOCCA_TASKS} with a positive sum")
-  return rates
+  return _checked_rates("locca_tasks", rates, LOCCA_TASKS)
 
 
 STAGE1_RATES: dict[str, float] = {
@@ -415,18 +416,14 @@ seqio.TaskRegistry.add(
     "scene_pairs_native_synthetic", source=GeneratorSource(_native_pair, ("image", "text"), square=False),
     preprocessors=IMAGE_PREPROCESSORS, output_features=PAIR_FEATURES, shuffle_buffer_size=None)
 
-def _multi_crop(ds: tf.data.Dataset) -> tf.data.Dataset:
-  return preprocessors.multi_crop(ds, **views(), patch_size=patch_size())
+def _multi_crop(ds: tf.data.Dataset, keep_image: bool = False) -> tf.data.Dataset:
+  return preprocessors.multi_crop(ds, **views(), patch_size=patch_size(), keep_image=keep_image)
 
 
 seqio.TaskRegistry.add(
     "scene_pairs_views_synthetic", source=GeneratorSource(_granular_pair, ("image", "text")),
     preprocessors=[preprocessors.normalize_image, _multi_crop] + _TOKENIZE,
     output_features={**PAIR_FEATURES, **VIEW_FEATURES}, shuffle_buffer_size=None)
-
-def _multi_crop_keep_image(ds: tf.data.Dataset) -> tf.data.Dataset:
-  return preprocessors.multi_crop(ds, **views(), patch_size=patch_size(), keep_image=True)
-
 
 _LOCCA_KEYS = ("image", "text", "locca_inputs", "locca_targets")
 LOCCA_FEATURES = {"locca_inputs": seqio.Feature(VOCABULARY), "locca_targets": seqio.Feature(VOCABULARY)}
@@ -440,7 +437,7 @@ seqio.TaskRegistry.add(
     output_features={**PAIR_FEATURES, **LOCCA_FEATURES}, shuffle_buffer_size=None)
 seqio.TaskRegistry.add(
     "scene_pairs_siglip2_synthetic", source=GeneratorSource(_locca_pair, _LOCCA_KEYS),
-    preprocessors=[preprocessors.normalize_image, _multi_crop_keep_image] + _TOKENIZE,
+    preprocessors=[preprocessors.normalize_image, functools.partial(_multi_crop, keep_image=True)] + _TOKENIZE,
     output_features={**PAIR_FEATURES, **VIEW_FEATURES, **LOCCA_FEATURES}, shuffle_buffer_size=None)
 
 seqio.TaskRegistry.add(
