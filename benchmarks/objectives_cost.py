@@ -21,8 +21,8 @@ from encoders import siglip
 from encoders import text as text_lib
 from encoders import vit as vit_lib
 from encoders.objectives import distillation, masked
-from timing import best_times, machine  # benchmarks/timing.py (scripts run from this folder)
-from train_step_arm import TrainStepArm
+from timing import machine  # benchmarks/timing.py (scripts run from this folder)
+from train_step_arm import TrainStepArm, best_step_times
 from vlm import host_memory, partitioning
 
 
@@ -62,11 +62,7 @@ def main():
   for name, (objectives, teacher) in arms(head).items():
     model = siglip.SigLIPModel(image=image, text=text, objectives=objectives, teacher=teacher, train_steps=1)
     runs[name] = TrainStepArm(model, batch, partitioner)
-  steps = [run.step for run in runs.values()]
-  for step in steps:
-    step()  # compile
-    step()
-  times = best_times(steps, args.repeats)
+  times = best_step_times(list(runs.values()), args.repeats)
   print(f"{args.variant} @{args.image_size} (2 global views, 4 local at {args.image_size // 2} px, iBOT masks), "
         f"batch {args.batch}, heads of {args.prototypes} prototypes, fp32, {machine()}; jax {jax.__version__}")
   base = times[0]

@@ -24,8 +24,8 @@ from encoders import siglip, siglip_checkpoints
 from encoders import text as text_lib
 from encoders import vit as vit_lib
 from encoders.objectives import acid, locca
-from timing import best_times, machine  # benchmarks/timing.py (scripts run from this folder)
-from train_step_arm import TrainStepArm
+from timing import machine  # benchmarks/timing.py (scripts run from this folder)
+from train_step_arm import TrainStepArm, best_step_times
 from vlm import host_memory, partitioning
 
 VOCAB, TEXT, PROMPT, TARGET = 7168, 64, 16, 24  # the tiny SigLIP 2 run's vocabulary and feature lengths
@@ -67,11 +67,7 @@ def main():
     for name, (objectives, rows) in arms.items():
       model = siglip.SigLIPModel(image=image, text=text, objectives=objectives, train_steps=1)
       runs[name] = TrainStepArm(model, image_batch(rows, args.image_size), partitioner)
-  steps = [run.step for run in runs.values()]
-  for step in steps:
-    step()  # compile
-    step()
-  times = best_times(steps, args.repeats)
+  times = best_step_times(list(runs.values()), args.repeats)
   print(f"{args.variant} @{args.image_size}, {args.batch} examples trained per step, LocCa decoder "
         f"'{args.decoder}' (prompt {PROMPT}, target {TARGET}), fp32, {machine()}; jax {jax.__version__}")
   base = times[0]

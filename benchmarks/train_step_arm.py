@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import jax
 
+from timing import best_times
 from vlm import optim, partitioning, trainer
 
 
@@ -25,3 +26,11 @@ class TrainStepArm:
     with self.partitioner.context():
       self.state, metrics = self.fns.train_step(self.state, self.batch, self.phase)
     jax.block_until_ready(metrics)
+
+
+def best_step_times(arms, repeats: int) -> list[float]:
+  """Seconds of each arm's fastest step (timing.best_times, interleaved), after compiling and one warm step."""
+  for arm in arms:
+    arm.step()  # compile
+    arm.step()
+  return best_times([arm.step for arm in arms], repeats)
