@@ -33,9 +33,9 @@ def select(params: dict, pattern: str) -> dict:
   regex = re.compile(pattern)
   out: dict = {}
   for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
-    if regex.fullmatch(_path(path)):
+    keys = [str(getattr(key, "key", key)) for key in path]
+    if regex.fullmatch("/".join(keys)):
       node = out
-      keys = [str(getattr(key, "key", key)) for key in path]
       for key in keys[:-1]:
         node = node.setdefault(key, {})
       node[keys[-1]] = leaf

@@ -91,6 +91,7 @@ class SceneZeroShotRetrieval:
     self.image_size, self.dense, self.dense_scenes = image_size, dense, dense_scenes
     self._dense_data = None  # built at the first call, when the tower's patch size is known
     self._locca_data, self._locca_decode, self.locca_examples, self.seed = None, {}, locca_examples, seed
+    self.by_language = {}  # language -> held-out pairs captioned in it (pairs_task runs)
     self.combos = scenes.all_combos()
     prompts = [scenes.class_prompt(c, s) for c, s in self.combos]
     zs = scenes.zero_shot_batch(seed, self.combos, images_per_class, image_size)
@@ -106,7 +107,6 @@ class SceneZeroShotRetrieval:
     lengths = {k: v for k, v in fixed_lengths(task_feature_lengths).items() if k in ("text", "patches")}
     self.pairs = pipeline.SeqioBatches(pairs_task, lengths, split="validation", seed=seed).batch(0, retrieval_pairs)
     self.prompts = _seqio_prompts(prompts, lengths["text"])
-    self.by_language = {}
     for lang in languages:
       from tasks import multilingual  # pylint: disable=import-outside-toplevel
       rows = [multilingual.example(seed, i, "validation", image_size, lang=lang) for i in range(pairs_per_language)]
@@ -129,7 +129,7 @@ class SceneZeroShotRetrieval:
     }
     r = metrics.retrieval(pairs["image"], pairs["text"], ks=(1,))
     out.update(i2t_R1=r["i2t_R@1"], t2i_R1=r["t2i_R@1"], retrieval_chance=100.0 / n_pairs)
-    for lang, data in getattr(self, "by_language", {}).items():
+    for lang, data in self.by_language.items():
       embedded = embed(predict, params, data)
       r = metrics.retrieval(embedded["image"], embedded["text"], ks=(1,))
       out[f"i2t_R1_{lang}"], out[f"t2i_R1_{lang}"] = r["i2t_R@1"], r["t2i_R@1"]
