@@ -12,6 +12,7 @@ from PIL import Image
 
 from encoders import vit as vit_lib
 from tasks import scene_pali, scene_tasks
+from tests.cli_errors import assert_one_line_error
 from vlm import model as model_lib, optim, partitioning, trainer, ul2
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -87,3 +88,117 @@ def test_truncated_prompt_still_answers(checkpoint):
   result = infer("--checkpoint", checkpoint, "--image", checkpoint / "a.png", "--prompt",
                  "answer en " + "how many " * 10, "--truncate_prompt")
   assert result.returncode == 0 and "cut from" in result.stderr
+
+
+# ------------------------------------------------------------------- vlm.pali: the same model from Python
+
+def scene_images(n: int, size: int = 48) -> np.ndarray:
+  return np.stack([((scene_tasks.example(0, i, "validation", "caption", size)["image"] + 1) * 127.5).astype(np.uint8)
+                   for i in range(n)])
+
+
+def test_pali_generate_matches_the_cli(checkpoint):
+  from vlm import pali
+  model = pali.load(checkpoint)
+  images = scene_images(2)
+  answers = model.generate(images, ["caption en", "answer en how many objects are there?"])
+  assert len(answers) == 2 and all(isinstance(a, str) for a in answers)
+  cli = infer("--checkpoint", checkpoint, "--image", checkpoint / "a.png", "--prompt", "caption en")
+  assert cli.stdout.strip().splitlines()[0] == answers[0]
+  # A list of images of different sizes (and a grey one) is fitted to the model as a batch is.
+  mixed = model.generate([images[0], images[1][:30], images[1][..., 0]], ["caption en"] * 3, batch_size=2)
+  assert mixed[0] == answers[0] and len(mixed) == 3
+
+
+def test_pali_score_is_the_decoders_log_likelihood(checkpoint):
+  """score(prompt, greedy answer) is the sum of the greedy steps' log-probabilities, EOS included."""
+  from vlm import decoding, pali
+  model = pali.load(checkpoint)
+  images, prompts = scene_images(3), ["answer en how many objects are there?", "answer en is there a circle?",
+                                       "answer en what color is the circle?"]
+  batch = {**model.image_features(images), "encoder_input_tokens": model.tokenize(prompts)}
+  result = decoding.jit(model.model.predict_batch)(model.params, batch)
+  ended = (np.asarray(result.tokens) == model.model.config.ul2.eos_id).any(axis=1)  # others lack their EOS
+  assert ended.sum() >= 2
+  answers = [model.model.detokenize(row) for row in np.asarray(result.tokens)]
+  np.testing.assert_allclose(model.score(images, prompts, answers)[ended], np.asarray(result.scores)[ended],
+                             rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("call, fragment", [
+    (lambda m, im: m.generate(im, ["caption en"]), "2 images but 1 prompts"),
+    (lambda m, im: m.generate(im.astype(np.float32), ["caption en"] * 2), "images are uint8"),
+    (lambda m, im: m.generate(im, ["caption en", 3]), "must be a string"),
+    (lambda m, im: m.generate(im, ["caption en"] * 2, max_new_tokens=0), "max_new_tokens must be an integer >= 1"),
+    (lambda m, im: m.generate(im, ["caption en"] * 2, method="nucleus"), "unknown decoding method"),
+    (lambda m, im: m.generate(im, ["caption en"] * 2, method="beam", beams=3), "has no option 'beams'"),
+    (lambda m, im: m.generate(im[:, :8], ["caption en"] * 2, resize="none"), "pass --resize squash"),
+    (lambda m, im: m.score(im, ["caption en"] * 2, ["a"]), "one target per prompt"),
+])
+def test_pali_bad_input_is_one_value_error(checkpoint, call, fragment):
+  from vlm import pali
+  with pytest.raises(ValueError, match=None) as error:
+    call(pali.load(checkpoint), scene_images(2))
+  assert fragment in str(error.value) and "\n" not in str(error.value)
+
+
+# ------------------------------------------------------------------- vlm.infer: inputs checked, work kept
+
+def test_a_16_bit_png_reads_as_its_8_bit_twin(checkpoint, tmp_path):
+  grey = scene_images(1)[0][..., 0]
+  Image.fromarray(grey).save(tmp_path / "grey8.png")
+  Image.fromarray(grey.astype(np.uint16) * 257).save(tmp_path / "grey16.png")
+  assert Image.open(tmp_path / "grey16.png").mode.startswith("I;16")
+  from vlm import infer as infer_lib
+  np.testing.assert_array_equal(infer_lib.read_image(str(tmp_path / "grey16.png")),
+                                infer_lib.read_image(str(tmp_path / "grey8.png")))
+  answers = [infer("--checkpoint", checkpoint, "--image", tmp_path / name, "--prompt", "caption en").stdout
+             for name in ("grey8.png", "grey16.png")]
+  assert answers[0] == answers[1] and answers[0].strip()
+
+
+def _png_header_only(path, width, height):
+  """A PNG whose header claims width x height (no pixel data): what a decompression bomb looks like."""
+  import struct
+  import zlib
+  ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+  chunk = lambda kind, data: (struct.pack(">I", len(data)) + kind + data  # noqa: E731
+                              + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+  path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (("--batch_size", 0), "--batch_size must be >= 1"),
+    (("--batch_size", -2), "--batch_size must be >= 1"),
+    (("--max_decode_len", 0), "--max_decode_len must be >= 1"),
+    (("--max_decode_len", -1), "--max_decode_len must be >= 1"),
+    (("--output", "/nonexistent_dir/answers.jsonl"), "directory /nonexistent_dir does not exist"),
+    (("--draw", "__FILE__"), "is a file"),
+])
+def test_bad_numbers_and_destinations_are_refused_before_decoding(checkpoint, args, fragment):
+  args = [str(checkpoint / "a.png") if a == "__FILE__" else a for a in args]
+  result = infer("--checkpoint", checkpoint, "--image", checkpoint / "a.png", "--prompt", "caption en", *args)
+  assert_one_line_error(result, fragment)
+
+
+def test_bad_requests_are_one_line(checkpoint, tmp_path):
+  _png_header_only(tmp_path / "bomb.png", 30000, 30000)
+  bomb = infer("--checkpoint", checkpoint, "--image", tmp_path / "bomb.png", "--prompt", "caption en")
+  assert_one_line_error(bomb, "bomb.png", "too large to decode safely")
+  for request, fragment in (({"image": "a.png", "prompt": ["caption en"]}, "'prompt' must be a string"),
+                            ({"image": 7, "prompt": "caption en"}, "'image' must be a string")):
+    (tmp_path / "r.jsonl").write_text(json.dumps(request) + "\n")
+    assert_one_line_error(infer("--checkpoint", checkpoint, "--input", tmp_path / "r.jsonl"), fragment)
+
+
+def test_answers_written_before_a_failure_are_kept(checkpoint, tmp_path):
+  """Each batch's answers reach --output as they are decoded: a bad image later on loses nothing before it."""
+  (tmp_path / "a.png").write_bytes((checkpoint / "a.png").read_bytes())
+  (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+  requests = tmp_path / "r.jsonl"
+  requests.write_text("".join(json.dumps({"image": name, "prompt": "caption en"}) + "\n"
+                              for name in ("a.png", "a.png", "broken.png")))
+  out = tmp_path / "answers.jsonl"
+  result = infer("--checkpoint", checkpoint, "--input", requests, "--output", out, "--batch_size", 2)
+  assert_one_line_error(result, "broken.png", "cannot be decoded")
+  assert [json.loads(line)["prompt"] for line in out.read_text().splitlines()] == ["caption en"] * 2
