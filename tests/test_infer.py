@@ -202,3 +202,22 @@ def test_answers_written_before_a_failure_are_kept(checkpoint, tmp_path):
   result = infer("--checkpoint", checkpoint, "--input", requests, "--output", out, "--batch_size", 2)
   assert_one_line_error(result, "broken.png", "cannot be decoded")
   assert [json.loads(line)["prompt"] for line in out.read_text().splitlines()] == ["caption en"] * 2
+
+
+@pytest.mark.parametrize("method", ["squash", "pad"])
+@pytest.mark.parametrize("height, width", [(30, 48), (48, 20), (9, 11), (16, 16)])
+def test_inference_fits_images_as_training_does(method, height, width):
+  """vlm.pali's TF-free fit equals the training pipeline's resize_image, and 'pad' boxes map back to pixels."""
+  import tensorflow as tf
+  from tasks import locations, preprocessors
+  from vlm import pali
+  image = np.random.default_rng(height).integers(0, 256, (height, width, 3), dtype=np.uint8)
+  box = np.array([[0.1, 0.2, 0.7, 0.9]], np.float32)  # y0, x0, y1, x1 as fractions of the image
+  data = tf.data.Dataset.from_tensors({"image": tf.constant(image), "bbox": tf.constant(box)})
+  trained = next(iter(preprocessors.resize_image(preprocessors.normalize_image(data), image_size=SIZE,
+                                                 method=method).as_numpy_iterator()))
+  np.testing.assert_allclose(pali.fit_square(image, SIZE, method), trained["image"], atol=1e-5)
+  answer = locations.box_to_tokens(tuple(trained["bbox"][0]), 1, 1)  # the target training would teach
+  expected = box[0] * [height, width, height, width]
+  got = pali.boxes_in_pixels(answer, height, width, SIZE, method)
+  np.testing.assert_allclose(got[0], expected, atol=max(height, width) / 1024 * SIZE / min(height, width) + 0.05)

@@ -36,7 +36,7 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument("--output", help="where --input's answers go (default: print them as jsonl)")
   p.add_argument("--resize", choices=pali_lib.RESIZE_MODES, default="squash",
                  help="fit images to the model's resolution: squash (PaLI's default), pad (keep the aspect ratio, "
-                      "pad with black), none (refuse images of another size)")
+                      "centre on mid-grey, as training's pad), none (refuse images of another size)")
   p.add_argument("--patch_budget", type=int,
                  help="NaFlex models: patches an image may use (default: the budget it was trained with)")
   p.add_argument("--truncate_prompt", action="store_true",
@@ -164,7 +164,6 @@ def rgb_uint8(image) -> np.ndarray:
 
 def answer(pali, requests: list[dict], args, options: dict):
   """Yields each request with its answer (and boxes in the original image's pixels), a batch at a time."""
-  from tasks import locations  # pylint: disable=import-outside-toplevel
   max_len = args.max_decode_len or pali.max_decode_len
   for start in range(0, len(requests), args.batch_size):
     chunk = requests[start:start + args.batch_size]
@@ -172,9 +171,10 @@ def answer(pali, requests: list[dict], args, options: dict):
     answers = pali.generate(images, [r["prompt"] for r in chunk], max_len, args.method, seed=args.seed + start,
                             batch_size=args.batch_size, resize=args.resize, patch_budget=args.patch_budget,
                             truncate_prompt=args.truncate_prompt, **options)
+    resize = "squash" if pali.model.patch_budget else args.resize  # NaFlex patches keep the aspect ratio
     for request, image, text in zip(chunk, images, answers):
       result = {**request, "answer": text}
-      boxes = locations.tokens_to_boxes(text, *image.shape[:2])
+      boxes = pali_lib.boxes_in_pixels(text, *image.shape[:2], pali.model.config.vit.image_size, resize)
       if boxes:
         result["boxes"] = [[round(float(c), 1) for c in box] for box in boxes]
       yield result

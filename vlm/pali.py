@@ -50,8 +50,8 @@ class LoadedPaLI:
   def image_features(self, images, resize: str = "squash", patch_budget: int | None = None) -> dict[str, np.ndarray]:
     """The model's image inputs for `images`: {'image': [N, S, S, 3]} in [-1, 1], or NaFlex patches.
 
-    resize (square models): 'squash' (PaLI's), 'pad' (keep the aspect ratio, pad with black at the bottom
-    right) or 'none' (refuse images of another size). patch_budget (NaFlex models): patches an image may use;
+    resize (square models): 'squash' (PaLI's), 'pad' (keep the aspect ratio, centre on mid-grey, as
+    training's resize_image(method='pad')) or 'none' (refuse images of another size). patch_budget (NaFlex models): patches an image may use;
     default the trained budget.
     """
     images = _as_image_list(images)
@@ -177,24 +177,54 @@ def _as_image_list(images) -> list[np.ndarray]:
   return out
 
 
+def pad_geometry(height: int, width: int, size: int) -> tuple[int, int, int, int]:
+  """(new_h, new_w, top, left): where resize 'pad' puts an image of height x width in the size x size square.
+
+  As training's tasks.preprocessors.resize_image(method='pad'): the aspect ratio kept, the image centred.
+  """
+  scale = min(size / height, size / width)
+  new_h, new_w = (min(max(int(np.round(d * scale)), 1), size) for d in (height, width))
+  return new_h, new_w, (size - new_h) // 2, (size - new_w) // 2
+
+
 def fit_square(image: np.ndarray, size: int, resize: str) -> np.ndarray:
-  """uint8 [H, W, 3] -> float32 [size, size, 3] in [-1, 1]: squashed, padded (aspect kept) or as is."""
-  from PIL import Image  # pylint: disable=import-outside-toplevel
+  """uint8 [H, W, 3] -> float32 [size, size, 3] in [-1, 1], as the training pipeline fits images.
+
+  Normalised first, then resized in float32 by PIL's antialiased bilinear filter, which computes what
+  training's tf.image.resize(antialias=True) does (equal to ~1e-6, tests/test_infer.py), without TensorFlow.
+  'pad' centres the image on 0 (mid-grey) as training does; 'none' refuses another size.
+  """
   height, width = image.shape[:2]
-  if (height, width) != (size, size):
-    if resize == "none":
-      raise ValueError(f"an image is {height}x{width} but the model takes {size}x{size}; pass --resize squash "
-                       "or --resize pad (resize='squash' or 'pad' in Python)")
-    pil = Image.fromarray(image)
-    if resize == "squash":
-      image = np.asarray(pil.resize((size, size), Image.BILINEAR))
-    else:
-      scale = size / max(height, width)
-      inner = pil.resize((max(1, round(width * scale)), max(1, round(height * scale))), Image.BILINEAR)
-      padded = Image.new("RGB", (size, size))
-      padded.paste(inner, (0, 0))
-      image = np.asarray(padded)
-  return np.asarray(image, np.float32) / 127.5 - 1.0
+  pixels = image.astype(np.float32) * np.float32(1 / 127.5) - np.float32(1)  # as preprocessors.normalize_image
+  if (height, width) == (size, size):
+    return pixels
+  if resize == "none":
+    raise ValueError(f"an image is {height}x{width} but the model takes {size}x{size}; pass --resize squash "
+                     "or --resize pad (resize='squash' or 'pad' in Python)")
+  if resize == "squash":
+    return _resize_float(pixels, size, size)
+  new_h, new_w, top, left = pad_geometry(height, width, size)
+  out = np.zeros((size, size, 3), np.float32)
+  out[top:top + new_h, left:left + new_w] = _resize_float(pixels, new_h, new_w)
+  return out
+
+
+def _resize_float(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  return np.stack([np.asarray(Image.fromarray(pixels[..., c], mode="F").resize((width, height), Image.BILINEAR))
+                   for c in range(pixels.shape[-1])], axis=-1)
+
+
+def boxes_in_pixels(answer: str, height: int, width: int, size: int, resize: str = "squash") -> list[tuple]:
+  """The boxes an answer's location tokens give, in pixels (y0, x0, y1, x1) of the original height x width
+  image, undoing the fit: location tokens are fractions of the square the model saw (of the padded square
+  for resize 'pad'; of the image itself for 'squash' and NaFlex patches)."""
+  from tasks import locations  # pylint: disable=import-outside-toplevel
+  if resize != "pad" or (height, width) == (size, size):
+    return locations.tokens_to_boxes(answer, height, width)
+  new_h, new_w, top, left = pad_geometry(height, width, size)
+  return [((y0 - top) * height / new_h, (x0 - left) * width / new_w, (y1 - top) * height / new_h,
+           (x1 - left) * width / new_w) for y0, x0, y1, x1 in locations.tokens_to_boxes(answer, size, size)]
 
 
 def _pad_rows(batch: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
