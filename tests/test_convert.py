@@ -102,7 +102,9 @@ def test_an_existing_output_is_replaced_only_with_overwrite(hf_siglip, tmp_path,
   assert sorted(os.listdir(target)) == ["config.json", "model.safetensors"]
   assert_same_siglip(target, hf_siglip)
   (tmp_path / "empty").mkdir()  # an empty directory is no one's work: written without --overwrite
-  assert run(["--from", hf_siglip, "--to", tmp_path / "empty", "--format", "hf"], capsys).returncode == 0
+  assert run(["--from", hf_siglip, "--to", f"{tmp_path / 'empty'}/", "--format", "hf"], capsys).returncode == 0
+  assert sorted(os.listdir(tmp_path / "empty")) == ["config.json", "model.safetensors"]
+  assert sorted(os.listdir(tmp_path)) == ["empty", "out"]  # no staging left behind
 
 
 def test_a_failed_conversion_leaves_nothing_behind(tmp_path, capsys):

@@ -31,6 +31,9 @@ import sys
 import tempfile
 from typing import Any, Iterator, Sequence
 
+import jax
+import numpy as np
+
 from vlm import checkpoints
 from vlm import gin_cli
 
@@ -61,17 +64,17 @@ def read(kind: str, path: str) -> tuple[Any, Any]:
 
 
 def _kind(path: str) -> str:
-  """'ul2' for a T5 / UL2 checkpoint, else 'siglip' (whose reader names what a path lacks)."""
-  for name, key in ((checkpoints.MODEL_CONFIG_FILE, "model"), ("config.json", "model_type")):
-    config = os.path.join(path, name)
-    if os.path.isfile(config):
-      value = checkpoints.read_json(config).get(key)
-      if value in ("ul2", "t5", "mt5"):
-        return "ul2"
-      if name == checkpoints.MODEL_CONFIG_FILE and value != "siglip":
-        raise checkpoints.CheckpointError(f"{config}: a {value!r} model; this command converts SigLIP and UL2 "
-                                          "checkpoints only")
-      return "siglip"
+  """'ul2' for a T5 / UL2 checkpoint, else 'siglip' (whose reader says what a path that is neither lacks)."""
+  project = os.path.join(path, checkpoints.MODEL_CONFIG_FILE)
+  if os.path.isfile(project):
+    model = checkpoints.read_json(project).get("model")
+    if model not in ("siglip", "ul2"):
+      raise checkpoints.CheckpointError(f"{project}: a {model!r} model; this command converts SigLIP and UL2 "
+                                        "checkpoints only")
+    return model
+  hf = os.path.join(path, "config.json")
+  if os.path.isfile(hf) and checkpoints.read_json(hf).get("model_type") in ("t5", "mt5"):
+    return "ul2"
   return "siglip"
 
 
@@ -92,8 +95,6 @@ def write(kind: str, config: Any, params: Any, path: str, fmt: str, naflex: bool
 
 def write_model_dir(directory: str, config_json: dict, params: Any) -> None:
   """A MODEL_DIR as training leaves it, parameters only: model_config.json and one orbax checkpoint (step 0)."""
-  import jax  # pylint: disable=import-outside-toplevel
-  import numpy as np  # pylint: disable=import-outside-toplevel
   os.makedirs(directory, exist_ok=True)
   checkpoints.write_json(config_json, os.path.join(directory, checkpoints.MODEL_CONFIG_FILE))
   ckpt = checkpoints.Checkpointer(directory, period=1, async_save=False)
@@ -126,7 +127,8 @@ def _non_empty(path: str) -> bool:
 def _staged(target: str) -> Iterator[str]:
   """A path next to `target` to write into; renamed onto `target` (replacing it) once the block completes,
   removed if it fails."""
-  parent = os.path.dirname(os.path.abspath(target)) or "."
+  target = os.path.abspath(target)  # also drops a trailing '/', which would leave basename empty
+  parent = os.path.dirname(target)
   os.makedirs(parent, exist_ok=True)
   staging = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(target)}.tmp-")
   try:
