@@ -172,12 +172,38 @@ def test_loop_exits_once_every_row_finished():
     assert np.all(np.asarray(result.tokens[:, 2]) == EOS) and np.all(np.asarray(result.tokens[:, 3:]) == 0)
 
 
-def test_beam_size_1_with_alpha_0_is_greedy(toy):
+def test_beam_size_1_with_alpha_0_follows_greedy(toy):
+  """Its alive beam is greedy's path, so it returns greedy's sequence or an EOS ending of one of its prefixes."""
   params, state, length = toy
   greedy = decode_toy(params, state, "greedy", length)
   beam = decode_toy(params, state, "beam", length, beam_size=1, alpha=0.0)
-  np.testing.assert_array_equal(beam.tokens, greedy.tokens)
-  np.testing.assert_allclose(beam.scores, greedy.scores, rtol=1e-6)
+  for row in range(len(greedy.tokens)):
+    got, path = emitted(beam.tokens[row]), emitted(greedy.tokens[row])
+    assert got == path or (got[-1] == EOS and got[:-1] == path[:len(got) - 1]), (got, path)
+    if EOS in path:
+      assert beam.scores[row] >= greedy.scores[row] - 1e-5
+
+
+@pytest.mark.parametrize("beam_size", [1, 2])
+def test_eos_ranked_below_the_beams_finishes(beam_size):
+  """T5X's rule: an EOS among the best 2 * beam_size extensions finishes, even when not in the best beam_size.
+
+  Step 0 ranks beam_size non-EOS tokens first and EOS next; every later step is uniform, so any continuation of
+  those tokens falls below EOS at step 0, the only right answer.
+  """
+  vocab = beam_size + 3  # padding, EOS, beam_size likelier tokens, one unlikelier
+  first = np.full(vocab, 0.05)  # probabilities of the first token
+  first[EOS], first[2:2 + beam_size] = 0.25, 0.65 / beam_size
+  assert np.argsort(-first)[beam_size] == EOS  # EOS ranks just below the beams
+
+  def model(token, step, state):
+    del token
+    logits = jnp.where(step == 0, jnp.log(jnp.asarray(first, jnp.float32)), 0.0)
+    return jnp.broadcast_to(logits, (state.shape[0], vocab)), state
+
+  result = decoding.beam_search(model, jnp.zeros([2, 1]), max_decode_len=4, beam_size=beam_size, alpha=0.0)
+  np.testing.assert_array_equal(result.tokens, [[EOS, 0, 0, 0]] * 2)
+  np.testing.assert_allclose(result.scores, np.log(0.25), rtol=1e-6)
 
 
 @pytest.mark.parametrize("alpha", [0.0, 0.6])

@@ -10,7 +10,7 @@ from encoders import text as text_lib
 from encoders import vit as vit_lib
 from tasks import scene_pali, scene_tasks
 from tests import hf_fixtures
-from vlm import checkpoints, model as model_lib, optim, partitioning, trainer, ul2, ul2_checkpoints
+from vlm import checkpoints, convert, model as model_lib, optim, partitioning, trainer, ul2, ul2_checkpoints
 
 IMAGE_SIZE = 16
 LENGTHS = {"inputs": 12, "targets": 6}
@@ -108,6 +108,91 @@ def test_warm_start_from_siglip_and_t5(tmp_path):
                                   siglip_checkpoint=str(siglip_dir))
   with pytest.raises(checkpoints.CheckpointError, match="activation='gelu_tanh'"):
     other_act.warm_start(jax.tree.map(np.asarray, nn_unbox(params)))
+
+
+def host_params(model):
+  return jax.tree.map(np.asarray, nn_unbox(model.init_variables(jax.random.key(0), batch())["params"]))
+
+
+def assert_same_vit(got, want_unscanned):
+  """`got` (either layout) holds the blocks of `want_unscanned`, an unscanned ViT tree, and nothing else."""
+  flat_got = checkpoints.flatten(checkpoints.unstack_layers(got))
+  flat_want = checkpoints.flatten(want_unscanned)
+  assert sorted(flat_got) == sorted(flat_want)
+  for path, value in flat_want.items():
+    np.testing.assert_array_equal(flat_got[path], value, err_msg=path)
+
+
+@pytest.mark.parametrize("source_scan", [False, True], ids=["unscanned-siglip", "scanned-siglip"])
+def test_siglip_warm_start_converts_the_scan_layout(tmp_path, source_scan):
+  """A SigLIP's ViT blocks reach a PaLI ViT of the other `scan` layout (stacked along 'layers', or not)."""
+  image = vit_lib.config("pico/4", image_size=IMAGE_SIZE, scan=source_scan)
+  siglip_config = siglip.SigLIPConfig(image=image)
+  siglip_params = nn_unbox(siglip.TwoTower(siglip_config).init(
+      jax.random.key(3), jnp.zeros((1, IMAGE_SIZE, IMAGE_SIZE, 3)), method=siglip.TwoTower.encode_image)["params"])
+  convert.write_model_dir(str(tmp_path / "siglip"), siglip_config.to_json(), siglip_params)
+  model = tiny(siglip_checkpoint=str(tmp_path / "siglip"))
+  model.config = model_lib.PaLIConfig(vit=dataclass_replace(model.config.vit, scan=not source_scan),
+                                      ul2=model.config.ul2)
+  model.module = model_lib.PaLI(model.config)
+  params = host_params(model)
+  warm = model.warm_start(params)
+  assert jax.tree.structure(warm["img"]) == jax.tree.structure(params["img"])  # the PaLI's own layout
+  want = {k: v for k, v in jax.tree.map(np.asarray, siglip_params["img"]).items() if k != "MAPHead_0"}
+  assert_same_vit(warm["img"], checkpoints.unstack_layers(want))
+
+
+@pytest.mark.parametrize("source_scan", [False, True], ids=["from-unscanned", "from-scanned"])
+def test_pali_warm_start_converts_the_scan_layout(tmp_path, source_scan):
+  def pali(scan, **kw):
+    return model_lib.PaLIModel(vit=vit_lib.config("pico/4", image_size=IMAGE_SIZE, pool_type="none", scan=scan),
+                               ul2=ul2.config("pico", vocab_size=scene_pali.vocab_size()), **kw)
+
+  previous = pali(source_scan)
+  previous_params = host_params(previous)
+  convert.write_model_dir(str(tmp_path / "stage1"), previous.config_json(), previous_params)
+  model = pali(not source_scan, pali_checkpoint=str(tmp_path / "stage1"))
+  params = host_params(model)
+  warm = model.warm_start(params)
+  assert jax.tree.structure(warm) == jax.tree.structure(params)  # the PaLI's own layout
+  assert_same_vit(warm["img"], checkpoints.unstack_layers(previous_params["img"]))
+  jax.tree.map(np.testing.assert_array_equal, warm["ul2"], previous_params["ul2"])
+
+
+def test_warm_starts_refuse_another_function_with_the_same_shapes(tmp_path):
+  """Activations, relative-position settings, norm epsilons: equal shapes, so only the configs can tell."""
+  t5_dir = str(tmp_path / "t5")
+  hf_fixtures.save_t5(t5_dir, "gated-gelu", True)
+  t5_config, _ = ul2_checkpoints.read(t5_dir)
+  assert t5_config.tie_embeddings and t5_config.scale_decoder_outputs  # so False differs
+  for field, value in [("activation", "silu"), ("max_distance", 64), ("num_buckets", 16),
+                       ("tie_embeddings", False), ("eps", 1e-5), ("scale_decoder_outputs", False)]:
+    model = model_lib.PaLIModel(vit=vit_lib.config("pico/4", image_size=IMAGE_SIZE, pool_type="none"),
+                                ul2=dataclass_replace(t5_config, **{field: value}), ul2_checkpoint=t5_dir)
+    with pytest.raises(checkpoints.CheckpointError) as error:
+      model.warm_start(host_params(model))
+    theirs = getattr(t5_config, field)
+    assert str(error.value) == (f"{t5_dir} has {field}={theirs!r} where this PaLI has {value!r} (same shapes, "
+                                f"another function); set vlm.ul2.config.{field} = {theirs!r} in the run's gin "
+                                "file, or warm-start from a matching checkpoint")
+  # A PaLI MODEL_DIR: its ViT and its UL2 are compared alike.
+  previous = tiny()
+  convert.write_model_dir(str(tmp_path / "stage1"), previous.config_json(), host_params(previous))
+  for vit_field, ul2_field in [({"layer_norm_eps": 1e-5}, {}), ({"activation": "gelu"}, {}),
+                               ({}, {"max_distance": 64})]:
+    model = model_lib.PaLIModel(vit=dataclass_replace(previous.config.vit, **vit_field),
+                                ul2=dataclass_replace(previous.config.ul2, **ul2_field),
+                                pali_checkpoint=str(tmp_path / "stage1"))
+    binding = "encoders.vit.config" if vit_field else "vlm.ul2.config"
+    (field, _), = {**vit_field, **ul2_field}.items()
+    with pytest.raises(checkpoints.CheckpointError, match=f"set {binding}.{field} = "):
+      model.warm_start(host_params(model))
+  # A SigLIP's ViT layer-norm epsilon.
+  siglip_dir = str(tmp_path / "siglip")
+  hf_fixtures.save_siglip_vision(siglip_dir, layer_norm_eps=1e-5)
+  model = tiny(siglip_checkpoint=siglip_dir)
+  with pytest.raises(checkpoints.CheckpointError, match=r"layer_norm_eps=1e-05 where this PaLI has 1e-06"):
+    model.warm_start(host_params(model))
 
 
 def nn_unbox(tree):

@@ -65,6 +65,20 @@ def test_special_token_ids_come_from_the_config_and_rows_end_as_in_hf(tmp_path):
   np.testing.assert_array_equal(ours.generate(encoder, max_new_tokens=10), expected)
 
 
+def test_start_token_outside_the_vocabulary_is_refused(tmp_path, hf_t5):
+  """Such a start token was embedded as garbage: generate returned all zeros."""
+  hf_fixtures.save_t5(str(tmp_path), "gated-silu", False, decoder_start_token_id=200)
+  with pytest.raises(CheckpointError, match=r"config.json: decoder_start_token_id=200 is outside the vocabulary "
+                                            r"\[0, 97\)"):
+    ul2.load(tmp_path)
+  with pytest.raises(ValueError, match=r"decoder start token 97 is outside the vocabulary \[0, 97\); set the UL2 "
+                                       r"config's start_id \(gin: vlm.ul2.config.start_id\)"):
+    ul2.config("pico", vocab_size=97, start_id=97)
+  _, ours = hf_t5
+  with pytest.raises(ValueError, match=r"decoder start token 97 is outside .*; set the start_id option"):
+    ours.generate(_ids()[0], 4, start_id=97)
+
+
 def test_sharded_checkpoints_load(tmp_path):
   hf = hf_fixtures.save_t5(str(tmp_path), "gated-gelu", False, max_shard_size="20KB")
   assert (tmp_path / "model.safetensors.index.json").exists() and not (tmp_path / "model.safetensors").exists()
@@ -114,6 +128,7 @@ def test_decoding_methods_agree_with_greedy(hf_t5):
   _, ours = hf_t5
   encoder, _ = _ids(3)
   greedy = ours.generate(encoder, 8)
+  # On this model; in general beam_size=1 may also stop at an EOS ranked second (tests/test_decoding.py).
   np.testing.assert_array_equal(ours.generate(encoder, 8, method="beam", beam_size=1, alpha=0.0), greedy)
   np.testing.assert_array_equal(ours.generate(encoder, 8, method="sample", temperature=0.0), greedy)
   beams = ours.generate(encoder, 8, method="beam", beam_size=4)  # beam >= greedy: tests/test_decoding.py

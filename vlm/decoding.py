@@ -90,11 +90,12 @@ def beam_search(tokens_to_logits: TokensToLogits, state: PyTree, *, max_decode_l
   """Beam search with a length penalty, T5X style: `beam_size` alive and `beam_size` finished beams per row.
 
   Every step takes the best 2 * beam_size extensions of the alive beams: at most beam_size of them end in EOS
-  (one per parent), so beam_size non-EOS ones are always left to refill the alive beams. An EOS extension
-  joins the finished beams (ranked by log_prob / ((5 + length) / 6) ** alpha) when it ranks among the best
-  beam_size extensions, where the beam of a classic beam search would have held it; this makes beam_size=1
-  with alpha=0 exactly greedy. A row stops once no alive beam can beat its worst finished one (alive
-  log-probabilities only fall and the penalty is largest at max_decode_len), the loop once every row has.
+  (one per parent), so beam_size non-EOS ones are always left to refill the alive beams. Every EOS extension
+  among those 2 * beam_size is offered to the finished beams (ranked by log_prob / ((5 + length) / 6) **
+  alpha), as in T5X: an ending that ranks just below the alive beams is kept, where HF's beam search (and a
+  classic one) drops it, so beam_size=1 can return an earlier, likelier EOS than greedy's. A row stops once no
+  alive beam can beat its worst finished one (alive log-probabilities only fall and the penalty is largest at
+  max_decode_len), the loop once every row has.
 
   Args:
     beam_size: beams per row, >= 1.
@@ -131,9 +132,8 @@ def beam_search(tokens_to_logits: TokensToLogits, state: PyTree, *, max_decode_l
     cand_tokens = gather(c.alive_tokens, parent).at[:, :, c.step].set(token)  # [batch, cand, len]
     is_eos = token == eos_id
 
-    within_beam = jnp.arange(cand.shape[1]) < beams  # [cand]
     # An EOS extension of an empty (-inf) beam is no sequence: it must not count as finished.
-    finishes = is_eos & within_beam & (cand_log_probs > -jnp.inf)
+    finishes = is_eos & (cand_log_probs > -jnp.inf)
     cand_scores = jnp.where(finishes, cand_log_probs / length_penalty(c.step + 1.0), -jnp.inf)
     finished_scores, best = lax.top_k(jnp.concatenate([c.finished_scores, cand_scores], axis=1), beams)
     finished_tokens = gather(jnp.concatenate([c.finished_tokens, cand_tokens], axis=1), best)

@@ -173,21 +173,19 @@ class PaLIModel:
                                          method=method or self.decode_method, **{**self.decode_options, **options})
 
   def warm_start(self, params: Any) -> Any:
-    """Replaces the ViT and/or UL2 parameters with the configured checkpoints' (host arrays, same tree)."""
+    """Replaces the ViT and/or UL2 parameters with the configured checkpoints' (host arrays, same tree).
+
+    A checkpoint is refused, in one line naming the field, if its config computes another function with the
+    same shapes (see `_VIT_FUNCTION_FIELDS`, `_UL2_FUNCTION_FIELDS`); its ViT blocks are stacked or unstacked
+    to this ViT's `scan` layout and its position embedding resized to this ViT's grid.
+    """
     params = dict(params)
     if self.pali_checkpoint:
-      previous, loaded = load(self.pali_checkpoint)
-      loaded = dict(loaded)
-      loaded["img"] = _resize_posemb(dict(loaded["img"]), previous.config.vit.grid, self.config.vit.grid)
-      _check_same_tree(loaded, params, self.pali_checkpoint)
-      params = loaded
+      params = pali_params_from_pali(self.pali_checkpoint, self.config, params)
     if self.siglip_checkpoint:
       params["img"] = vit_params_from_siglip(self.siglip_checkpoint, self.config.vit, params["img"])
     if self.ul2_checkpoint:
-      from vlm import ul2_checkpoints  # pylint: disable=import-outside-toplevel
-      config, ul2_params = ul2_checkpoints.read(self.ul2_checkpoint)
-      _check_same_tree(ul2_params, params["ul2"], self.ul2_checkpoint)
-      params["ul2"] = ul2_params
+      params["ul2"] = ul2_params_from_checkpoint(self.ul2_checkpoint, self.config.ul2, params["ul2"])
     return params
 
   def detokenize(self, ids) -> str:
@@ -235,19 +233,65 @@ def vocabulary_from_json(obj: dict):
   return vocab.PaliVocabulary.from_json(obj)
 
 
+# Config fields that change what the same parameters compute, which the shapes check cannot see. Not here:
+# dtype and remat (numerics, memory), scan (a layout, converted), image_size (the grid, resized), the UL2's
+# eos_id / start_id (decoding settings; training feeds its own start token).
+_VIT_FUNCTION_FIELDS = ("activation", "layer_norm_eps")
+_UL2_FUNCTION_FIELDS = ("activation", "num_buckets", "max_distance", "tie_embeddings", "scale_decoder_outputs",
+                        "eps")
+
+
+def _check_same_function(theirs: Any, ours: Any, fields: tuple[str, ...], binding: str, source: str) -> None:
+  """Refuses a checkpoint whose config differs from this PaLI's in a field of `fields`; `binding` is the gin
+  configurable that sets them (encoders.vit.config, vlm.ul2.config)."""
+  for field in fields:
+    their, our = getattr(theirs, field), getattr(ours, field)
+    if their != our:
+      raise checkpoints.CheckpointError(
+          f"{source} has {field}={their!r} where this PaLI has {our!r} (same shapes, another function); set "
+          f"{binding}.{field} = {their!r} in the run's gin file, or warm-start from a matching checkpoint")
+
+
+def _vit_layout(img: dict, scanned: bool, scan: bool) -> dict:
+  """A ViT tree whose blocks are stacked (scanned) or not, in the layout of a ViT built with `scan`."""
+  if scanned == scan:
+    return img
+  return checkpoints.stack_layers(img) if scan else checkpoints.unstack_layers(img)
+
+
+def pali_params_from_pali(path: str, config: PaLIConfig, current: Any) -> Any:
+  """An earlier stage's PaLI parameters for this one: ViT layout converted, posemb resized to this grid."""
+  previous, loaded = load(path)
+  _check_same_function(previous.config.vit, config.vit, _VIT_FUNCTION_FIELDS, "encoders.vit.config", path)
+  _check_same_function(previous.config.ul2, config.ul2, _UL2_FUNCTION_FIELDS, "vlm.ul2.config", path)
+  loaded = dict(loaded)
+  img = _vit_layout(dict(loaded["img"]), previous.config.vit.scan, config.vit.scan)
+  loaded["img"] = _resize_posemb(img, previous.config.vit.grid, config.vit.grid)
+  _check_same_tree(loaded, current, path)
+  return loaded
+
+
 def vit_params_from_siglip(path: str, vit: vit_lib.ViTConfig, current: Any) -> Any:
-  """The image tower of a SigLIP checkpoint as PaLI's 'img': pooling head dropped, posemb resized."""
+  """The image tower of a SigLIP checkpoint as PaLI's 'img': pooling head dropped, layout converted, posemb
+  resized."""
   from encoders import siglip_checkpoints  # pylint: disable=import-outside-toplevel
   siglip_config, siglip_params = siglip_checkpoints.read(path)
-  if siglip_config.image.activation != vit.activation:  # same shapes, other function: the tree check misses it
-    raise checkpoints.CheckpointError(
-        f"{path}: its ViT's MLPs use activation={siglip_config.image.activation!r} but this PaLI's ViT uses "
-        f"{vit.activation!r}; set the vit config's activation to match")
+  _check_same_function(siglip_config.image, vit, _VIT_FUNCTION_FIELDS, "encoders.vit.config", path)
   # The pooling head, and the mask token of masked prediction (a pretraining device), stay behind.
   img = {k: v for k, v in siglip_params["img"].items() if k not in ("MAPHead_0", "head", "mask_token")}
+  img = _vit_layout(img, siglip_config.image.scan, vit.scan)
   img = _resize_posemb(img, siglip_config.image.grid, vit.grid)
   _check_same_tree(img, current, path)
   return img
+
+
+def ul2_params_from_checkpoint(path: str, ul2: ul2_lib.UL2Config, current: Any) -> Any:
+  """The parameters of a T5 / UL2 checkpoint (HF directory or MODEL_DIR) as PaLI's 'ul2'."""
+  from vlm import ul2_checkpoints  # pylint: disable=import-outside-toplevel
+  config, params = ul2_checkpoints.read(path)
+  _check_same_function(config, ul2, _UL2_FUNCTION_FIELDS, "vlm.ul2.config", path)
+  _check_same_tree(params, current, path)
+  return params
 
 
 def _resize_posemb(img: dict, old_grid: int, new_grid: int) -> dict:

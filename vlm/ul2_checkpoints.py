@@ -48,10 +48,15 @@ def hf_config(hf: dict, has_lm_head: bool) -> ul2.UL2Config:
   if proj not in _HF_ACTIVATIONS:
     raise CheckpointError(f"feed_forward_proj={proj!r} is not supported: this UL2 reads the gated MLPs of "
                           f"T5 v1.1, Flan-T5 and UL2 ({', '.join(_HF_ACTIVATIONS)}), not T5 v1.0's plain one")
+  vocab_size = hf.get("vocab_size", 32128)
+  start_id = _token_id(hf, "decoder_start_token_id", ul2.PAD_ID)
+  if start_id >= vocab_size:  # the UL2Config would refuse it too, without naming the file
+    raise CheckpointError(f"config.json: decoder_start_token_id={start_id} is outside the vocabulary "
+                          f"[0, {vocab_size}) of vocab_size; set it to the model's start token (T5's is 0)")
   d_model = hf.get("d_model", 512)
   num_layers = hf.get("num_layers", 6)
   return ul2.UL2Config(
-      vocab_size=hf.get("vocab_size", 32128), d_model=d_model, num_heads=hf.get("num_heads", 8),
+      vocab_size=vocab_size, d_model=d_model, num_heads=hf.get("num_heads", 8),
       head_dim=hf.get("d_kv", 64), d_ff=hf.get("d_ff", 2048), num_encoder_layers=num_layers,
       num_decoder_layers=hf.get("num_decoder_layers") or num_layers, activation=_HF_ACTIVATIONS[proj],
       num_buckets=hf.get("relative_attention_num_buckets", 32),
@@ -59,7 +64,7 @@ def hf_config(hf: dict, has_lm_head: bool) -> ul2.UL2Config:
       tie_embeddings=not has_lm_head,
       scale_decoder_outputs=hf.get("scale_decoder_outputs", hf.get("tie_word_embeddings", True)),
       eps=hf.get("layer_norm_epsilon", 1e-6), eos_id=_token_id(hf, "eos_token_id", ul2.EOS_ID),
-      start_id=_token_id(hf, "decoder_start_token_id", ul2.PAD_ID))
+      start_id=start_id)
 
 
 def _token_id(hf: dict, key: str, default: int) -> int:
