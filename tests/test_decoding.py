@@ -357,10 +357,12 @@ def test_decoding_jit_keeps_dots_out_of_ynnpack_on_cpu():
     ("sample", {"rng": 0, "top_p": 1.5}, "top_p must be in (0, 1] (1 = no filtering); got 1.5"),
     ("sample", {"rng": 0, "top_k": -1}, "top_k must be an integer >= 0; got -1"),
     ("greedy", {"eos_id": None}, "eos_id must be an integer >= 0; got None"),
+    ("greedy", {"max_decode_len": 0}, "max_decode_len must be an integer >= 1 (answer tokens at most); got 0"),
+    ("beam", {"max_decode_len": -2}, "max_decode_len must be an integer >= 1 (answer tokens at most); got -2"),
 ])
 def test_bad_method_or_option_is_one_clear_line(method, opts, message):
   with pytest.raises(ValueError) as error:
-    decoding.decode(lambda *a: None, {"x": jnp.zeros(2)}, method=method, max_decode_len=4, **opts)
+    decoding.decode(lambda *a: None, {"x": jnp.zeros(2)}, method=method, **{"max_decode_len": 4, **opts})
   assert message in str(error.value) and "\n" not in str(error.value)
 
 

@@ -74,9 +74,14 @@ def test_start_token_outside_the_vocabulary_is_refused(tmp_path, hf_t5):
   with pytest.raises(ValueError, match=r"decoder start token 97 is outside the vocabulary \[0, 97\); set the UL2 "
                                        r"config's start_id \(gin: vlm.ul2.config.start_id\)"):
     ul2.config("pico", vocab_size=97, start_id=97)
+  with pytest.raises(ValueError, match=r"end-of-sequence token 97 is outside the vocabulary \[0, 97\); set the UL2 "
+                                       r"config's eos_id"):  # decoding would never stop
+    ul2.config("pico", vocab_size=97, eos_id=97)
   _, ours = hf_t5
   with pytest.raises(ValueError, match=r"decoder start token 97 is outside .*; set the start_id option"):
     ours.generate(_ids()[0], 4, start_id=97)
+  with pytest.raises(ValueError, match=r"end-of-sequence token -1 is outside .*; set the eos_id option"):
+    ours.generate(_ids()[0], 4, eos_id=-1)
 
 
 def test_sharded_checkpoints_load(tmp_path):

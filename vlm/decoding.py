@@ -201,6 +201,8 @@ def decode(tokens_to_logits: TokensToLogits, state: PyTree, *, method: str, max_
   """
   if not isinstance(method, str) or method not in _METHODS:
     raise ValueError(f"unknown decoding method {method!r}; expected one of {', '.join(map(repr, _METHODS))}")
+  if isinstance(max_decode_len, bool) or not isinstance(max_decode_len, (int, np.integer)) or max_decode_len < 1:
+    raise ValueError(f"max_decode_len must be an integer >= 1 (answer tokens at most); got {max_decode_len!r}")
   fn = _METHODS[method]
   params = {name: p for name, p in inspect.signature(fn).parameters.items()
             if p.kind == p.KEYWORD_ONLY and name != "max_decode_len"}

@@ -169,7 +169,7 @@ class PaLIModel:
                                       **_with_images(vit_lib.image_inputs(batch)), method=PaLI.encode)
     # From here it is the UL2's decoding, on the UL2's own parameters.
     return ul2_lib.generate_from_encoded(ul2_lib.UL2(self.config.ul2), params["ul2"], encoded, mask,
-                                         max_decode_len=max_decode_len or self.max_decode_len,
+                                         max_decode_len=self.max_decode_len if max_decode_len is None else max_decode_len,
                                          method=method or self.decode_method, **{**self.decode_options, **options})
 
   def warm_start(self, params: Any) -> Any:

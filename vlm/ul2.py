@@ -58,7 +58,10 @@ class UL2Config:
   def __post_init__(self):
     if self.activation not in ACTIVATIONS:
       raise ValueError(f"UL2 activation={self.activation!r} is not one of {sorted(ACTIVATIONS)}")
-    check_start_id(self.start_id, self.vocab_size, "the UL2 config's start_id (gin: vlm.ul2.config.start_id)")
+    check_token_id(self.start_id, self.vocab_size, "decoder start token",
+                   "the UL2 config's start_id (gin: vlm.ul2.config.start_id)")
+    check_token_id(self.eos_id, self.vocab_size, "end-of-sequence token",
+                   "the UL2 config's eos_id (gin: vlm.ul2.config.eos_id)")
 
   def to_json(self) -> dict:
     return {"model": "ul2", **dataclasses.asdict(self)}
@@ -68,11 +71,12 @@ class UL2Config:
     return cls(**{k: v for k, v in obj.items() if k != "model"})
 
 
-def check_start_id(start_id: int, vocab_size: int, where: str) -> None:
-  """A start token outside the embedding table would be embedded as garbage (JAX clamps or fills the lookup)."""
-  if isinstance(start_id, bool) or not isinstance(start_id, (int, np.integer)) or not 0 <= start_id < vocab_size:
-    raise ValueError(f"decoder start token {start_id!r} is outside the vocabulary [0, {vocab_size}); set {where} "
-                     f"to a token id below {vocab_size} (T5's is 0)")
+def check_token_id(token: int, vocab_size: int, what: str, where: str) -> None:
+  """A start token outside the embedding table would be embedded as garbage (JAX clamps or fills the lookup);
+  an end token outside it could never be generated, so decoding would never stop."""
+  if isinstance(token, bool) or not isinstance(token, (int, np.integer)) or not 0 <= token < vocab_size:
+    raise ValueError(f"{what} {token!r} is outside the vocabulary [0, {vocab_size}); set {where} "
+                     f"to a token id below {vocab_size} (T5's {'start is 0' if 'start' in what else 'EOS is 1'})")
 
 
 # Reference sizes (T5 v1.1 small / base; the UL2 3B of PaLI-3 in DESIGN.md) and tiny ones for tests.
@@ -406,7 +410,8 @@ def generate_from_encoded(module: UL2, params, encoded: jax.Array, encoder_mask:
     return module.apply(variables, token_ids, index, state, tied_head, method=UL2.decode_step)
 
   options = {"eos_id": module.config.eos_id, "start_id": module.config.start_id, **options}
-  check_start_id(options["start_id"], module.config.vocab_size, "the start_id option")
+  check_token_id(options["start_id"], module.config.vocab_size, "decoder start token", "the start_id option")
+  check_token_id(options["eos_id"], module.config.vocab_size, "end-of-sequence token", "the eos_id option")
   return decoding.decode(tokens_to_logits, state, method=method, max_decode_len=max_decode_len, **options)
 
 
