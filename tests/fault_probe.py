@@ -425,6 +425,31 @@ def cases(paths: dict[str, str], work: str) -> list[Case]:
       Case("plan: no gin", ["vlm.plan"]),
   ]
 
+  # --- vlm.convert
+  conv = lambda *a: ["vlm.convert", *a]  # noqa: E731
+  converted = os.path.join(work, "converted")
+  out += [
+      Case("convert: --help", conv("--help"), expect="ok"),
+      Case("convert: no arguments", conv()),
+      Case("convert: missing --from", conv("--from=/nonexistent/x", f"--to={fresh('conv1')}", "--format=hf"),
+           fragments=("/nonexistent/x",), check=left_nothing(fresh("conv1"))),
+      Case("convert: SigLIP to hf", conv(f"--from={siglip}", f"--to={converted}_hf", "--format=hf"), expect="ok",
+           check=lambda _: None if os.path.isfile(os.path.join(converted + "_hf", "config.json")) else "no config.json"),
+      Case("convert: SigLIP to big_vision", conv(f"--from={siglip}", f"--to={converted}.npz", "--format=big_vision"),
+           expect="ok"),
+      Case("convert: onto an existing run", conv(f"--from={siglip}", f"--to={pali}", "--format=project"),
+           fragments=("--overwrite",)),
+      Case("convert: PaLI dir", conv(f"--from={pali}", f"--to={fresh('conv2')}", "--format=hf"), fragments=(pali,),
+           check=left_nothing(fresh("conv2"))),
+      Case("convert: image file as --from", conv(f"--from={f('a.png')}", f"--to={fresh('conv3')}", "--format=hf"),
+           fragments=("a.png",)),
+      Case("convert: --to equals --from", conv(f"--from={siglip}", f"--to={siglip}", "--format=project",
+                                               "--overwrite"), fragments=("--to",)),
+      Case("convert: unknown format", conv(f"--from={siglip}", f"--to={fresh('conv4')}", "--format=onnx")),
+      Case("convert: unwritable --to", conv(f"--from={siglip}", "--to=/proc/conv", "--format=hf"),
+           fragments=("/proc",)),
+  ]
+
   # --- tasks.show / tasks.list
   show = lambda *a: ["tasks.show", *a]  # noqa: E731
   out += [
