@@ -78,10 +78,12 @@ def parse(p: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> argp
   from vlm import partitioning  # pylint: disable=import-outside-toplevel  (--help stays fast without JAX)
   with user_errors(args.debug, "jax.distributed"):
     partitioning.initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)
-  search = [REPO_ROOT, os.getcwd()] + [d for d in args.gin_search_paths.split(",") if d]
+  # dict.fromkeys: each directory once, in order (run from the repo, the working directory is REPO_ROOT).
+  search = list(dict.fromkeys([REPO_ROOT, os.getcwd()] + [d for d in args.gin_search_paths.split(",") if d]))
   for directory in search:
     gin.add_config_file_search_path(directory)
-  files = [_resolve(f, search) for f in args.gin_file]
+  with user_errors(args.debug):
+    files = [_resolve(f, search) for f in args.gin_file]
   # gin logs an ERROR line for every search path an include is not under, even when a later one has it.
   logging.disable(logging.ERROR)
   try:
@@ -113,7 +115,7 @@ def _resolve(path: str, search: list[str]) -> str:
     candidate = os.path.join(directory, path)
     if os.path.isfile(candidate):
       return candidate
-  raise SystemExit(f"error: gin file {path!r} not found (looked in {', '.join(['.'] + search)})")
+  raise FileNotFoundError(f"gin file {path!r} not found (looked in {', '.join(['.'] + search)})")
 
 
 @contextlib.contextmanager
