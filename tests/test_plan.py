@@ -210,6 +210,8 @@ def test_other_mistakes_are_one_error_line_or_a_warning(capsys):
     (["--frames=-1"], "argument --frames: '-1' is not an integer >= 1"),
     (["--device_memory=nan"], "--device_memory=nan GiB: give a positive, finite size"),
     (["--gin.encoders.vit.config.variant='Q/4'"], "unknown ViT size 'Q/4'"),
+    (["--gin.TASK_FEATURE_LENGTHS=None"], "TASK_FEATURE_LENGTHS must be a dict of feature lengths"),
+    (["--gin.vlm.trainer.train.frozen_params='img/(['"], "frozen_params='img/([' is not a regular expression"),
 ])
 def test_bad_sizes_are_one_error_line(capsys, args, fragment):
   """Each used to plan (a batch of 0 'fits') or to end in JAX's or Python's words instead of the input's."""
@@ -223,6 +225,12 @@ def test_unknown_gin_file_is_one_error_line(capsys):
   code, out, err = run_cli(capsys, "--gin_file=gin_configs/runs/nope.gin", "--mesh=data=2")
   assert code == 1 and not out and "Traceback" not in err
   assert err.startswith("error: gin file 'gin_configs/runs/nope.gin' not found (looked in .,")
+
+
+def test_the_help_example_names_the_required_mesh(capsys):
+  code, out, _ = run_cli(capsys, "--help")
+  example = out.split("Example:")[1].strip()
+  assert code == 0 and example.startswith("python -m vlm.plan --gin_file=") and "--mesh data=" in example
 
 
 def test_without_a_device_the_plan_has_no_verdict(capsys):

@@ -34,14 +34,15 @@ class _OneLineErrors(argparse.ArgumentParser):
     raise SystemExit(1)
 
 
-def parser(prog: str, description: str) -> argparse.ArgumentParser:
+def parser(prog: str, description: str,
+           example: str = "--gin.TRAIN_STEPS=100 --gin.MODEL_DIR=\"'/tmp/run'\"") -> argparse.ArgumentParser:
+  """The shared flags; `example`: the flags after --gin_file in the --help's example command."""
   p = _OneLineErrors(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
                      epilog="Any --gin.KEY=VALUE argument binds KEY (a macro such as MODEL_DIR or TRAIN_STEPS, "
                             "or a configurable's parameter) to the gin VALUE.\nMacros every run file sets: "
                             "MODEL_DIR, TRAIN_STEPS, BATCH_SIZE, CHECKPOINT_PERIOD, MIXTURE_OR_TASK_NAME, "
                             "TASK_FEATURE_LENGTHS, NUM_PARTITIONS, PARAMETER_PARTITIONING_DIMS.\nExample:\n"
-                            f"  python -m {prog} --gin_file=gin_configs/runs/siglip_tiny_synthetic.gin "
-                            "--gin.TRAIN_STEPS=100 --gin.MODEL_DIR=\"'/tmp/run'\"")
+                            f"  python -m {prog} --gin_file=gin_configs/runs/siglip_tiny_synthetic.gin {example}")
   p.add_argument("--gin_file", action="append", default=[], metavar="FILE",
                  help="gin config file; repeat for several (later ones override)")
   p.add_argument("--gin_bindings", action="append", default=[], metavar="'KEY = VALUE'",

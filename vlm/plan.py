@@ -400,7 +400,7 @@ def plan(model: Any, *, batch_size: int, feature_lengths: dict[str, int], mesh: 
   axes = {path: sharder.mesh_axes(tuple(spec) + (None,) * (arrays[path].ndim - len(spec)))
           for path, spec in zip(paths, logical, strict=True)}
   local = {path: (tuple(x.shape), sharder.local_shape(x.shape, axes[path])) for path, x in arrays.items()}
-  pattern = re.compile(frozen_params) if frozen_params else None
+  pattern = _frozen_pattern(frozen_params)
   trainable = {path: not (pattern and pattern.fullmatch(path)) for path in paths}
 
   groups = _groups(geo, arrays, local, trainable, gradient_buffers=2 if microbatches > 1 else 1)
@@ -421,6 +421,13 @@ def plan(model: Any, *, batch_size: int, feature_lengths: dict[str, int], mesh: 
               replicated_opt_bytes=replicated_opt, activations=activations, forward_flops=flops["forward"],
               train_flops=3 * flops["forward"] - flops["frozen_backward"], recompute_flops=flops["recompute"],
               frozen_skipped_flops=flops["frozen_backward"], warnings=notes)
+
+
+def _frozen_pattern(frozen_params: str | None) -> re.Pattern | None:
+  try:
+    return re.compile(frozen_params) if frozen_params else None
+  except re.error as e:
+    raise ValueError(f"frozen_params={frozen_params!r} is not a regular expression: {e}") from None
 
 
 def _teacher_paths(model, paths: Sequence[str]) -> list[str]:
@@ -733,6 +740,9 @@ def plan_from_gin(mesh: dict[str, int], frames: int = 1) -> tuple[list[Plan], li
     lengths = _resolve(gin.query_parameter("%TASK_FEATURE_LENGTHS"))
   except ValueError:
     raise ValueError("the gin config defines no TASK_FEATURE_LENGTHS macro") from None
+  if not isinstance(lengths, dict):
+    raise ValueError(f"TASK_FEATURE_LENGTHS must be a dict of feature lengths (e.g. {{'inputs': 16, 'targets': 24}}); "
+                     f"got {lengths!r}")
   model, batch_size = _resolve(bindings["model"]), _resolve(bindings["batch_size"])
   microbatches = _resolve(bindings.get("microbatches", 1))
   factory = _resolve(bindings["optimizer"])
@@ -819,7 +829,7 @@ def _count(text: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-  parser = gin_cli.parser("vlm.plan", __doc__)
+  parser = gin_cli.parser("vlm.plan", __doc__, example="--mesh data=2 --device h100")
   parser.add_argument("--mesh", required=True, metavar="data=N,model=M",
                       help="the virtual device mesh to plan for")
   parser.add_argument("--device", choices=sorted(DEVICES), help="device kind: sets the memory (and peak FLOP/s)")
