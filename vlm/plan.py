@@ -741,8 +741,8 @@ def plan_from_gin(mesh: dict[str, int], frames: int = 1) -> tuple[list[Plan], li
   except ValueError:
     raise ValueError("the gin config defines no TASK_FEATURE_LENGTHS macro") from None
   if not isinstance(lengths, dict):
-    raise ValueError(f"TASK_FEATURE_LENGTHS must be a dict of feature lengths (e.g. {{'inputs': 16, 'targets': 24}}); "
-                     f"got {lengths!r}")
+    raise ValueError(f"vlm.plan needs TASK_FEATURE_LENGTHS as a dict of feature lengths (e.g. {{'inputs': 16, "
+                     f"'targets': 24}}); got {lengths!r}")
   model, batch_size = _resolve(bindings["model"]), _resolve(bindings["batch_size"])
   microbatches = _resolve(bindings.get("microbatches", 1))
   factory = _resolve(bindings["optimizer"])
