@@ -210,6 +210,8 @@ def test_other_mistakes_are_one_error_line_or_a_warning(capsys):
     (["--frames=-1"], "argument --frames: '-1' is not an integer >= 1"),
     (["--device_memory=nan"], "--device_memory=nan GiB: give a positive, finite size"),
     (["--gin.encoders.vit.config.variant='Q/4'"], "unknown ViT size 'Q/4'"),
+    (["--gin.BATCH_SIZE=%UNDEFINED"], "the gin macro %UNDEFINED is used but not defined: bind it in a gin file or "
+                                      "with --gin.UNDEFINED=VALUE"),
     (["--gin.TASK_FEATURE_LENGTHS=None"], "vlm.plan needs TASK_FEATURE_LENGTHS as a dict of feature lengths"),
     (["--gin.vlm.trainer.train.frozen_params='img/(['"], "frozen_params='img/([' is not a regular expression"),
 ])

@@ -18,6 +18,7 @@ import ast
 import contextlib
 import logging
 import os
+import re
 import sys
 from typing import Iterator, Sequence
 
@@ -133,7 +134,7 @@ def user_errors(debug: bool, what: str = "", hint: str = "") -> Iterator[None]:
     if debug:
       raise
     lines = [line.strip() for line in str(e).strip().splitlines()]
-    message = lines[0] if lines and lines[0] else type(e).__name__
+    message = _undefined_macro(lines) or (lines[0] if lines and lines[0] else type(e).__name__)
     where = next((line for line in lines[1:] if line.startswith("In file")), None)  # gin's file and line
     if where and where not in message:
       message = f"{message} ({where.rstrip(':')})"
@@ -144,3 +145,12 @@ def user_errors(debug: bool, what: str = "", hint: str = "") -> Iterator[None]:
     print(f"error: {message}" + (f"; {hint}" if hint else ""), file=sys.stderr)
     print("(run again with --debug for the full traceback)", file=sys.stderr)
     raise SystemExit(1) from None
+
+
+def _undefined_macro(lines: list[str]) -> str:
+  """For gin's call of an unbound %NAME (its `macro` configurable in scope NAME, without a value), says so."""
+  calls = [re.search(r"In call to configurable 'macro' .* in scope '([^']+)'", line) for line in lines]
+  name = next((call.group(1) for call in calls if call), None)
+  if not name:
+    return ""
+  return f"the gin macro %{name} is used but not defined: bind it in a gin file or with --gin.{name}=VALUE"
