@@ -60,6 +60,28 @@ def test_command_line_mistakes(tmp_path):
   assert_one_line_error(train(f"--gin_file={RUN}", "--gin_bindings=vlm.trainer.train.no_such_arg = 3"), "no_such_arg")
 
 
+def run_elsewhere(directory, module, *args):
+  """`python -m MODULE ARGS` with `directory` as the working directory: the package found on PYTHONPATH."""
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO, env.get("PYTHONPATH")]))
+  return subprocess.run([sys.executable, "-m", module, *args], cwd=directory, env=env, capture_output=True,
+                        text=True, timeout=600)
+
+
+def test_includes_resolve_from_another_working_directory(tmp_path):
+  """gin_configs/runs/x.gin and its includes are found under the package's root from any directory (gin's
+  package reader used to fail on gin_configs/ as a namespace package: 'expected str, ..., not NoneType')."""
+  result = run_elsewhere(tmp_path, "vlm.train", f"--gin_file={RUN}", "--gin.vlm.trainer.train.no_such_arg=3")
+  assert_one_line_error(result, "no_such_arg")  # the binding after the run file and its include
+
+
+def test_a_missing_include_is_named_with_where_gin_looked(tmp_path):
+  (tmp_path / "run.gin").write_text("include 'gin_configs/models/no_such_model.gin'\n")
+  result = run_elsewhere(tmp_path, "vlm.train", "--gin_file=run.gin")
+  assert_one_line_error(result, "Unable to open file: gin_configs/models/no_such_model.gin", REPO,
+                        str(tmp_path), 'In file "run.gin", line 1')
+
+
 def test_a_run_that_diverges_ends_in_one_line_after_the_progress_bar(tmp_path):
   result = train(f"--gin_file={RUN}", f"--gin.MODEL_DIR='{tmp_path}'", "--gin.TRAIN_STEPS=4", "--gin.BATCH_SIZE=8",
                  "--gin.CHECKPOINT_PERIOD=1", "--gin.vlm.optim.schedule.peak=1e30",

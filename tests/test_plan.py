@@ -181,7 +181,8 @@ def test_cli_as_a_user_runs_it_on_the_real_pali3_at_812():
       "fits", "does")
 
 
-@pytest.mark.parametrize("mesh", ["data=4,model", "data=0,model=4", "pipe=2", "data=x"])
+@pytest.mark.parametrize("mesh", ["data=4,model", "data=0,model=4", "pipe=2", "data=x", "data=-2", "", ",",
+                                  "data=2,data=4", "model=2,data=1,model=2"])
 def test_bad_mesh_is_one_error_line(capsys, mesh):
   code, out, err = run_cli(capsys, f"--gin_file={TINY_RUN}", f"--mesh={mesh}", "--device=h100")
   errors = [line for line in err.splitlines() if line.startswith("error:")]
@@ -192,10 +193,55 @@ def test_bad_mesh_is_one_error_line(capsys, mesh):
 def test_other_mistakes_are_one_error_line_or_a_warning(capsys):
   code, _, err = run_cli(capsys, f"--gin_file={TINY_RUN}", "--mesh=data=3", "--device=h100")
   assert code == 1 and "BATCH_SIZE=64 is not divisible by data=3" in err
-  code, _, err = run_cli(capsys, f"--gin_file={TINY_RUN}", "--mesh=data=2")
-  assert code == 1 and "give --device" in err
   code, out, _ = run_cli(capsys, f"--gin_file={TINY_RUN}", "--mesh=model=3", "--device=h100")
   assert code == 0 and "does not split evenly" in out and "NUM_PARTITIONS is 1" in out
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--gin.BATCH_SIZE=0"], "BATCH_SIZE must be an integer >= 1; got 0"),
+    (["--gin.BATCH_SIZE=-4"], "BATCH_SIZE must be an integer >= 1; got -4"),
+    (["--gin.BATCH_SIZE=8.0"], "BATCH_SIZE must be an integer >= 1; got 8.0"),
+    (["--gin.vlm.trainer.train.microbatches=0"], "microbatches must be an integer >= 1; got 0"),
+    (["--gin.TASK_FEATURE_LENGTHS={'inputs': -3, 'targets': 24}"],
+     "TASK_FEATURE_LENGTHS['inputs'] must be an integer >= 1; got -3"),
+    (["--gin.TASK_FEATURE_LENGTHS={'inputs': 16, 'targets': 0}"],
+     "TASK_FEATURE_LENGTHS['targets'] must be an integer >= 1; got 0"),
+    (["--frames=0"], "argument --frames: '0' is not an integer >= 1"),
+    (["--frames=-1"], "argument --frames: '-1' is not an integer >= 1"),
+    (["--device_memory=nan"], "--device_memory=nan GiB: give a positive, finite size"),
+    (["--gin.encoders.vit.config.variant='Q/4'"], "unknown ViT size 'Q/4'"),
+    (["--gin.BATCH_SIZE=%UNDEFINED"], "the gin macro %UNDEFINED is used but not defined: bind it in a gin file or "
+                                      "with --gin.UNDEFINED=VALUE"),
+    (["--gin.TASK_FEATURE_LENGTHS=None"], "vlm.plan needs TASK_FEATURE_LENGTHS as a dict of feature lengths"),
+    (["--gin.vlm.trainer.train.frozen_params='img/(['"], "frozen_params='img/([' is not a regular expression"),
+])
+def test_bad_sizes_are_one_error_line(capsys, args, fragment):
+  """Each used to plan (a batch of 0 'fits') or to end in JAX's or Python's words instead of the input's."""
+  code, out, err = run_cli(capsys, f"--gin_file={TINY_RUN}", "--mesh=data=2", "--device=h100", *args)
+  errors = [line for line in err.splitlines() if line.startswith("error:")]
+  assert code == 1 and not out and len(errors) == 1 and "Traceback" not in err
+  assert fragment in errors[0], errors[0]
+
+
+def test_unknown_gin_file_is_one_error_line(capsys):
+  code, out, err = run_cli(capsys, "--gin_file=gin_configs/runs/nope.gin", "--mesh=data=2")
+  assert code == 1 and not out and "Traceback" not in err
+  assert err.startswith("error: gin file 'gin_configs/runs/nope.gin' not found (looked in .,")
+
+
+def test_the_help_example_names_the_required_mesh(capsys):
+  code, out, _ = run_cli(capsys, "--help")
+  example = out.split("Example:")[1].strip()
+  assert code == 0 and example.startswith("python -m vlm.plan --gin_file=") and "--mesh data=" in example
+
+
+def test_without_a_device_the_plan_has_no_verdict(capsys):
+  code, out, err = run_cli(capsys, f"--gin_file={TINY_RUN}", "--mesh=data=2")
+  assert code == 0 and not err and "memory     per device: parameters" in out
+  assert not [line for line in out.splitlines() if line.startswith("fit")] and "fits" not in out
+  code, out, _ = run_cli(capsys, "--gin_file=gin_configs/runs/siglip_naflex_tiny_synthetic.gin", "--mesh=data=2")
+  table = out.split("per step's feature lengths")[1].splitlines()
+  assert code == 0 and not table[1].rstrip().endswith("fit") and table[2].split()[-1].endswith("FLOP")
 
 
 def test_microbatches_hold_one_slice_of_activations_and_two_gradient_buffers():

@@ -18,6 +18,7 @@ import ast
 import contextlib
 import logging
 import os
+import re
 import sys
 from typing import Iterator, Sequence
 
@@ -34,14 +35,15 @@ class _OneLineErrors(argparse.ArgumentParser):
     raise SystemExit(1)
 
 
-def parser(prog: str, description: str) -> argparse.ArgumentParser:
+def parser(prog: str, description: str,
+           example: str = "--gin.TRAIN_STEPS=100 --gin.MODEL_DIR=\"'/tmp/run'\"") -> argparse.ArgumentParser:
+  """The shared flags; `example`: the flags after --gin_file in the --help's example command."""
   p = _OneLineErrors(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
                      epilog="Any --gin.KEY=VALUE argument binds KEY (a macro such as MODEL_DIR or TRAIN_STEPS, "
                             "or a configurable's parameter) to the gin VALUE.\nMacros every run file sets: "
                             "MODEL_DIR, TRAIN_STEPS, BATCH_SIZE, CHECKPOINT_PERIOD, MIXTURE_OR_TASK_NAME, "
                             "TASK_FEATURE_LENGTHS, NUM_PARTITIONS, PARAMETER_PARTITIONING_DIMS.\nExample:\n"
-                            f"  python -m {prog} --gin_file=gin_configs/runs/siglip_tiny_synthetic.gin "
-                            "--gin.TRAIN_STEPS=100 --gin.MODEL_DIR=\"'/tmp/run'\"")
+                            f"  python -m {prog} --gin_file=gin_configs/runs/siglip_tiny_synthetic.gin {example}")
   p.add_argument("--gin_file", action="append", default=[], metavar="FILE",
                  help="gin config file; repeat for several (later ones override)")
   p.add_argument("--gin_bindings", action="append", default=[], metavar="'KEY = VALUE'",
@@ -78,10 +80,12 @@ def parse(p: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> argp
   from vlm import partitioning  # pylint: disable=import-outside-toplevel  (--help stays fast without JAX)
   with user_errors(args.debug, "jax.distributed"):
     partitioning.initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)
-  search = [REPO_ROOT, os.getcwd()] + [d for d in args.gin_search_paths.split(",") if d]
+  # dict.fromkeys: each directory once, in order (run from the repo, the working directory is REPO_ROOT).
+  search = list(dict.fromkeys([REPO_ROOT, os.getcwd()] + [d for d in args.gin_search_paths.split(",") if d]))
   for directory in search:
     gin.add_config_file_search_path(directory)
-  files = [_resolve(f, search) for f in args.gin_file]
+  with user_errors(args.debug):
+    files = [_resolve(f, search) for f in args.gin_file]
   # gin logs an ERROR line for every search path an include is not under, even when a later one has it.
   logging.disable(logging.ERROR)
   try:
@@ -113,7 +117,7 @@ def _resolve(path: str, search: list[str]) -> str:
     candidate = os.path.join(directory, path)
     if os.path.isfile(candidate):
       return candidate
-  raise SystemExit(f"error: gin file {path!r} not found (looked in {', '.join(['.'] + search)})")
+  raise FileNotFoundError(f"gin file {path!r} not found (looked in {', '.join(['.'] + search)})")
 
 
 @contextlib.contextmanager
@@ -130,7 +134,7 @@ def user_errors(debug: bool, what: str = "", hint: str = "") -> Iterator[None]:
     if debug:
       raise
     lines = [line.strip() for line in str(e).strip().splitlines()]
-    message = lines[0] if lines and lines[0] else type(e).__name__
+    message = _undefined_macro(lines) or (lines[0] if lines and lines[0] else type(e).__name__)
     where = next((line for line in lines[1:] if line.startswith("In file")), None)  # gin's file and line
     if where and where not in message:
       message = f"{message} ({where.rstrip(':')})"
@@ -141,3 +145,12 @@ def user_errors(debug: bool, what: str = "", hint: str = "") -> Iterator[None]:
     print(f"error: {message}" + (f"; {hint}" if hint else ""), file=sys.stderr)
     print("(run again with --debug for the full traceback)", file=sys.stderr)
     raise SystemExit(1) from None
+
+
+def _undefined_macro(lines: list[str]) -> str:
+  """For gin's call of an unbound %NAME (its `macro` configurable in scope NAME, without a value), says so."""
+  calls = [re.search(r"In call to configurable 'macro' .* in scope '([^']+)'", line) for line in lines]
+  name = next((call.group(1) for call in calls if call), None)
+  if not name:
+    return ""
+  return f"the gin macro %{name} is used but not defined: bind it in a gin file or with --gin.{name}=VALUE"

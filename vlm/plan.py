@@ -55,6 +55,7 @@ a stack's layer forward, 'dots' its attention part. Train step = forward + backw
 
 from __future__ import annotations
 
+import argparse
 import copy
 import dataclasses
 import itertools
@@ -380,7 +381,10 @@ def plan(model: Any, *, batch_size: int, feature_lengths: dict[str, int], mesh: 
     frames: images per example (PaLI).
     microbatches: the trainer's gradient accumulation: slices of the batch run one after the other.
   """
-  if microbatches < 1 or batch_size % (mesh["data"] * microbatches):
+  # The checks vlm.trainer.train makes, with its words: a batch of 0 would otherwise plan (and fit).
+  trainer._check_counts(BATCH_SIZE=batch_size, microbatches=microbatches,  # pylint: disable=protected-access
+                        **{f"TASK_FEATURE_LENGTHS[{k!r}]": v for k, v in feature_lengths.items()})
+  if batch_size % (mesh["data"] * microbatches):
     raise ValueError(f"BATCH_SIZE={batch_size} is not divisible by data={mesh['data']} x microbatches="
                      f"{microbatches}; the trainer refuses it")
   slice_size = batch_size // microbatches
@@ -396,7 +400,7 @@ def plan(model: Any, *, batch_size: int, feature_lengths: dict[str, int], mesh: 
   axes = {path: sharder.mesh_axes(tuple(spec) + (None,) * (arrays[path].ndim - len(spec)))
           for path, spec in zip(paths, logical, strict=True)}
   local = {path: (tuple(x.shape), sharder.local_shape(x.shape, axes[path])) for path, x in arrays.items()}
-  pattern = re.compile(frozen_params) if frozen_params else None
+  pattern = _frozen_pattern(frozen_params)
   trainable = {path: not (pattern and pattern.fullmatch(path)) for path in paths}
 
   groups = _groups(geo, arrays, local, trainable, gradient_buffers=2 if microbatches > 1 else 1)
@@ -417,6 +421,13 @@ def plan(model: Any, *, batch_size: int, feature_lengths: dict[str, int], mesh: 
               replicated_opt_bytes=replicated_opt, activations=activations, forward_flops=flops["forward"],
               train_flops=3 * flops["forward"] - flops["frozen_backward"], recompute_flops=flops["recompute"],
               frozen_skipped_flops=flops["frozen_backward"], warnings=notes)
+
+
+def _frozen_pattern(frozen_params: str | None) -> re.Pattern | None:
+  try:
+    return re.compile(frozen_params) if frozen_params else None
+  except re.error as e:
+    raise ValueError(f"frozen_params={frozen_params!r} is not a regular expression: {e}") from None
 
 
 def _teacher_paths(model, paths: Sequence[str]) -> list[str]:
@@ -635,8 +646,12 @@ def _undivisible(sharder: Sharder, arrays, axes) -> list[str]:
 
 # ---------------------------------------------------------------------------------------------- report
 
-def report(result: Plan, header: Sequence[tuple[str, str]], memory_gib: float, device: str | None = None) -> str:
-  """The plan as the CLI prints it: header, parameter table, activations, FLOPs, memory and the verdict."""
+def report(result: Plan, header: Sequence[tuple[str, str]], memory_gib: float | None,
+           device: str | None = None) -> str:
+  """The plan as the CLI prints it: header, parameter table, activations, FLOPs, memory and the verdict.
+
+  memory_gib: the device's memory; None leaves the verdict out (no device was named).
+  """
   lines = [f"{key:<11}{value}" for key, value in header] + [""]
   lines.append(_param_row("parameters", "total", "trainable", "params/dev", "optimizer", "gradients"))
   for g in result.groups:
@@ -661,7 +676,8 @@ def report(result: Plan, header: Sequence[tuple[str, str]], memory_gib: float, d
   lines += ["", f"{'memory':<11}per device: parameters {_size(result.param_bytes)} + optimizer "
                 f"{_size(result.opt_bytes)} + gradients {_size(result.grad_bytes)}{teacher} + activations "
                 f"{_size(result.activation_bytes)} = {_size(result.total_bytes)}"]
-  lines.append(f"{'fit':<11}{verdict(result.total_bytes, memory_gib, device)}")
+  if memory_gib is not None:
+    lines.append(f"{'fit':<11}{verdict(result.total_bytes, memory_gib, device)}")
   lines += [f"{'warning':<11}{w}" for w in result.warnings]
   return "\n".join(lines)
 
@@ -724,8 +740,11 @@ def plan_from_gin(mesh: dict[str, int], frames: int = 1) -> tuple[list[Plan], li
     lengths = _resolve(gin.query_parameter("%TASK_FEATURE_LENGTHS"))
   except ValueError:
     raise ValueError("the gin config defines no TASK_FEATURE_LENGTHS macro") from None
-  model, batch_size = _resolve(bindings["model"]), int(_resolve(bindings["batch_size"]))
-  microbatches = int(_resolve(bindings.get("microbatches", 1)))
+  if not isinstance(lengths, dict):
+    raise ValueError(f"vlm.plan needs TASK_FEATURE_LENGTHS as a dict of feature lengths (e.g. {{'inputs': 16, "
+                     f"'targets': 24}}); got {lengths!r}")
+  model, batch_size = _resolve(bindings["model"]), _resolve(bindings["batch_size"])
+  microbatches = _resolve(bindings.get("microbatches", 1))
   factory = _resolve(bindings["optimizer"])
   frozen = _resolve(bindings.get("frozen_params"))
   # vlm.trainer.train's Partitioner() takes its gin bindings; so do the plan's rules.
@@ -747,15 +766,18 @@ def plan_from_gin(mesh: dict[str, int], frames: int = 1) -> tuple[list[Plan], li
   return results, _header(results[-1], rules_text, f"{getattr(factory, '__name__', factory)}; frozen_params={frozen!r}")
 
 
-def per_lengths_report(results: Sequence[Plan], memory_gib: float, device: str | None = None) -> str:
-  """A line per combination of feature lengths a run draws per step: what changes with them."""
+def per_lengths_report(results: Sequence[Plan], memory_gib: float | None) -> str:
+  """A line per combination of feature lengths a run draws per step: what changes with them (and whether it fits
+  in `memory_gib`, when given)."""
+  fit = "  fit" if memory_gib is not None else ""
   lines = ["", "per step's feature lengths (drawn per step; the report above is the largest):",
-           f"  {'lengths':<44}{'activations':>13}{'memory/dev':>13}{'train FLOPs':>14}  fit"]
+           f"  {'lengths':<44}{'activations':>13}{'memory/dev':>13}{'train FLOPs':>14}{fit}"]
   for result in results:
     lengths = ", ".join(f"{k}={v}" for k, v in result.feature_lengths.items())
-    fits = "yes" if result.total_bytes <= memory_gib * GIB else "NO"
+    if memory_gib is not None:
+      fit = "  yes" if result.total_bytes <= memory_gib * GIB else "  NO"
     lines.append(f"  {lengths:<44}{_size(result.activation_bytes):>13}{_size(result.total_bytes):>13}"
-                 f"{_flops_unit(result.train_flops):>14}  {fits}")
+                 f"{_flops_unit(result.train_flops):>14}{fit}")
   return "\n".join(lines)
 
 
@@ -776,34 +798,44 @@ def _header(result: Plan, rules_text: str, optimizer_text: str) -> list[tuple[st
 
 def parse_mesh(text: str) -> dict[str, int]:
   """'data=64,model=4' -> {'data': 64, 'model': 4}; either axis may be left out (size 1)."""
-  mesh = {"data": 1, "model": 1}
+  usage = "write data=N,model=M with positive integers N and M (e.g. --mesh data=64,model=4)"
+  mesh = {}
   for part in filter(None, (p.strip() for p in text.split(","))):
     name, _, size = part.partition("=")
-    if name not in mesh or not size.isdigit() or int(size) < 1:
-      raise ValueError(f"{text!r} is not a mesh: write data=N,model=M with positive integers N and M "
-                       "(e.g. --mesh data=64,model=4)")
+    if name not in ("data", "model") or not size.isdigit() or int(size) < 1:
+      raise ValueError(f"{text!r} is not a mesh: {usage}")
+    if name in mesh:
+      raise ValueError(f"{text!r} names the {name!r} axis twice: {usage}")
     mesh[name] = int(size)
-  return mesh
+  if not mesh:
+    raise ValueError(f"{text!r} names no mesh axis: {usage}")
+  return {"data": mesh.get("data", 1), "model": mesh.get("model", 1)}
 
 
-def device_memory(device: str | None, memory_gib: float | None) -> float:
+def device_memory(device: str | None, memory_gib: float | None) -> float | None:
+  """GiB per device: --device_memory's, else --device's; None when neither is given (no verdict)."""
   if memory_gib is not None:
-    if memory_gib <= 0:
-      raise ValueError(f"--device_memory={memory_gib:g} GiB: give a positive size")
+    if not 0 < memory_gib < math.inf:  # nan and inf too
+      raise ValueError(f"--device_memory={memory_gib:g} GiB: give a positive, finite size")
     return memory_gib
-  if device is None:
-    raise ValueError(f"give --device (one of {', '.join(DEVICES)}) or --device_memory GiB")
-  return float(DEVICES[device][0])
+  return None if device is None else float(DEVICES[device][0])
+
+
+def _count(text: str) -> int:
+  """argparse's type for a count: an integer >= 1."""
+  if not text.isdigit() or int(text) < 1:
+    raise argparse.ArgumentTypeError(f"{text!r} is not an integer >= 1")
+  return int(text)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-  parser = gin_cli.parser("vlm.plan", __doc__)
+  parser = gin_cli.parser("vlm.plan", __doc__, example="--mesh data=2 --device h100")
   parser.add_argument("--mesh", required=True, metavar="data=N,model=M",
                       help="the virtual device mesh to plan for")
   parser.add_argument("--device", choices=sorted(DEVICES), help="device kind: sets the memory (and peak FLOP/s)")
   parser.add_argument("--device_memory", "--device-memory", type=float, metavar="GiB",
-                      help="memory per device in GiB (overrides --device's)")
-  parser.add_argument("--frames", type=int, default=1, help="images per example (PaLI on video frames)")
+                      help="memory per device in GiB (overrides --device's); without either, no fit verdict")
+  parser.add_argument("--frames", type=_count, default=1, help="images per example (PaLI on video frames)")
   args = gin_cli.parse(parser, argv)
   with gin_cli.user_errors(args.debug, "--mesh"):
     mesh = parse_mesh(args.mesh)
@@ -812,7 +844,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     results, header = plan_from_gin(mesh, args.frames)
   print(report(results[-1], [("run", " ".join(args.gin_file))] + header, memory, args.device))
   if len(results) > 1:
-    print(per_lengths_report(results, memory, args.device))
+    print(per_lengths_report(results, memory))
 
 
 if __name__ == "__main__":

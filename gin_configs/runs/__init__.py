@@ -1,0 +1,1 @@
+"""Gin files; a package for the reason gin_configs/__init__.py gives."""
