@@ -36,8 +36,10 @@ setup(
     version="0.1.0",
     description=__doc__,
     python_requires=">=3.11",
-    packages=find_packages(include=["vlm", "vlm.*", "encoders", "encoders.*", "tasks", "tasks.*"]),
-    package_data={"tasks": ["data/spm/*.model"]},  # the shipped sentencepiece vocabulary
+    packages=find_packages(include=["vlm", "vlm.*", "encoders", "encoders.*", "tasks", "tasks.*", "gin_configs",
+                                    "gin_configs.*"]),
+    # The shipped sentencepiece vocabulary, and the gin files (a non-editable install finds them by package).
+    package_data={"tasks": ["data/spm/*.model"], "gin_configs": ["*.gin", "**/*.gin"]},
     install_requires=INSTALL_REQUIRES,
     extras_require={"test": TEST_REQUIRES},
 )

@@ -110,3 +110,9 @@ def test_tiny_run_trains_evaluates_and_resumes(tmp_path):
   assert [r["step"] for r in records if "split" not in r] == [10, 20]  # the run file logs every 10 steps
   evals = [r for r in records if r.get("split") == "eval"]
   assert [r["step"] for r in evals] == [10, 20] and evals[-1]["i2t_R1"] >= 0
+
+
+def test_the_curriculum_names_itself_for_an_unknown_flag():
+  result = subprocess.run([sys.executable, "-m", "vlm.curriculum", "--bogus"], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+  assert_one_line_error(result, "'--bogus'", "python -m vlm.curriculum --help")

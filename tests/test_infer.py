@@ -221,3 +221,8 @@ def test_inference_fits_images_as_training_does(method, height, width):
   expected = box[0] * [height, width, height, width]
   got = pali.boxes_in_pixels(answer, height, width, SIZE, method)
   np.testing.assert_allclose(got[0], expected, atol=max(height, width) / 1024 * SIZE / min(height, width) + 0.05)
+
+
+def test_a_bad_command_line_is_one_line():
+  assert_one_line_error(infer(), "--checkpoint", "python -m vlm.infer --help")
+  assert_one_line_error(infer("--checkpoint", "x", "--prompt", "ocr"), "--image", "--input")

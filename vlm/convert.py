@@ -41,7 +41,7 @@ FORMATS = ("project", "hf", "big_vision")
 
 
 def parser() -> argparse.ArgumentParser:
-  p = gin_cli._OneLineErrors(prog="vlm.convert", description=__doc__,  # pylint: disable=protected-access
+  p = gin_cli.OneLineErrorParser(prog="vlm.convert", description=__doc__,
                              formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--from", dest="source", required=True, metavar="PATH", help="the checkpoint to convert")
   p.add_argument("--to", dest="target", required=True, metavar="PATH",

@@ -25,11 +25,15 @@ STAGES = ("gin_configs/runs/siglip_tiny_synthetic.gin", "gin_configs/runs/pali_t
 
 
 def main(argv=None) -> None:
-  p = argparse.ArgumentParser(prog="vlm.curriculum", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  from vlm import gin_cli  # pylint: disable=import-outside-toplevel
+  p = gin_cli.OneLineErrorParser(prog="vlm.curriculum", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--stages", default=",".join(STAGES), help="comma-separated gin files, run in order")
   p.add_argument("--debug", action="store_true", help="full tracebacks instead of one-line errors")
   args, bindings = p.parse_known_args(argv)
+  unknown = [b for b in bindings if not b.startswith("--gin.")]
+  if unknown:  # the rest go to every stage's vlm.train, which only takes gin bindings from here
+    p.error(f"unrecognised argument {unknown[0]!r}; the curriculum takes --stages, --debug and --gin.KEY=VALUE")
   from vlm import train  # pylint: disable=import-outside-toplevel
   model_dirs = []
   for number, stage in enumerate(args.stages.split(",")):

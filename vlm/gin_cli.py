@@ -27,7 +27,7 @@ import gin
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-class _OneLineErrors(argparse.ArgumentParser):
+class OneLineErrorParser(argparse.ArgumentParser):
   """argparse, but a bad command line ends as every other user error does: one `error:` line, exit code 1."""
 
   def error(self, message: str):
@@ -38,7 +38,7 @@ class _OneLineErrors(argparse.ArgumentParser):
 def parser(prog: str, description: str,
            example: str = "--gin.TRAIN_STEPS=100 --gin.MODEL_DIR=\"'/tmp/run'\"") -> argparse.ArgumentParser:
   """The shared flags; `example`: the flags after --gin_file in the --help's example command."""
-  p = _OneLineErrors(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
+  p = OneLineErrorParser(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
                      epilog="Any --gin.KEY=VALUE argument binds KEY (a macro such as MODEL_DIR or TRAIN_STEPS, "
                             "or a configurable's parameter) to the gin VALUE.\nMacros every run file sets: "
                             "MODEL_DIR, TRAIN_STEPS, BATCH_SIZE, CHECKPOINT_PERIOD, MIXTURE_OR_TASK_NAME, "

@@ -22,12 +22,12 @@ import sys
 
 import numpy as np
 
-from vlm import host_memory, pali as pali_lib
+from vlm import gin_cli, host_memory, pali as pali_lib
 
 
 def parser() -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(prog="vlm.infer", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = gin_cli.OneLineErrorParser(prog="vlm.infer", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--checkpoint", required=True, help="a PaLI training MODEL_DIR")
   source = p.add_mutually_exclusive_group(required=True)
   source.add_argument("--image", help="one image file (PNG, JPEG ...)")
