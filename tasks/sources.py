@@ -82,10 +82,14 @@ arguments again is a no-op, and new arguments under the same name replace the ta
 
 Bad data never stops the pipeline and is never dropped silently: the example is skipped (an over-long text is
 truncated) and counted in `tasks.data_health` under "<task name>/<reason>":
-  corrupt_file         a tar shard or TFRecord file that is cut short or fails its checks (the examples before
-                       the fault are kept; the rest of the file is lost, counted once)
-  bad_record           a json line, json member or record that does not parse, or a field of the wrong type
+  corrupt_file         a tar shard that is cut short or fails its checks (the examples before the fault are
+                       kept; the rest of the file is lost, counted once); in a TFRecord file, each run of bytes
+                       holding no complete record (a damaged length, a file cut short): the records after it
+                       are recovered (tasks.tfrecords)
+  bad_record           a json line, json member or record that does not parse or fails its checksum, or a field
+                       of the wrong type
   unsafe_path          an image path or tar member that is absolute, climbs out with '..', or is not a file
+                       (a tar member that is a link; an image path that is a symlink to outside its folder)
   missing_image        no image named, or the file cannot be read
   undecodable_image    image bytes that do not decode
   missing_caption / missing_question / missing_answers   a record without its text
@@ -117,6 +121,7 @@ from PIL import Image
 
 from tasks import data_health
 from tasks import preprocessors as pali_preprocessors
+from tasks import tfrecords
 from tasks import vocab
 
 KINDS: tuple[str, ...] = ("caption", "vqa")
@@ -131,7 +136,6 @@ IMAGE_EXTENSIONS: tuple[str, ...] = ("jpg", "jpeg", "png", "webp")
 _AUTOTUNE = tf.data.AUTOTUNE
 _SHUFFLE_BUFFER = 1000  # raw (still encoded) examples a sharded source shuffles over, as seqio's default
 _TAR_CHUNK = 1 << 16  # bytes read at a time when checking a tar shard's end
-_TFRECORD_FRAMING = 16  # bytes around each TFRecord: length (8), its CRC (4), the data's CRC (4)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -447,13 +451,14 @@ def read_tfrecord(path: str, source: str, kind: str, image_key: str = "image/enc
   """
   keys = {"id": id_key, "image": image_key, "caption": caption_key, "question": question_key,
           "answers": answers_key}
-  consumed = 0
+
+  def on_fault(reason: str, detail: str) -> None:
+    data_health.record(source, reason, detail)
+
   try:
-    # Read eagerly, so that a truncated or corrupted file raises here, where it is counted, rather than inside
-    # the tf.data pipeline, which it would end.
-    for number, serialized in enumerate(tf.data.TFRecordDataset(path)):
-      serialized = serialized.numpy()
-      consumed += len(serialized) + _TFRECORD_FRAMING
+    # Read eagerly, so that a damaged file is handled here, where its faults are counted and its intact records
+    # recovered, rather than inside the tf.data pipeline, which it would end.
+    for number, serialized in enumerate(tfrecords.records(path, on_fault)):
       fallback_id = f"{path}:{number}"
       try:
         example = _from_tfexample(tf.train.Example.FromString(serialized), source, fallback_id, kind, keys)
@@ -462,9 +467,6 @@ def read_tfrecord(path: str, source: str, kind: str, image_key: str = "image/enc
         continue
       if example is not None:
         yield example
-    # TFRecordDataset takes a file cut inside a record's header for a clean end: the records must fill the file.
-    if consumed != tf.io.gfile.stat(path).length:
-      data_health.record(source, "corrupt_file", f"{path}: ends inside a record header")
   except tf.errors.OpError as e:
     data_health.record(source, "corrupt_file", f"{path}: {e.message}")
 
@@ -590,9 +592,22 @@ def _image_path(name: Any, root: str, source: str, id_: str) -> str | None:
     data_health.record(source, "missing_image", id_)
     return None
   path = _safe_join(root, name)
-  if path is None:
+  if path is None or _links_outside(root, path):
     data_health.record(source, "unsafe_path", f"{id_}: {name}")
+    return None
   return path
+
+
+def _links_outside(root: str, path: str) -> bool:
+  """Whether a local `path` under `root` resolves, through symlinks, to a file outside `root`.
+
+  A name inside the folder must not read a file outside it any more than '..' may (the tar reader skips every
+  link for the same reason); remote filesystems (a '://' path) have no symlinks.
+  """
+  if "://" in root:
+    return False
+  real_root = os.path.realpath(root)
+  return os.path.commonpath([real_root, os.path.realpath(path)]) != real_root
 
 
 def _named_image(pattern: str, fields: Mapping[str, Any]) -> str | None:
@@ -787,6 +802,24 @@ def parse_vqa_json(path: str, images: str, image_pattern: str | None, source: st
 # ----------------------------------------------------------------------------------------------------------------
 
 
+# PIL's modes for one channel of more than 8 bits (16-bit PNG and TIFF grayscale); PIL's own convert("RGB")
+# clips their values at 255, which turns nearly every pixel white.
+_WIDE_GRAY_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")
+_WIDE_GRAY_MAX = 65535
+
+
+def _rgb(image: Image.Image) -> np.ndarray:
+  """uint8 [h, w, 3] of an image of any mode, each channel scaled from its real range to 0..255.
+
+  PIL itself reads 16-bit colour PNGs as 8-bit RGB(A) and converts palette, LA and CMYK correctly; only wide
+  grayscale needs scaling (a 16-bit PNG opens as "I;16" or, in older PIL, "I", whose range is 16 bits too).
+  """
+  if image.mode not in _WIDE_GRAY_MODES:
+    return np.asarray(image.convert("RGB"))
+  gray = np.clip(np.asarray(image, dtype=np.float64), 0, _WIDE_GRAY_MAX)
+  return np.repeat(np.rint(gray * (255 / _WIDE_GRAY_MAX)).astype(np.uint8)[..., None], 3, axis=-1)
+
+
 def _decode(data: bytes, id_: bytes, height: int, width: int, source: str) -> tuple[np.ndarray, np.bool_]:
   """Encoded bytes -> (uint8 [h, w, 3], True), or (a black pixel, False), counted under the example's id_, if
   they do not decode.
@@ -797,7 +830,7 @@ def _decode(data: bytes, id_: bytes, height: int, width: int, source: str) -> tu
   try:
     with Image.open(io.BytesIO(data)) as image:
       image.draft("RGB", (width, height))
-      return np.asarray(image.convert("RGB")), np.True_
+      return _rgb(image), np.True_
   # PIL reports bad bytes with many types (OSError, SyntaxError, ValueError, DecompressionBombError, ...); any
   # failure here is one bad example, never a reason to end the pipeline.
   except Exception as e:  # pylint: disable=broad-except

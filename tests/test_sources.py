@@ -19,6 +19,7 @@ from PIL import Image
 from tasks import data_health
 from tasks import pipeline
 from tasks import sources
+from tasks import tfrecords
 
 SIZE = 8  # the side images are resized to
 RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
@@ -227,6 +228,19 @@ def test_tfrecord_captions(tmp_path):
                                   "tfr_caption/undecodable_image": 1}
 
 
+def test_tfrecord_records_after_a_corrupt_one_are_recovered(tmp_path):
+  """A record whose data fails its CRC is skipped and the next one read; a damaged length is resynchronised on
+  the next offset whose length CRC verifies; each loss is counted."""
+  frames = [bytearray(tfrecords.frame(tf_example({"image/encoded": encoded(RED), "caption": f"c{i}"})))
+            for i in range(6)]
+  frames[1][20] ^= 0xFF  # inside the data: the length still verifies
+  frames[3][2] ^= 0xFF  # inside the length: the framing is lost until record 4
+  (tmp_path / "a.tfrecord").write_bytes(b"".join(frames))
+  sources.register_tfrecord("tfr_recover", {"validation": str(tmp_path / "a.tfrecord")}, image_size=SIZE)
+  assert texts(read("tfr_recover", "validation"), "targets_pretokenized") == ["c0", "c2", "c4", "c5"]
+  assert data_health.counts() == {"tfr_recover/bad_record": 1, "tfr_recover/corrupt_file": 1}
+
+
 def test_tfrecord_vqa(tmp_path):
   write_tfrecord(tmp_path / "vqa.tfrecord", [
       tf_example({"image/encoded": encoded(RED, "PNG"), "question": "what colour?",
@@ -300,6 +314,38 @@ def test_jsonl_captions_and_vqa(tmp_path):
   assert texts(vqa, "targets_pretokenized") == ["crimson", "green"]
   assert texts(vqa, "answers") == [["red", "crimson", "crimson"], ["green"]]
   assert data_health.counts()["jsonl_vqa/missing_question"] == 1
+
+
+def test_images_of_every_mode_keep_their_colours(tmp_path):
+  """16-bit grayscale PNGs are scaled from their 16-bit range (PIL's own conversion clips them to white);
+  palette, gray + alpha and CMYK images convert to their RGB colours."""
+  images = {"gray16.png": Image.fromarray(np.full((10, 12), 30000, np.uint16)),
+            "palette.png": Image.new("RGB", (12, 10), GREEN).convert("P"),
+            "la.png": Image.new("LA", (12, 10), (200, 128)),
+            "cmyk.jpg": Image.new("CMYK", (12, 10), (0, 255, 255, 0))}
+  for name, image in images.items():
+    image.save(tmp_path / name)
+  write_lines(tmp_path / "a.jsonl", [{"image": name, "caption": name} for name in images])
+  sources.register_jsonl("jsonl_modes", {"validation": str(tmp_path / "a.jsonl")}, str(tmp_path), image_size=SIZE)
+  colours = {ex["targets_pretokenized"]: colour_of(ex["image"]) for ex in read("jsonl_modes", "validation")}
+  gray = round(30000 / 65535 * 255)
+  expected = {"gray16.png": (gray,) * 3, "palette.png": GREEN, "la.png": (200,) * 3, "cmyk.jpg": RED}
+  for name, rgb in expected.items():
+    assert np.allclose(colours[name], rgb, atol=3), (name, colours[name], rgb)
+
+
+def test_jsonl_images_linked_to_outside_their_folder_are_refused(tmp_path):
+  images = tmp_path / "images"
+  write_image(images, "red.jpg", RED)
+  write_image(tmp_path, "secret.jpg", BLUE)
+  (images / "inside.jpg").symlink_to(images / "red.jpg")
+  (images / "outside.jpg").symlink_to(tmp_path / "secret.jpg")
+  (images / "sub").symlink_to(tmp_path)  # a linked folder climbs out as well
+  names = ["red.jpg", "inside.jpg", "outside.jpg", "sub/secret.jpg"]
+  write_lines(tmp_path / "a.jsonl", [{"image": name, "caption": name} for name in names])
+  sources.register_jsonl("jsonl_links", {"validation": str(tmp_path / "a.jsonl")}, str(images), image_size=SIZE)
+  assert texts(read("jsonl_links", "validation"), "targets_pretokenized") == ["red.jpg", "inside.jpg"]
+  assert data_health.counts() == {"jsonl_links/unsafe_path": 2}
 
 
 def test_read_time_faults_count_every_read_parse_time_faults_once(tmp_path):
