@@ -102,8 +102,8 @@ def check_image_size(size: int, patch: int = 1, what: str = "IMAGE_SIZE") -> int
   """
   least = max(scene_tasks.MIN_IMAGE_SIZE, patch)
   if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < least:
-    raise ValueError(f"{what}={size!r}: images must be at least {least} pixels a side "
-                     f"(the synthetic scenes need {scene_tasks.MIN_IMAGE_SIZE}, the patch is {patch})")
+    why = f"one patch of {patch}" if patch > scene_tasks.MIN_IMAGE_SIZE else "the synthetic scenes' least"
+    raise ValueError(f"{what}={size!r}: images must be at least {least} pixels a side ({why})")
   return int(size)
 
 
