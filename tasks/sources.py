@@ -541,31 +541,59 @@ class AnnotatedImages(seqio.DataSource):
     return self._read(examples, indices)
 
   def examples_at(self, split: str, indices: tf.data.Dataset, seed: int | None) -> tf.data.Dataset:
-    """The examples at a stream of int64 indices, in order; those whose image cannot be read are skipped.
+    """The examples at a stream of int64 positions, in order, one for each position.
 
-    In "train", index g is example order_e[g mod n] of epoch e = g // n, order_e a permutation drawn from
-    (seed, e): every epoch visits each example once, in an order that depends on nothing but the seed.
+    In "train", position g is example order_e[g mod n] of epoch e = g // n, order_e a permutation drawn from
+    (seed, e): every epoch visits each example once, in an order that depends on nothing but the seed; in the
+    other splits position g is example g mod n. An example whose image cannot be read or decoded is counted and
+    replaced by the one at the next position (and so on): skipping it would shift every later row, so that a
+    resumed run, which starts reading at its step's rows, would read other rows than the uninterrupted run.
 
     Raises:
-      ValueError: "train" has no usable example (the stream would never yield).
+      ValueError: the split has no example (the stream would never yield).
     """
     examples = self.examples(split)
-    if split != "train":
-      return self._read(examples, indices)
     if not examples:
-      raise ValueError(f"{self._name}: the train split has no usable example")
+      raise ValueError(f"{self._name}: the {split} split has no usable example")
+    n = len(examples)
 
     @functools.lru_cache(maxsize=2)  # the epoch being read, and the next while a batch straddles the two
     def order(epoch: int) -> np.ndarray:
-      return np.random.default_rng([int(seed or 0) % 2 ** 63, epoch]).permutation(len(examples))
+      return np.random.default_rng([int(seed or 0) % 2 ** 63, epoch]).permutation(n)
 
-    def shuffled(g: np.int64) -> np.int64:
-      return np.int64(order(int(g) // len(examples))[g % len(examples)])
+    def at(position: int) -> dict:
+      return examples[order(position // n)[position % n] if split == "train" else position % n]
 
-    def index(g: tf.Tensor) -> tf.Tensor:
-      return tf.ensure_shape(tf.numpy_function(shuffled, [g], tf.int64, stateful=False), [])
+    def usable(g: np.int64) -> list[np.ndarray]:
+      for position in range(int(g), int(g) + n):
+        example = at(position)
+        data = self._usable_image(example)
+        if data is not None:
+          return self._row({**example, "image/encoded": data})
+      raise ValueError(f"{self._name}: no image of the {split} split can be read and decoded "
+                       f"(see the counts of {self._name}/missing_image and undecodable_image)")
 
-    return self._read(examples, indices.map(index))
+    schema = SCHEMAS[self._kind]
+
+    def fetch(g: tf.Tensor) -> dict[str, tf.Tensor]:
+      outputs = tf.numpy_function(usable, [g], [tf.string] * len(schema))
+      return {k: tf.ensure_shape(v, shape) for (k, shape), v in zip(schema.items(), outputs)}
+
+    return indices.map(fetch, num_parallel_calls=_AUTOTUNE)
+
+  def _usable_image(self, example: dict) -> bytes | None:
+    """The bytes of the example's image file, or None (counted) if it cannot be read or does not decode.
+
+    The check decodes at the smallest scale a JPEG allows, a fraction of the cost of the decode that follows.
+    """
+    data = _read_image_file(example["image/encoded"], self._name)
+    if data is None or not _decode(data, example["id"].encode(), 1, 1, self._name)[1]:
+      return None
+    return data
+
+  def _row(self, example: dict) -> list[np.ndarray]:
+    """The example's features in schema order, as numpy_function returns them."""
+    return [np.array(example[k], dtype=object) for k in SCHEMAS[self._kind]]
 
   def _read(self, examples: list[dict], indices: tf.data.Dataset) -> tf.data.Dataset:
     """The examples at `indices` with their image files' bytes, in order; unreadable files are skipped."""
@@ -574,8 +602,7 @@ class AnnotatedImages(seqio.DataSource):
     def read(i: np.int64) -> list[np.ndarray]:
       example = examples[i]
       data = _read_image_file(example["image/encoded"], self._name)
-      loaded = {**example, "image/encoded": data or b""}
-      return [np.array(loaded[k], dtype=object) for k in schema] + [np.bool_(data is not None)]
+      return self._row({**example, "image/encoded": data or b""}) + [np.bool_(data is not None)]
 
     def fetch(index: tf.Tensor) -> dict[str, tf.Tensor]:
       outputs = tf.numpy_function(read, [index], [tf.string] * len(schema) + [tf.bool])

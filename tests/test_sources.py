@@ -7,6 +7,9 @@ import io
 import json
 import logging
 import os
+import re
+import subprocess
+import sys
 import tarfile
 
 import gin
@@ -20,6 +23,7 @@ from tasks import data_health
 from tasks import pipeline
 from tasks import sources
 from tasks import tfrecords
+from tests.cli_errors import assert_one_line_error
 
 SIZE = 8  # the side images are resized to
 RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
@@ -578,6 +582,83 @@ def test_pipeline_reads_annotated_images_by_index_in_shuffled_epochs(tmp_path):
   assert sorted(order[:5]) == sorted(order[5:]) == list(range(5)) and order[:5] != order[5:]
   resumed = pipeline.SeqioBatches("jsonl_indexed", lengths).batch(3, 2)
   assert all(np.array_equal(resumed[k], run[3][k]) for k in run[3])
+
+
+def assert_resumes_exactly(name, steps=6, batch_size=3):
+  """A fresh pipeline asked for step N gives the batch an uninterrupted run gave at step N, for every N."""
+  lengths = {"inputs": 8, "targets": 8}
+  batches = pipeline.SeqioBatches(name, lengths)
+  run = [batches.batch(step, batch_size) for step in range(steps)]
+  for step in range(1, steps):
+    resumed = pipeline.SeqioBatches(name, lengths)
+    batch = resumed.batch(step, batch_size)
+    resumed.close()
+    assert all(np.array_equal(batch[k], run[step][k]) for k in run[step]), step
+  return run
+
+
+def test_rows_after_an_unusable_image_do_not_shift_on_resume(tmp_path):
+  """A row whose image is missing or undecodable takes the next usable example of the stream, so row g stays a
+  function of (seed, g): a resumed run reads the same rows as an uninterrupted one."""
+  for i in range(6):
+    write_image(tmp_path, f"{i}.jpg", (40 * i, 0, 0))
+  (tmp_path / "bad.jpg").write_bytes(BAD_JPEG)
+  lines = [{"image": f"{i}.jpg", "caption": f"c{i}"} for i in range(6)]
+  lines += [{"image": "bad.jpg", "caption": "bad"}, {"image": "gone.jpg", "caption": "gone"}]
+  write_lines(tmp_path / "a.jsonl", lines)
+  sources.register_jsonl("jsonl_dirty", {"train": str(tmp_path / "a.jsonl")}, str(tmp_path), image_size=SIZE)
+  assert_resumes_exactly("jsonl_dirty")
+  counts = data_health.counts()
+  assert counts["jsonl_dirty/undecodable_image"] >= 1 and counts["jsonl_dirty/missing_image"] >= 1
+
+
+def test_a_sharded_stream_with_bad_records_resumes_exactly(tmp_path):
+  """Sharded sources (tar, TFRecord) stream: row g is the g-th usable example of the seeded stream, the same
+  after a restart."""
+  records = [tf_example({"image/encoded": encoded((30 * i, 0, 0)), "caption": f"c{i}"}) for i in range(8)]
+  records[2] = tf_example({"image/encoded": BAD_JPEG, "caption": "bad"})
+  records[5] = b"\x0a\xff\xff"
+  write_tfrecord(tmp_path / "a.tfrecord", records[:4])
+  write_tfrecord(tmp_path / "b.tfrecord", records[4:])
+  sources.register_tfrecord("tfr_dirty", {"train": str(tmp_path / "*.tfrecord")}, image_size=SIZE)
+  assert_resumes_exactly("tfr_dirty", steps=4)
+
+
+def first_batch_error(name):
+  batches = pipeline.SeqioBatches(name, {"inputs": 8, "targets": 8})
+  with pytest.raises((ValueError, RuntimeError)) as raised:
+    batches.batch(0, 2)
+  assert "\n" not in str(raised.value) and not batches._streams  # one line, and the pipeline shut down
+  return str(raised.value)
+
+
+def test_a_source_with_no_usable_example_ends_in_one_line(tmp_path):
+  write_tfrecord(tmp_path / "bad.tfrecord", [b"\x0a\xff\xff"] * 3)
+  sources.register_tfrecord("tfr_none", {"train": str(tmp_path / "bad.tfrecord")}, image_size=SIZE)
+  assert re.fullmatch(r"'tfr_none' has no usable example in its 'train' split: every record was skipped "
+                      r"\(tfr_none/bad_record: \d+\)", first_batch_error("tfr_none"))
+  write_tfrecord(tmp_path / "empty.tfrecord", [])
+  sources.register_tfrecord("tfr_empty", {"train": str(tmp_path / "empty.tfrecord")}, image_size=SIZE)
+  assert first_batch_error("tfr_empty").endswith("'train' split: its files hold no examples")
+  (tmp_path / "bad.jpg").write_bytes(BAD_JPEG)
+  write_lines(tmp_path / "a.jsonl", [{"image": "bad.jpg", "caption": "c"}] * 2)
+  sources.register_jsonl("jsonl_none", {"train": str(tmp_path / "a.jsonl")}, str(tmp_path), image_size=SIZE)
+  assert "ValueError: jsonl_none: no image of the train split can be read and decoded" in first_batch_error(
+      "jsonl_none")
+
+
+def test_a_worker_error_ends_the_command_in_one_line_without_hanging(tmp_path):
+  """A tf.data worker's error reaches the main process as one line, and the process exits: a pipeline left
+  running while the interpreter shuts down would hang it."""
+  (tmp_path / "bad.jpg").write_bytes(BAD_JPEG)
+  write_lines(tmp_path / "a.jsonl", [{"image": "bad.jpg", "caption": "c"}] * 4)
+  script = ("import sys; from tasks import show, sources; "
+            f"sources.register_jsonl('jsonl_fails', {{'train': '{tmp_path / 'a.jsonl'}'}}, '{tmp_path}', "
+            "image_size=32); show.main(sys.argv[1:])")
+  result = subprocess.run([sys.executable, "-c", script, "--task", "jsonl_fails", "--image_size", "32", "--out",
+                           str(tmp_path / "grid.png")], capture_output=True, text=True, timeout=300)
+  assert_one_line_error(result, "'jsonl_fails' (train): the input pipeline failed",
+                        "no image of the train split can be read and decoded")
 
 
 # ----------------------------------------------------------------------------------------------------------------
