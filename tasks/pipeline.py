@@ -12,7 +12,9 @@ Row g of the global stream (batch `step` holds rows step * B .. step * B + B - 1
   - its task: a mixture picks task t with probability rate_t / sum of rates, from a uniform number drawn
     statelessly from (seed, g); a task alone takes every row;
   - its example: the task's source example at index g (modulo the size of a finite split), through the
-    task's own preprocessors, whose randomness is keyed on the example too (tasks.preprocessors).
+    task's own preprocessors, whose randomness is keyed on the example too (tasks.preprocessors); a source
+    example that cannot be used (an unreadable image) gives way to the next usable one (tasks.sources), so
+    a bad record never shifts the rows after it.
 
 Resume. Because a row depends on nothing but (seed, g), `batch(N, B)` after a restart is exactly the batch
 an uninterrupted run used at step N: asking for a step other than the one that follows the previous call
