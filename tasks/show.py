@@ -17,6 +17,7 @@ rows x cols in the caption.
 from __future__ import annotations
 
 import argparse
+import io
 import math
 import os
 import sys
@@ -107,7 +108,21 @@ def draw(rows: list[dict], out: str) -> None:
   with warnings.catch_warnings():  # DejaVu has no CJK glyphs: Chinese captions show as boxes, silently
     warnings.filterwarnings("ignore", message="Glyph .* missing")
     fig.tight_layout()
-    fig.savefig(out, dpi=100)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=100)
+  _write_whole(out, png.getvalue())
+
+
+def _write_whole(path: str, data: bytes) -> None:
+  """Writes `path` through a temporary file renamed over it: a failed write (a full disk) leaves no half PNG."""
+  partial = f"{path}.partial"
+  try:
+    with open(partial, "wb") as f:
+      f.write(data)
+    os.replace(partial, path)
+  finally:
+    if os.path.exists(partial):
+      os.remove(partial)
 
 
 def _provider(name: str, split: str) -> seqio.DatasetProviderBase:

@@ -145,6 +145,17 @@ def test_show_to_an_unwritable_place_ends_in_one_line(tmp_path, capsys):
     assert_one_line_error(result, f"--out {out}", fragment)
 
 
+def test_show_leaves_no_half_written_png_when_the_write_fails(tmp_path, capsys, monkeypatch):
+  def disk_full(*_):
+    raise OSError(28, "No space left on device")
+
+  monkeypatch.setattr(show.os, "replace", disk_full)
+  out = tmp_path / "grid.png"
+  result = run_show(["--task", "detection_synthetic", "--n", "1", "--image_size", "32", "--out", str(out)], capsys)
+  assert_one_line_error(result, "No space left on device")
+  assert list(tmp_path.iterdir()) == []
+
+
 def test_show_with_image_size_0_ends_in_one_line_without_hanging():
   result = subprocess.run([sys.executable, "-m", "tasks.show", "--task", "pali_stage1_synthetic", "--image_size",
                            "0"], capture_output=True, text=True, timeout=300)
