@@ -12,7 +12,9 @@ Row g of the global stream (batch `step` holds rows step * B .. step * B + B - 1
   - its task: a mixture picks task t with probability rate_t / sum of rates, from a uniform number drawn
     statelessly from (seed, g); a task alone takes every row;
   - its example: the task's source example at index g (modulo the size of a finite split), through the
-    task's own preprocessors, whose randomness is keyed on the example too (tasks.preprocessors).
+    task's own preprocessors, whose randomness is keyed on the example too (tasks.preprocessors); a source
+    example that cannot be used (an unreadable image) gives way to the next usable one (tasks.sources), so
+    a bad record never shifts the rows after it.
 
 Resume. Because a row depends on nothing but (seed, g), `batch(N, B)` after a restart is exactly the batch
 an uninterrupted run used at step N: asking for a step other than the one that follows the previous call
@@ -44,6 +46,7 @@ from __future__ import annotations
 
 import atexit
 import itertools
+import re
 import weakref
 from collections.abc import Mapping
 
@@ -52,8 +55,9 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
+from tasks import data_health
 from tasks import feature_converters
-from tasks import registry  # noqa: F401  (registers the synthetic tasks, so their names resolve)
+from tasks import registry  # (also registers the synthetic tasks, so their names resolve)
 
 _UNBOUNDED = 2 ** 62
 _MIX_SALT = 3  # folded into (seed, row) for the mixture's draw, apart from the examples' own seeds
@@ -95,6 +99,7 @@ class SeqioBatches:
                task_feature_lengths: Mapping[str, int] = gin.REQUIRED, split: str = "train", seed: int = 0,
                feature_converter: seqio.FeatureConverter | None = None):
     self.name, self.split, self.seed = mixture_or_task_name, split, int(seed)
+    registry.check_image_size(registry.image_size(), what="tasks.registry.image_size.size")
     self.lengths = dict(task_feature_lengths)
     self._length_choices = _length_combinations(self.lengths)
     if feature_converter is None:
@@ -150,10 +155,33 @@ class SeqioBatches:
     if stream is None or stream[:2] != (key, step):
       stream = (key, step, self._batches(step, *key, choice).as_numpy_iterator())
       _LIVE.add(self)
-    batch = next(stream[2])
+    batch, failure = self._next(stream[2])
+    if failure is not None:
+      # Closed here, while the process is healthy: an iterator whose workers are still running when the
+      # interpreter shuts down hangs it. Raised out of the except clause, so that no traceback keeps it alive.
+      self.close()
+      stream = None
+      raise failure
     self._streams[choice] = (key, self._next_step_of(choice, step + 1), stream[2])
     self._last = (key, step, batch)
     return batch
+
+  def _next(self, iterator) -> tuple[dict[str, np.ndarray] | None, Exception | None]:
+    """(the iterator's next batch, None), or (None, a one-line error) if the pipeline failed or ran dry."""
+    try:
+      return next(iterator), None
+    except StopIteration:
+      return None, ValueError(self._dry_message())
+    except tf.errors.OpError as e:
+      return None, RuntimeError(f"{self.name!r} ({self.split}): the input pipeline failed: {_cause(e.message)}")
+
+  def _dry_message(self) -> str:
+    """Why a task's stream yields nothing, from the faults its sources counted."""
+    names = {task.name for task in self.tasks}
+    faults = {k: n for k, n in data_health.counts().items() if k.split("/")[0] in names}
+    why = (f"every record was skipped ({', '.join(f'{k}: {n}' for k, n in faults.items())})" if faults
+           else "its files hold no examples")
+    return f"{self.name!r} has no usable example in its {self.split!r} split: {why}"
 
   def lengths_at(self, step: int) -> dict[str, int]:
     """The feature lengths of batch `step` (the fixed ones, or this step's draw of the choices)."""
@@ -247,6 +275,14 @@ class SeqioBatches:
       ds = ds.batch(global_batch_size, drop_remainder=True).skip(step)
       ds = ds.map(lambda batch: {k: v[process_index * b:(process_index + 1) * b] for k, v in batch.items()})
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _cause(message: str) -> str:
+  """The Python error a tf.data worker raised ("ValueError: ..."), from the first line of TF's error message,
+  or that whole line when it names none."""
+  first = message.strip().splitlines()[0] if message.strip() else "unknown error"
+  found = re.search(r"\b(\w+(?:Error|Exception): .*)$", first)
+  return found.group(1) if found else first
 
 
 def _length_combinations(lengths: Mapping[str, int | tuple]) -> list[dict[str, int]]:

@@ -90,6 +90,23 @@ def image_size(size: int = 224) -> int:
   return size
 
 
+def check_image_size(size: int, patch: int = 1, what: str = "IMAGE_SIZE") -> int:
+  """`size`, or one ValueError if it is below what the synthetic tasks draw (16) or below one patch.
+
+  Called before any data worker starts: inside one, the error would surface only as a tf.data failure.
+
+  Args:
+    size: the image side in pixels.
+    patch: the ViT's patch side (an image smaller than one patch gives no token).
+    what: the name the user set it by, for the message.
+  """
+  least = max(scene_tasks.MIN_IMAGE_SIZE, patch)
+  if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < least:
+    why = f"one patch of {patch}" if patch > scene_tasks.MIN_IMAGE_SIZE else "the synthetic scenes' least"
+    raise ValueError(f"{what}={size!r}: images must be at least {least} pixels a side ({why})")
+  return int(size)
+
+
 @gin.configurable(module="tasks.registry")
 def patch_size(size: int = 16) -> int:
   """The NaFlex patch side in pixels (the ViT's), when TASK_FEATURE_LENGTHS asks for patches."""

@@ -17,7 +17,10 @@ rows x cols in the caption.
 from __future__ import annotations
 
 import argparse
+import io
 import math
+import os
+import sys
 import textwrap
 import warnings
 
@@ -31,6 +34,7 @@ from matplotlib.patches import Rectangle
 from tasks import locations
 from tasks import naflex
 from tasks import pipeline
+from tasks import registry
 from tasks import vocab
 
 _WRAP = 34  # characters per text line under an image
@@ -104,7 +108,61 @@ def draw(rows: list[dict], out: str) -> None:
   with warnings.catch_warnings():  # DejaVu has no CJK glyphs: Chinese captions show as boxes, silently
     warnings.filterwarnings("ignore", message="Glyph .* missing")
     fig.tight_layout()
-    fig.savefig(out, dpi=100)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=100)
+  _write_whole(out, png.getvalue())
+
+
+def _write_whole(path: str, data: bytes) -> None:
+  """Writes `path` through a temporary file renamed over it: a failed write (a full disk) leaves no half PNG."""
+  partial = f"{path}.partial"
+  try:
+    with open(partial, "wb") as f:
+      f.write(data)
+    os.replace(partial, path)
+  finally:
+    if os.path.exists(partial):
+      os.remove(partial)
+
+
+def _provider(name: str, split: str) -> seqio.DatasetProviderBase:
+  """The registered task or mixture, or one ValueError if it is unknown or none of its tasks has the split."""
+  try:
+    provider = seqio.get_mixture_or_task(name)
+  except ValueError:
+    raise ValueError(f"--task {name!r} is not a registered task or mixture (python -m tasks.list lists them)"
+                     ) from None
+  tasks = provider.tasks if isinstance(provider, seqio.Mixture) else [provider]
+  splits = sorted({s for task in tasks for s in task.splits})
+  if split not in splits:
+    raise ValueError(f"--split {split!r}: {name} has the splits {', '.join(splits)}")
+  return provider
+
+
+def _check_out(out: str) -> None:
+  """One ValueError if the PNG cannot be written there, checked before any example is drawn."""
+  folder = os.path.dirname(os.path.abspath(out))
+  if os.path.isdir(out) or not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+    why = ("is a folder" if os.path.isdir(out) else f"folder {folder} does not exist"
+           if not os.path.isdir(folder) else f"folder {folder} is not writable")
+    raise ValueError(f"--out {out}: cannot write the PNG there ({why})")
+
+
+def _run(args: argparse.Namespace) -> None:
+  if args.n < 1:
+    raise ValueError(f"--n {args.n}: draw at least 1 example")
+  registry.check_image_size(args.image_size, args.patch_size if args.patches else 1, what="--image_size")
+  _check_out(args.out)
+  gin.bind_parameter("tasks.registry.image_size.size", args.image_size)
+  gin.bind_parameter("tasks.registry.patch_size.size", args.patch_size)
+  two_tower = "text" in _provider(args.task, args.split).output_features
+  lengths = ({"text": args.inputs_length} if two_tower
+             else {"inputs": args.inputs_length, "targets": args.targets_length})
+  if args.patches:
+    lengths["patches"] = args.patches
+  draw(examples(args.task, args.split, args.n, args.seed, lengths, args.patch_size), args.out)
+  budget = f", at most {args.patches} patches of {args.patch_size} px" if args.patches else ""
+  print(f"wrote {args.out}: {args.n} examples of {args.task} ({args.split}) at {args.image_size} px{budget}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -120,16 +178,11 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument("--patch_size", type=int, default=16, help="NaFlex: the patch side in pixels")
   parser.add_argument("--out", default="grid.png")
   args = parser.parse_args(argv)
-  gin.bind_parameter("tasks.registry.image_size.size", args.image_size)
-  gin.bind_parameter("tasks.registry.patch_size.size", args.patch_size)
-  two_tower = "text" in seqio.get_mixture_or_task(args.task).output_features
-  lengths = ({"text": args.inputs_length} if two_tower
-             else {"inputs": args.inputs_length, "targets": args.targets_length})
-  if args.patches:
-    lengths["patches"] = args.patches
-  draw(examples(args.task, args.split, args.n, args.seed, lengths, args.patch_size), args.out)
-  budget = f", at most {args.patches} patches of {args.patch_size} px" if args.patches else ""
-  print(f"wrote {args.out}: {args.n} examples of {args.task} ({args.split}) at {args.image_size} px{budget}")
+  try:
+    _run(args)
+  except (ValueError, RuntimeError, OSError) as e:  # bad input, a failed pipeline, a failed write: one line
+    print(f"error: {str(e).strip().splitlines()[0]}", file=sys.stderr)
+    raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

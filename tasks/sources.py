@@ -82,10 +82,14 @@ arguments again is a no-op, and new arguments under the same name replace the ta
 
 Bad data never stops the pipeline and is never dropped silently: the example is skipped (an over-long text is
 truncated) and counted in `tasks.data_health` under "<task name>/<reason>":
-  corrupt_file         a tar shard or TFRecord file that is cut short or fails its checks (the examples before
-                       the fault are kept; the rest of the file is lost, counted once)
-  bad_record           a json line, json member or record that does not parse, or a field of the wrong type
+  corrupt_file         a tar shard that is cut short or fails its checks (the examples before the fault are
+                       kept; the rest of the file is lost, counted once); in a TFRecord file, each run of bytes
+                       holding no complete record (a damaged length, a file cut short): the records after it
+                       are recovered (tasks.tfrecords)
+  bad_record           a json line, json member or record that does not parse or fails its checksum, or a field
+                       of the wrong type
   unsafe_path          an image path or tar member that is absolute, climbs out with '..', or is not a file
+                       (a tar member that is a link; an image path that is a symlink to outside its folder)
   missing_image        no image named, or the file cannot be read
   undecodable_image    image bytes that do not decode
   missing_caption / missing_question / missing_answers   a record without its text
@@ -117,6 +121,7 @@ from PIL import Image
 
 from tasks import data_health
 from tasks import preprocessors as pali_preprocessors
+from tasks import tfrecords
 from tasks import vocab
 
 KINDS: tuple[str, ...] = ("caption", "vqa")
@@ -131,7 +136,6 @@ IMAGE_EXTENSIONS: tuple[str, ...] = ("jpg", "jpeg", "png", "webp")
 _AUTOTUNE = tf.data.AUTOTUNE
 _SHUFFLE_BUFFER = 1000  # raw (still encoded) examples a sharded source shuffles over, as seqio's default
 _TAR_CHUNK = 1 << 16  # bytes read at a time when checking a tar shard's end
-_TFRECORD_FRAMING = 16  # bytes around each TFRecord: length (8), its CRC (4), the data's CRC (4)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -447,13 +451,14 @@ def read_tfrecord(path: str, source: str, kind: str, image_key: str = "image/enc
   """
   keys = {"id": id_key, "image": image_key, "caption": caption_key, "question": question_key,
           "answers": answers_key}
-  consumed = 0
+
+  def on_fault(reason: str, detail: str) -> None:
+    data_health.record(source, reason, detail)
+
   try:
-    # Read eagerly, so that a truncated or corrupted file raises here, where it is counted, rather than inside
-    # the tf.data pipeline, which it would end.
-    for number, serialized in enumerate(tf.data.TFRecordDataset(path)):
-      serialized = serialized.numpy()
-      consumed += len(serialized) + _TFRECORD_FRAMING
+    # Read eagerly, so that a damaged file is handled here, where its faults are counted and its intact records
+    # recovered, rather than inside the tf.data pipeline, which it would end.
+    for number, serialized in enumerate(tfrecords.records(path, on_fault)):
       fallback_id = f"{path}:{number}"
       try:
         example = _from_tfexample(tf.train.Example.FromString(serialized), source, fallback_id, kind, keys)
@@ -462,9 +467,6 @@ def read_tfrecord(path: str, source: str, kind: str, image_key: str = "image/enc
         continue
       if example is not None:
         yield example
-    # TFRecordDataset takes a file cut inside a record's header for a clean end: the records must fill the file.
-    if consumed != tf.io.gfile.stat(path).length:
-      data_health.record(source, "corrupt_file", f"{path}: ends inside a record header")
   except tf.errors.OpError as e:
     data_health.record(source, "corrupt_file", f"{path}: {e.message}")
 
@@ -539,31 +541,59 @@ class AnnotatedImages(seqio.DataSource):
     return self._read(examples, indices)
 
   def examples_at(self, split: str, indices: tf.data.Dataset, seed: int | None) -> tf.data.Dataset:
-    """The examples at a stream of int64 indices, in order; those whose image cannot be read are skipped.
+    """The examples at a stream of int64 positions, in order, one for each position.
 
-    In "train", index g is example order_e[g mod n] of epoch e = g // n, order_e a permutation drawn from
-    (seed, e): every epoch visits each example once, in an order that depends on nothing but the seed.
+    In "train", position g is example order_e[g mod n] of epoch e = g // n, order_e a permutation drawn from
+    (seed, e): every epoch visits each example once, in an order that depends on nothing but the seed; in the
+    other splits position g is example g mod n. An example whose image cannot be read or decoded is counted and
+    replaced by the one at the next position (and so on): skipping it would shift every later row, so that a
+    resumed run, which starts reading at its step's rows, would read other rows than the uninterrupted run.
 
     Raises:
-      ValueError: "train" has no usable example (the stream would never yield).
+      ValueError: the split has no example (the stream would never yield).
     """
     examples = self.examples(split)
-    if split != "train":
-      return self._read(examples, indices)
     if not examples:
-      raise ValueError(f"{self._name}: the train split has no usable example")
+      raise ValueError(f"{self._name}: the {split} split has no usable example")
+    n = len(examples)
 
     @functools.lru_cache(maxsize=2)  # the epoch being read, and the next while a batch straddles the two
     def order(epoch: int) -> np.ndarray:
-      return np.random.default_rng([int(seed or 0) % 2 ** 63, epoch]).permutation(len(examples))
+      return np.random.default_rng([int(seed or 0) % 2 ** 63, epoch]).permutation(n)
 
-    def shuffled(g: np.int64) -> np.int64:
-      return np.int64(order(int(g) // len(examples))[g % len(examples)])
+    def at(position: int) -> dict:
+      return examples[order(position // n)[position % n] if split == "train" else position % n]
 
-    def index(g: tf.Tensor) -> tf.Tensor:
-      return tf.ensure_shape(tf.numpy_function(shuffled, [g], tf.int64, stateful=False), [])
+    def usable(g: np.int64) -> list[np.ndarray]:
+      for position in range(int(g), int(g) + n):
+        example = at(position)
+        data = self._usable_image(example)
+        if data is not None:
+          return self._row({**example, "image/encoded": data})
+      raise ValueError(f"{self._name}: no image of the {split} split can be read and decoded "
+                       f"(see the counts of {self._name}/missing_image and undecodable_image)")
 
-    return self._read(examples, indices.map(index))
+    schema = SCHEMAS[self._kind]
+
+    def fetch(g: tf.Tensor) -> dict[str, tf.Tensor]:
+      outputs = tf.numpy_function(usable, [g], [tf.string] * len(schema))
+      return {k: tf.ensure_shape(v, shape) for (k, shape), v in zip(schema.items(), outputs)}
+
+    return indices.map(fetch, num_parallel_calls=_AUTOTUNE)
+
+  def _usable_image(self, example: dict) -> bytes | None:
+    """The bytes of the example's image file, or None (counted) if it cannot be read or does not decode.
+
+    The check decodes at the smallest scale a JPEG allows, a fraction of the cost of the decode that follows.
+    """
+    data = _read_image_file(example["image/encoded"], self._name)
+    if data is None or not _decode(data, example["id"].encode(), 1, 1, self._name)[1]:
+      return None
+    return data
+
+  def _row(self, example: dict) -> list[np.ndarray]:
+    """The example's features in schema order, as numpy_function returns them."""
+    return [np.array(example[k], dtype=object) for k in SCHEMAS[self._kind]]
 
   def _read(self, examples: list[dict], indices: tf.data.Dataset) -> tf.data.Dataset:
     """The examples at `indices` with their image files' bytes, in order; unreadable files are skipped."""
@@ -572,8 +602,7 @@ class AnnotatedImages(seqio.DataSource):
     def read(i: np.int64) -> list[np.ndarray]:
       example = examples[i]
       data = _read_image_file(example["image/encoded"], self._name)
-      loaded = {**example, "image/encoded": data or b""}
-      return [np.array(loaded[k], dtype=object) for k in schema] + [np.bool_(data is not None)]
+      return self._row({**example, "image/encoded": data or b""}) + [np.bool_(data is not None)]
 
     def fetch(index: tf.Tensor) -> dict[str, tf.Tensor]:
       outputs = tf.numpy_function(read, [index], [tf.string] * len(schema) + [tf.bool])
@@ -590,9 +619,22 @@ def _image_path(name: Any, root: str, source: str, id_: str) -> str | None:
     data_health.record(source, "missing_image", id_)
     return None
   path = _safe_join(root, name)
-  if path is None:
+  if path is None or _links_outside(root, path):
     data_health.record(source, "unsafe_path", f"{id_}: {name}")
+    return None
   return path
+
+
+def _links_outside(root: str, path: str) -> bool:
+  """Whether a local `path` under `root` resolves, through symlinks, to a file outside `root`.
+
+  A name inside the folder must not read a file outside it any more than '..' may (the tar reader skips every
+  link for the same reason); remote filesystems (a '://' path) have no symlinks.
+  """
+  if "://" in root:
+    return False
+  real_root = os.path.realpath(root)
+  return os.path.commonpath([real_root, os.path.realpath(path)]) != real_root
 
 
 def _named_image(pattern: str, fields: Mapping[str, Any]) -> str | None:
@@ -787,6 +829,24 @@ def parse_vqa_json(path: str, images: str, image_pattern: str | None, source: st
 # ----------------------------------------------------------------------------------------------------------------
 
 
+# PIL's modes for one channel of more than 8 bits (16-bit PNG and TIFF grayscale); PIL's own convert("RGB")
+# clips their values at 255, which turns nearly every pixel white.
+_WIDE_GRAY_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")
+_WIDE_GRAY_MAX = 65535
+
+
+def _rgb(image: Image.Image) -> np.ndarray:
+  """uint8 [h, w, 3] of an image of any mode, each channel scaled from its real range to 0..255.
+
+  PIL itself reads 16-bit colour PNGs as 8-bit RGB(A) and converts palette, LA and CMYK correctly; only wide
+  grayscale needs scaling (a 16-bit PNG opens as "I;16" or, in older PIL, "I", whose range is 16 bits too).
+  """
+  if image.mode not in _WIDE_GRAY_MODES:
+    return np.asarray(image.convert("RGB"))
+  gray = np.clip(np.asarray(image, dtype=np.float64), 0, _WIDE_GRAY_MAX)
+  return np.repeat(np.rint(gray * (255 / _WIDE_GRAY_MAX)).astype(np.uint8)[..., None], 3, axis=-1)
+
+
 def _decode(data: bytes, id_: bytes, height: int, width: int, source: str) -> tuple[np.ndarray, np.bool_]:
   """Encoded bytes -> (uint8 [h, w, 3], True), or (a black pixel, False), counted under the example's id_, if
   they do not decode.
@@ -797,7 +857,7 @@ def _decode(data: bytes, id_: bytes, height: int, width: int, source: str) -> tu
   try:
     with Image.open(io.BytesIO(data)) as image:
       image.draft("RGB", (width, height))
-      return np.asarray(image.convert("RGB")), np.True_
+      return _rgb(image), np.True_
   # PIL reports bad bytes with many types (OSError, SyntaxError, ValueError, DecompressionBombError, ...); any
   # failure here is one bad example, never a reason to end the pipeline.
   except Exception as e:  # pylint: disable=broad-except

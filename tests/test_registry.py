@@ -1,5 +1,9 @@
 """Registered seqio tasks and mixtures (tasks.registry), and the tasks.list / tasks.show tools."""
 
+import subprocess
+import sys
+import types
+
 import gin
 import numpy as np
 import pytest
@@ -10,6 +14,7 @@ from tasks import registry
 from tasks import scene_tasks
 from tasks import show
 from tasks import vocab
+from tests.cli_errors import assert_one_line_error
 
 SIZE = 32
 LENGTHS = {"inputs": 64, "targets": 48}
@@ -105,3 +110,53 @@ def test_show_writes_a_png(tmp_path):
   assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   rows = show.examples("ul2_denoise_synthetic", "train", 2, 0, {"inputs": 32, "targets": 32})
   assert rows[0]["image"] is None and rows[0]["inputs"].startswith("[")
+
+
+def run_show(argv, capsys):
+  """show.main(argv) as a finished command: its exit code and stderr."""
+  capsys.readouterr()
+  try:
+    show.main(argv)
+    code = 0
+  except SystemExit as e:
+    code = e.code
+  return types.SimpleNamespace(returncode=code, stderr=capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["--task", "no_such_task"], ["--task 'no_such_task' is not a registered task", "tasks.list"]),
+    (["--n", "0"], ["--n 0", "at least 1"]),
+    (["--n", "-3"], ["--n -3", "at least 1"]),
+    (["--split", "no_such_split"], ["--split 'no_such_split'", "train"]),
+    (["--image_size", "0"], ["--image_size=0", "at least 16"]),
+    (["--image_size", "16", "--patches", "16", "--patch_size", "32"], ["--image_size=16", "at least 32"]),
+])
+def test_show_bad_arguments_end_in_one_line(args, fragments, tmp_path, capsys):
+  out = tmp_path / "grid.png"
+  result = run_show(["--task", "detection_synthetic", "--out", str(out), *args], capsys)
+  assert_one_line_error(result, *fragments)
+  assert not out.exists()
+
+
+def test_show_to_an_unwritable_place_ends_in_one_line(tmp_path, capsys):
+  (tmp_path / "file").write_text("")
+  for out, fragment in ((tmp_path / "file" / "grid.png", "does not exist"), (tmp_path, "is a folder")):
+    result = run_show(["--task", "detection_synthetic", "--n", "1", "--image_size", "32", "--out", str(out)], capsys)
+    assert_one_line_error(result, f"--out {out}", fragment)
+
+
+def test_show_leaves_no_half_written_png_when_the_write_fails(tmp_path, capsys, monkeypatch):
+  def disk_full(*_):
+    raise OSError(28, "No space left on device")
+
+  monkeypatch.setattr(show.os, "replace", disk_full)
+  out = tmp_path / "grid.png"
+  result = run_show(["--task", "detection_synthetic", "--n", "1", "--image_size", "32", "--out", str(out)], capsys)
+  assert_one_line_error(result, "No space left on device")
+  assert list(tmp_path.iterdir()) == []
+
+
+def test_show_with_image_size_0_ends_in_one_line_without_hanging():
+  result = subprocess.run([sys.executable, "-m", "tasks.show", "--task", "pali_stage1_synthetic", "--image_size",
+                           "0"], capture_output=True, text=True, timeout=300)
+  assert_one_line_error(result, "--image_size=0")

@@ -7,6 +7,9 @@ import io
 import json
 import logging
 import os
+import re
+import subprocess
+import sys
 import tarfile
 
 import gin
@@ -19,6 +22,8 @@ from PIL import Image
 from tasks import data_health
 from tasks import pipeline
 from tasks import sources
+from tasks import tfrecords
+from tests.cli_errors import assert_one_line_error
 
 SIZE = 8  # the side images are resized to
 RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
@@ -227,6 +232,19 @@ def test_tfrecord_captions(tmp_path):
                                   "tfr_caption/undecodable_image": 1}
 
 
+def test_tfrecord_records_after_a_corrupt_one_are_recovered(tmp_path):
+  """A record whose data fails its CRC is skipped and the next one read; a damaged length is resynchronised on
+  the next offset whose length CRC verifies; each loss is counted."""
+  frames = [bytearray(tfrecords.frame(tf_example({"image/encoded": encoded(RED), "caption": f"c{i}"})))
+            for i in range(6)]
+  frames[1][20] ^= 0xFF  # inside the data: the length still verifies
+  frames[3][2] ^= 0xFF  # inside the length: the framing is lost until record 4
+  (tmp_path / "a.tfrecord").write_bytes(b"".join(frames))
+  sources.register_tfrecord("tfr_recover", {"validation": str(tmp_path / "a.tfrecord")}, image_size=SIZE)
+  assert texts(read("tfr_recover", "validation"), "targets_pretokenized") == ["c0", "c2", "c4", "c5"]
+  assert data_health.counts() == {"tfr_recover/bad_record": 1, "tfr_recover/corrupt_file": 1}
+
+
 def test_tfrecord_vqa(tmp_path):
   write_tfrecord(tmp_path / "vqa.tfrecord", [
       tf_example({"image/encoded": encoded(RED, "PNG"), "question": "what colour?",
@@ -300,6 +318,38 @@ def test_jsonl_captions_and_vqa(tmp_path):
   assert texts(vqa, "targets_pretokenized") == ["crimson", "green"]
   assert texts(vqa, "answers") == [["red", "crimson", "crimson"], ["green"]]
   assert data_health.counts()["jsonl_vqa/missing_question"] == 1
+
+
+def test_images_of_every_mode_keep_their_colours(tmp_path):
+  """16-bit grayscale PNGs are scaled from their 16-bit range (PIL's own conversion clips them to white);
+  palette, gray + alpha and CMYK images convert to their RGB colours."""
+  images = {"gray16.png": Image.fromarray(np.full((10, 12), 30000, np.uint16)),
+            "palette.png": Image.new("RGB", (12, 10), GREEN).convert("P"),
+            "la.png": Image.new("LA", (12, 10), (200, 128)),
+            "cmyk.jpg": Image.new("CMYK", (12, 10), (0, 255, 255, 0))}
+  for name, image in images.items():
+    image.save(tmp_path / name)
+  write_lines(tmp_path / "a.jsonl", [{"image": name, "caption": name} for name in images])
+  sources.register_jsonl("jsonl_modes", {"validation": str(tmp_path / "a.jsonl")}, str(tmp_path), image_size=SIZE)
+  colours = {ex["targets_pretokenized"]: colour_of(ex["image"]) for ex in read("jsonl_modes", "validation")}
+  gray = round(30000 / 65535 * 255)
+  expected = {"gray16.png": (gray,) * 3, "palette.png": GREEN, "la.png": (200,) * 3, "cmyk.jpg": RED}
+  for name, rgb in expected.items():
+    assert np.allclose(colours[name], rgb, atol=3), (name, colours[name], rgb)
+
+
+def test_jsonl_images_linked_to_outside_their_folder_are_refused(tmp_path):
+  images = tmp_path / "images"
+  write_image(images, "red.jpg", RED)
+  write_image(tmp_path, "secret.jpg", BLUE)
+  (images / "inside.jpg").symlink_to(images / "red.jpg")
+  (images / "outside.jpg").symlink_to(tmp_path / "secret.jpg")
+  (images / "sub").symlink_to(tmp_path)  # a linked folder climbs out as well
+  names = ["red.jpg", "inside.jpg", "outside.jpg", "sub/secret.jpg"]
+  write_lines(tmp_path / "a.jsonl", [{"image": name, "caption": name} for name in names])
+  sources.register_jsonl("jsonl_links", {"validation": str(tmp_path / "a.jsonl")}, str(images), image_size=SIZE)
+  assert texts(read("jsonl_links", "validation"), "targets_pretokenized") == ["red.jpg", "inside.jpg"]
+  assert data_health.counts() == {"jsonl_links/unsafe_path": 2}
 
 
 def test_read_time_faults_count_every_read_parse_time_faults_once(tmp_path):
@@ -532,6 +582,83 @@ def test_pipeline_reads_annotated_images_by_index_in_shuffled_epochs(tmp_path):
   assert sorted(order[:5]) == sorted(order[5:]) == list(range(5)) and order[:5] != order[5:]
   resumed = pipeline.SeqioBatches("jsonl_indexed", lengths).batch(3, 2)
   assert all(np.array_equal(resumed[k], run[3][k]) for k in run[3])
+
+
+def assert_resumes_exactly(name, steps=6, batch_size=3):
+  """A fresh pipeline asked for step N gives the batch an uninterrupted run gave at step N, for every N."""
+  lengths = {"inputs": 8, "targets": 8}
+  batches = pipeline.SeqioBatches(name, lengths)
+  run = [batches.batch(step, batch_size) for step in range(steps)]
+  for step in range(1, steps):
+    resumed = pipeline.SeqioBatches(name, lengths)
+    batch = resumed.batch(step, batch_size)
+    resumed.close()
+    assert all(np.array_equal(batch[k], run[step][k]) for k in run[step]), step
+  return run
+
+
+def test_rows_after_an_unusable_image_do_not_shift_on_resume(tmp_path):
+  """A row whose image is missing or undecodable takes the next usable example of the stream, so row g stays a
+  function of (seed, g): a resumed run reads the same rows as an uninterrupted one."""
+  for i in range(6):
+    write_image(tmp_path, f"{i}.jpg", (40 * i, 0, 0))
+  (tmp_path / "bad.jpg").write_bytes(BAD_JPEG)
+  lines = [{"image": f"{i}.jpg", "caption": f"c{i}"} for i in range(6)]
+  lines += [{"image": "bad.jpg", "caption": "bad"}, {"image": "gone.jpg", "caption": "gone"}]
+  write_lines(tmp_path / "a.jsonl", lines)
+  sources.register_jsonl("jsonl_dirty", {"train": str(tmp_path / "a.jsonl")}, str(tmp_path), image_size=SIZE)
+  assert_resumes_exactly("jsonl_dirty")
+  counts = data_health.counts()
+  assert counts["jsonl_dirty/undecodable_image"] >= 1 and counts["jsonl_dirty/missing_image"] >= 1
+
+
+def test_a_sharded_stream_with_bad_records_resumes_exactly(tmp_path):
+  """Sharded sources (tar, TFRecord) stream: row g is the g-th usable example of the seeded stream, the same
+  after a restart."""
+  records = [tf_example({"image/encoded": encoded((30 * i, 0, 0)), "caption": f"c{i}"}) for i in range(8)]
+  records[2] = tf_example({"image/encoded": BAD_JPEG, "caption": "bad"})
+  records[5] = b"\x0a\xff\xff"
+  write_tfrecord(tmp_path / "a.tfrecord", records[:4])
+  write_tfrecord(tmp_path / "b.tfrecord", records[4:])
+  sources.register_tfrecord("tfr_dirty", {"train": str(tmp_path / "*.tfrecord")}, image_size=SIZE)
+  assert_resumes_exactly("tfr_dirty", steps=4)
+
+
+def first_batch_error(name):
+  batches = pipeline.SeqioBatches(name, {"inputs": 8, "targets": 8})
+  with pytest.raises((ValueError, RuntimeError)) as raised:
+    batches.batch(0, 2)
+  assert "\n" not in str(raised.value) and not batches._streams  # one line, and the pipeline shut down
+  return str(raised.value)
+
+
+def test_a_source_with_no_usable_example_ends_in_one_line(tmp_path):
+  write_tfrecord(tmp_path / "bad.tfrecord", [b"\x0a\xff\xff"] * 3)
+  sources.register_tfrecord("tfr_none", {"train": str(tmp_path / "bad.tfrecord")}, image_size=SIZE)
+  assert re.fullmatch(r"'tfr_none' has no usable example in its 'train' split: every record was skipped "
+                      r"\(tfr_none/bad_record: \d+\)", first_batch_error("tfr_none"))
+  write_tfrecord(tmp_path / "empty.tfrecord", [])
+  sources.register_tfrecord("tfr_empty", {"train": str(tmp_path / "empty.tfrecord")}, image_size=SIZE)
+  assert first_batch_error("tfr_empty").endswith("'train' split: its files hold no examples")
+  (tmp_path / "bad.jpg").write_bytes(BAD_JPEG)
+  write_lines(tmp_path / "a.jsonl", [{"image": "bad.jpg", "caption": "c"}] * 2)
+  sources.register_jsonl("jsonl_none", {"train": str(tmp_path / "a.jsonl")}, str(tmp_path), image_size=SIZE)
+  assert "ValueError: jsonl_none: no image of the train split can be read and decoded" in first_batch_error(
+      "jsonl_none")
+
+
+def test_a_worker_error_ends_the_command_in_one_line_without_hanging(tmp_path):
+  """A tf.data worker's error reaches the main process as one line, and the process exits: a pipeline left
+  running while the interpreter shuts down would hang it."""
+  (tmp_path / "bad.jpg").write_bytes(BAD_JPEG)
+  write_lines(tmp_path / "a.jsonl", [{"image": "bad.jpg", "caption": "c"}] * 4)
+  script = ("import sys; from tasks import show, sources; "
+            f"sources.register_jsonl('jsonl_fails', {{'train': '{tmp_path / 'a.jsonl'}'}}, '{tmp_path}', "
+            "image_size=32); show.main(sys.argv[1:])")
+  result = subprocess.run([sys.executable, "-c", script, "--task", "jsonl_fails", "--image_size", "32", "--out",
+                           str(tmp_path / "grid.png")], capture_output=True, text=True, timeout=300)
+  assert_one_line_error(result, "'jsonl_fails' (train): the input pipeline failed",
+                        "no image of the train split can be read and decoded")
 
 
 # ----------------------------------------------------------------------------------------------------------------
