@@ -74,6 +74,9 @@ class ViTConfig:
       raise ValueError(f"ViT activation={self.activation!r} is not one of {sorted(ACTIVATIONS)}")
     if self.width % self.num_heads:
       raise ValueError(f"ViT width {self.width} is not divisible by num_heads {self.num_heads}")
+    if self.image_size < self.patch_size:  # no patch, so no token: the model would be built and then fail
+      raise ValueError(f"ViT image_size {self.image_size} is below one patch of {self.patch_size} pixels; "
+                       "set IMAGE_SIZE (encoders.vit.config.image_size) to a multiple of the patch size")
     if self.image_size % self.patch_size:
       raise ValueError(f"ViT image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
 

@@ -120,6 +120,7 @@ from google.protobuf import message as protobuf_message
 from PIL import Image
 
 from tasks import data_health
+from tasks import image_modes
 from tasks import preprocessors as pali_preprocessors
 from tasks import tfrecords
 from tasks import vocab
@@ -829,24 +830,6 @@ def parse_vqa_json(path: str, images: str, image_pattern: str | None, source: st
 # ----------------------------------------------------------------------------------------------------------------
 
 
-# PIL's modes for one channel of more than 8 bits (16-bit PNG and TIFF grayscale); PIL's own convert("RGB")
-# clips their values at 255, which turns nearly every pixel white.
-_WIDE_GRAY_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")
-_WIDE_GRAY_MAX = 65535
-
-
-def _rgb(image: Image.Image) -> np.ndarray:
-  """uint8 [h, w, 3] of an image of any mode, each channel scaled from its real range to 0..255.
-
-  PIL itself reads 16-bit colour PNGs as 8-bit RGB(A) and converts palette, LA and CMYK correctly; only wide
-  grayscale needs scaling (a 16-bit PNG opens as "I;16" or, in older PIL, "I", whose range is 16 bits too).
-  """
-  if image.mode not in _WIDE_GRAY_MODES:
-    return np.asarray(image.convert("RGB"))
-  gray = np.clip(np.asarray(image, dtype=np.float64), 0, _WIDE_GRAY_MAX)
-  return np.repeat(np.rint(gray * (255 / _WIDE_GRAY_MAX)).astype(np.uint8)[..., None], 3, axis=-1)
-
-
 def _decode(data: bytes, id_: bytes, height: int, width: int, source: str) -> tuple[np.ndarray, np.bool_]:
   """Encoded bytes -> (uint8 [h, w, 3], True), or (a black pixel, False), counted under the example's id_, if
   they do not decode.
@@ -857,7 +840,7 @@ def _decode(data: bytes, id_: bytes, height: int, width: int, source: str) -> tu
   try:
     with Image.open(io.BytesIO(data)) as image:
       image.draft("RGB", (width, height))
-      return _rgb(image), np.True_
+      return image_modes.to_rgb(image), np.True_
   # PIL reports bad bytes with many types (OSError, SyntaxError, ValueError, DecompressionBombError, ...); any
   # failure here is one bad example, never a reason to end the pipeline.
   except Exception as e:  # pylint: disable=broad-except

@@ -129,3 +129,10 @@ def test_vit_g14_train_step_compiles_ahead_of_time_with_scan():
   grad = jax.jit(jax.grad(lambda p, x: jnp.sum(tower.apply(p, x)["pooled"].astype(jnp.float32))))
   compiled = grad.lower(params, images).compile()
   assert compiled.cost_analysis()["flops"] > 0
+
+
+@pytest.mark.parametrize("image_size, message", [(0, "below one patch of 4 pixels"), (2, "below one patch of 4 pixels"),
+                                                 (6, "not a multiple of patch_size 4")])
+def test_an_image_size_without_whole_patches_is_refused(image_size, message):
+  with pytest.raises(ValueError, match=message):
+    vit_lib.config("pico/4", image_size=image_size)

@@ -136,9 +136,10 @@ def read_image(path: str) -> np.ndarray:
   High-bit-depth images are scaled by their real range (a 16-bit PNG's 0..65535), not clipped at 255.
   """
   from PIL import Image, UnidentifiedImageError  # pylint: disable=import-outside-toplevel
+  from tasks import image_modes  # pylint: disable=import-outside-toplevel
   try:
     with Image.open(path) as image:
-      return rgb_uint8(image)
+      return image_modes.to_rgb(image)
   except FileNotFoundError:
     raise ValueError(f"image {path} does not exist") from None
   except IsADirectoryError:
@@ -147,19 +148,6 @@ def read_image(path: str) -> np.ndarray:
     raise ValueError(f"image {path} is too large to decode safely ({e})") from None
   except (UnidentifiedImageError, OSError, SyntaxError) as e:
     raise ValueError(f"image {path} cannot be decoded ({e})") from None
-
-
-def rgb_uint8(image) -> np.ndarray:
-  """A PIL image as uint8 RGB [H, W, 3], integer modes over 8 bits scaled from their 16-bit range."""
-  if image.mode.startswith("I"):  # 'I;16*' (16-bit grey PNG / TIFF) and 'I' (32-bit ints holding 16-bit values)
-    grey = np.asarray(image).astype(np.float64)
-    grey = np.round(np.clip(grey, 0, 65535) / 257).astype(np.uint8)
-    return np.repeat(grey[..., None], 3, axis=-1)
-  if image.mode == "F":  # float images: [0, 1] if they fit, else already 0..255
-    grey = np.asarray(image, np.float64)
-    grey = grey * 255 if grey.size and grey.max() <= 1 else grey
-    return np.repeat(np.round(np.clip(grey, 0, 255)).astype(np.uint8)[..., None], 3, axis=-1)
-  return np.asarray(image.convert("RGB"))
 
 
 def answer(pali, requests: list[dict], args, options: dict):
