@@ -8,6 +8,8 @@ Importing tasks.registry registers the synthetic tasks; tasks registered by othe
 
 from __future__ import annotations
 
+import sys
+
 import seqio
 
 from tasks import registry  # registers the synthetic tasks and mixtures
@@ -41,10 +43,12 @@ def describe() -> list[str]:
   return lines
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+  from vlm import gin_cli  # pylint: disable=import-outside-toplevel  (the project's one-line CLI errors)
+  gin_cli.OneLineErrorParser(prog="tasks.list", description=__doc__.splitlines()[0]).parse_args(argv)
   print(f"image size {registry.image_size()} (gin: tasks.registry.image_size.size)")
   print("\n".join(describe()))
 
 
 if __name__ == "__main__":
-  main()
+  main(sys.argv[1:])

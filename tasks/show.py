@@ -166,7 +166,8 @@ def _run(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  from vlm import gin_cli  # pylint: disable=import-outside-toplevel  (the project's one-line CLI errors)
+  parser = gin_cli.OneLineErrorParser(prog="tasks.show", description=__doc__.splitlines()[0])
   parser.add_argument("--task", required=True, help="a task or mixture name (python -m tasks.list)")
   parser.add_argument("--split", default="train")
   parser.add_argument("--n", type=int, default=16, help="examples to draw")

@@ -112,7 +112,8 @@ def test_tiny_run_trains_evaluates_and_resumes(tmp_path):
   assert [r["step"] for r in evals] == [10, 20] and evals[-1]["i2t_R1"] >= 0
 
 
-def test_the_curriculum_names_itself_for_an_unknown_flag():
-  result = subprocess.run([sys.executable, "-m", "vlm.curriculum", "--bogus"], cwd=REPO, capture_output=True,
-                          text=True, timeout=120)
-  assert_one_line_error(result, "'--bogus'", "python -m vlm.curriculum --help")
+@pytest.mark.parametrize("program", ["vlm.curriculum", "tasks.list", "tasks.show"])
+def test_each_program_names_itself_for_an_unknown_flag(program):
+  result = subprocess.run([sys.executable, "-m", program, "--bogus"], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+  assert_one_line_error(result, "--bogus", f"python -m {program} --help")
