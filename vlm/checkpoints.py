@@ -2,7 +2,9 @@
 
 - `Checkpointer` wraps an orbax CheckpointManager under MODEL_DIR/checkpoints: asynchronous saves of the train
   state (and of an input pipeline's own state), atomic (each step is written into a temporary directory and
-  renamed once complete; only complete steps are listed or restored), the last N and every K-th kept.
+  renamed once complete; only complete steps are listed or restored), the last N and every K-th kept. Each
+  step records a manifest of its files (vlm.manifests) before its commit; a restore checks it and falls back to
+  the newest step that is intact.
 - Foreign formats: HF safetensors (read / write, atomic) and big_vision .npz (read with pickle disabled).
 - Parameter trees are nested dicts; `flatten` / `unflatten` use 'a/b/c' paths, as big_vision's npz does.
 """
@@ -15,7 +17,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import tempfile
 import warnings
 from typing import Any, Mapping, Sequence
@@ -325,7 +326,8 @@ class Checkpointer:
   and which the next Checkpointer deletes.
 
   `save` returns once the arrays are copied to host memory; they are written by a background thread while
-  training goes on. A write that fails surfaces at the next `save`, `wait` or `close` as CheckpointSaveError.
+  training goes on, which then writes the step's manifest (`_write_manifest`) and commits the step. A write
+  that fails surfaces at the next `save`, `wait` or `close` as CheckpointSaveError.
 
   Kept: the last `keep` steps (None: all), and every step that is a multiple of `keep_period`.
   """

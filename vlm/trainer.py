@@ -15,7 +15,9 @@ Resume. A checkpoint holds the parameters, the optimizer state and the step; not
 exactly where the run stopped: the step's randomness is `fold_in(key(seed + 1), step)`, a function of the
 step, and this project's datasets are pure in the step. A pipeline that does keep a position of its own (an
 iterator over files, say) gives `state_dict()` -> JSON-serialisable and `load_state_dict(state)`: its state
-is saved inside each checkpoint and restored with it (vlm.checkpoints.Checkpointer).
+is saved inside each checkpoint and restored with it (vlm.checkpoints.Checkpointer). A run resumes from the
+newest step whose files match the manifest written at its save (vlm.manifests), and holds MODEL_DIR alone
+while it runs (vlm.run_lock).
 
 Optional extras of a model: `warm_start(params) -> params` (pretrained towers loaded into a fresh state) and
 `num_tokens(batch) -> scalar` (the tokens a batch holds, for tokens_per_sec; by default the non-padding ids of
