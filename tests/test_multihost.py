@@ -119,6 +119,28 @@ def test_bad_distributed_flags_end_in_one_line(tmp_path):
   assert len(errors) == 1 and errors[0].startswith("error: jax.distributed: process_id"), result.stderr
 
 
+def launch(tmp_path, *flags, **env_vars):
+  env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")}
+  return subprocess.run([sys.executable, "-m", "vlm.train", f"--gin_file={RUN}", f"--gin.MODEL_DIR='{tmp_path}'",
+                         *flags], cwd=REPO, env={**env, **env_vars}, capture_output=True, text=True, timeout=120)
+
+
+def test_jax_num_processes_and_jax_process_id_are_read_from_the_environment(tmp_path):
+  result = launch(tmp_path, f"--coordinator_address=127.0.0.1:{free_port()}", JAX_NUM_PROCESSES="2",
+                  JAX_PROCESS_ID="2")  # read, JAX itself names the process id out of range
+  errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+  assert result.returncode == 1 and len(errors) == 1, result.stderr
+  assert errors[0].startswith("error: jax.distributed: process_id"), result.stderr
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "127.0.0.1:port", ":12345", "127.0.0.1:99999"])
+def test_a_bad_coordinator_address_ends_in_one_line(tmp_path, address):
+  result = launch(tmp_path, f"--coordinator_address={address}", "--num_processes=2", "--process_id=0")
+  errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+  assert result.returncode == 1 and len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
+  assert f"coordinator address {address!r} is not HOST:PORT" in errors[0]
+
+
 class RowSource(scene_pairs.SceneCaptionPairs):
   """Scene pairs that can read part of a batch, recording which rows they were asked for."""
 
