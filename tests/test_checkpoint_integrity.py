@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import flax.struct
 import jax
 import numpy as np
 import pytest
@@ -107,7 +108,13 @@ def test_an_empty_metadata_file_is_named(tmp_path):
   with pytest.warns(checkpoints.CheckpointWarning):
     with pytest.raises(checkpoints.CheckpointError) as error:
       checkpoints.restore_params(str(tmp_path), abstract())
-  assert f"{directory / '1' / 'state' / '_METADATA'}: not valid JSON" in str(error.value)
+  assert f"{directory / '1' / 'state' / '_METADATA'} is empty; expected JSON" in str(error.value)
+
+
+def test_an_empty_model_config_is_named(tmp_path):
+  (tmp_path / checkpoints.MODEL_CONFIG_FILE).write_text("")
+  with pytest.raises(checkpoints.CheckpointError, match=f"{tmp_path / checkpoints.MODEL_CONFIG_FILE} is empty"):
+    checkpoints.read_json(str(tmp_path / checkpoints.MODEL_CONFIG_FILE))
 
 
 def test_restore_params_of_another_geometry_names_the_parameter_and_both_shapes(tmp_path):
@@ -120,15 +127,28 @@ def test_restore_params_of_another_geometry_names_the_parameter_and_both_shapes(
   assert str(tmp_path) in message and "dense/kernel" in message and "(40, 100)" in message and "(40, 128)" in message
 
 
-def test_restoring_logs_none_of_orbaxs_metadata_warnings(tmp_path, caplog):
+@flax.struct.dataclass
+class State:
+  params: dict
+
+
+@pytest.mark.parametrize("restore", ["restore_params", "Checkpointer.restore"])
+def test_restoring_logs_none_of_orbaxs_metadata_warnings_but_other_warnings(tmp_path, caplog, restore):
   saved(tmp_path, steps=(1,))
+  absl = logging.getLogger("absl")
+  for log_filter in checkpoints._ORBAX_LOG_FILTERS:  # as in a fresh process, where a restore comes first
+    absl.removeFilter(log_filter)
   with caplog.at_level(logging.WARNING):
-    checkpoints.restore_params(str(tmp_path), abstract())
-    ckpt = checkpoints.Checkpointer(str(tmp_path), period=1)
-    ckpt.restore({"params": abstract()}, ckpt.latest_step())
-    ckpt.close()
+    if restore == "restore_params":
+      checkpoints.restore_params(str(tmp_path), abstract())
+    else:
+      ckpt = checkpoints.Checkpointer(str(tmp_path), period=1)
+      ckpt.restore(State(params=abstract()), ckpt.latest_step())  # a state with .params: its shapes are read
+      ckpt.close()
+    absl.warning("another warning")
   messages = [r.getMessage() for r in caplog.records]
   assert not [m for m in messages if "Metadata file does not exist" in m or "read only" in m], messages
+  assert "another warning" in messages
 
 
 # ----------------------------------------------------------------------------------------------------------

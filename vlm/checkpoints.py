@@ -122,14 +122,21 @@ def unstack_layers(tree: Mapping[str, Any], name: str = "encoderblock") -> dict[
 
 def read_json(path: str) -> dict:
   """A JSON object from a config file, or a CheckpointError naming the file."""
-  try:
-    with open(path) as f:
-      obj = json.load(f)
-  except (json.JSONDecodeError, UnicodeDecodeError) as e:
-    raise CheckpointError(f"{path}: not valid JSON ({e})") from None
+  obj = _load_json(path)
   if not isinstance(obj, dict):
     raise CheckpointError(f"{path}: expected a JSON object, got {type(obj).__name__}")
   return obj
+
+
+def _load_json(path: str) -> Any:
+  """The JSON value in a file, or a CheckpointError naming the file."""
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    if os.path.getsize(path) == 0:
+      raise CheckpointError(f"{path} is empty; expected JSON") from None
+    raise CheckpointError(f"{path}: not valid JSON ({e})") from None
 
 
 def read_hf_weights(directory: str) -> tuple[dict[str, np.ndarray], str]:
@@ -278,8 +285,10 @@ def _reason(e: Exception) -> str:
   return text.splitlines()[0] if text else type(e).__name__
 
 
-# Orbax's JSON metadata of a step, which it parses with no word of which file failed.
-_JSON_METADATA = ("_CHECKPOINT_METADATA", f"{_STATE}/_METADATA", f"{_STATE}/_sharding")
+# The JSON files of a step (orbax's metadata; the input pipeline's state), which orbax parses with no word of
+# which file failed.
+# (Not the step's _CHECKPOINT_METADATA: orbax restores the same arrays without it, logging its own error.)
+_JSON_FILES = (f"{_STATE}/_METADATA", f"{_STATE}/_sharding", f"{_INPUT}/metadata")
 
 
 def check_step(step_dir: str) -> str | None:
@@ -290,16 +299,16 @@ def check_step(step_dir: str) -> str | None:
   """
   if manifests.exists(step_dir):
     return manifests.check(step_dir)
-  warnings.warn(f"{step_dir} has no manifest (saved before checkpoints recorded one): restoring it unverified",
-                CheckpointWarning, stacklevel=2)
-  paths = [os.path.join(step_dir, rel) for rel in _JSON_METADATA]
+  paths = [os.path.join(step_dir, rel) for rel in _JSON_FILES]
   paths += sorted(glob.glob(os.path.join(step_dir, _STATE, "array_metadatas", "*")))
   for path in paths:
     if os.path.isfile(path):
       try:
-        read_json(path)
+        _load_json(path)
       except CheckpointError as e:
         return str(e)
+  warnings.warn(f"{step_dir} has no manifest (saved before checkpoints recorded one): restoring it unverified",
+                CheckpointWarning, stacklevel=2)
   return None
 
 
@@ -482,6 +491,7 @@ def restore_params(model_dir: str, abstract_params: Any, leave_out: Sequence[str
   """
   if not complete_steps(model_dir):
     raise CheckpointError(f"{model_dir}: no complete checkpoint under {os.path.join(model_dir, CHECKPOINTS_DIR)}")
+  _filter_orbax_logs()
   step, damaged = newest_intact_step(model_dir)
   for bad, problem in damaged:
     warnings.warn(f"checkpoint {os.path.join(model_dir, CHECKPOINTS_DIR, str(bad))} is damaged ({problem}); "
@@ -494,7 +504,6 @@ def restore_params(model_dir: str, abstract_params: Any, leave_out: Sequence[str
   target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), abstract_params)
   _check_saved_param_shapes(abstract_params, step_dir, leave_out)
   item = {"params": target}
-  _filter_orbax_logs()
   # Read-only: a released MODEL_DIR may sit on a file system this process cannot write.
   options = ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0)
   try:
