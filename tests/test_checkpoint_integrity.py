@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import flax.struct
@@ -54,6 +55,17 @@ def test_a_committed_step_has_a_manifest_its_files_match(tmp_path):
   step_dir = saved(tmp_path) / "2"
   assert manifests.exists(str(step_dir))
   assert manifests.check(str(step_dir)) is None
+
+
+def test_the_manifest_is_written_off_the_train_loop_before_the_commit(tmp_path, monkeypatch):
+  calls = []
+  write = manifests.write
+  monkeypatch.setattr(manifests, "write", lambda step_dir: (calls.append((threading.current_thread(), step_dir)),
+                                                            write(step_dir)))
+  saved(tmp_path, steps=(1,))
+  [(thread, step_dir)] = calls
+  assert thread is not threading.main_thread()  # orbax's background thread
+  assert step_dir.endswith("1.orbax-checkpoint-tmp")  # not yet committed: a committed step has its manifest
 
 
 @pytest.mark.parametrize("damage", [truncate, delete, flip_a_byte])
