@@ -69,10 +69,10 @@ def with_fault(tmp_path, fault, step):
   return environment(PYTHONPATH=pythonpath, FAULT=fault, FAULT_STEP=str(step), FAULT_MARKER=str(marker)), marker
 
 
-def train(model_dir, env=None):
+def train(model_dir, env=None, extra=()):
   """The run, to its end."""
-  return subprocess.run([sys.executable, "-m", "vlm.train", *ARGS, f"--gin.MODEL_DIR='{model_dir}'"], cwd=REPO,
-                        env=env or environment(), capture_output=True, text=True, timeout=TIMEOUT_S)
+  return subprocess.run([sys.executable, "-m", "vlm.train", *ARGS, *extra, f"--gin.MODEL_DIR='{model_dir}'"],
+                        cwd=REPO, env=env or environment(), capture_output=True, text=True, timeout=TIMEOUT_S)
 
 
 @contextlib.contextmanager
@@ -208,3 +208,52 @@ def test_a_half_written_or_uncommitted_step_is_not_a_checkpoint(tmp_path):
   ckpt.close()
   assert checkpoints.complete_steps(str(tmp_path)) == [1, 4]
   assert not (directory / "2.orbax-checkpoint-tmp").exists()
+
+
+@pytest.mark.slow
+def test_a_truncated_newest_checkpoint_is_skipped_and_the_run_resumes_exactly(tmp_path, reference):
+  model_dir = tmp_path / "run"
+  assert train(model_dir).returncode == 0
+  newest = model_dir / checkpoints.CHECKPOINTS_DIR / str(STEPS)
+  files = [os.path.join(root, name) for root, _, names in os.walk(newest) for name in names]
+  biggest = max(files, key=os.path.getsize)
+  os.truncate(biggest, os.path.getsize(biggest) // 2)
+
+  second = train(model_dir)  # the same command again
+  assert second.returncode == 0, second.stderr
+  warned = [line for line in second.stderr.splitlines() if "CheckpointWarning" in line]
+  assert len(warned) == 1 and f"{newest} is damaged ({biggest} has" in warned[0], second.stderr
+  assert f"resuming from step {STEPS - PERIOD};" in second.stdout
+  assert_same_run(model_dir, reference)
+
+
+@pytest.mark.slow
+def test_a_second_run_on_a_held_model_dir_is_refused_and_a_killed_holders_lock_taken_over(tmp_path, reference):
+  model_dir, log = tmp_path / "run", tmp_path / "first.log"
+  env, marker = with_fault(tmp_path, "hang", step=2 * PERIOD)  # the holder stays alive, in a save
+  with training(model_dir, log, env) as first:
+    wait_for(marker.exists, first, log)
+    second = train(model_dir)
+    assert_one_line_error(second, f"MODEL_DIR {model_dir} is in use by a run on host", f"pid {first.pid}, since")
+    assert first.poll() is None  # the holder runs on, untouched
+    kill(first)
+  third = train(model_dir)  # the holder was killed with -9: its lock is stale
+  assert third.returncode == 0, third.stderr
+  assert "took over" in third.stderr and f"pid {first.pid}" in third.stderr and "no longer exists" in third.stderr
+  assert_same_run(model_dir, reference)
+  assert not (model_dir / "run.lock").exists()
+
+
+def test_a_run_that_fails_validation_leaves_no_model_dir_behind(tmp_path):
+  result = train(tmp_path / "new" / "run", extra=["--gin.vlm.trainer.train.microbatches=3"])  # 8 rows: no
+  assert result.returncode == 1, result.stderr
+  assert not (tmp_path / "new").exists()
+  kept = tmp_path / "kept"
+  kept.mkdir()
+  assert train(kept, extra=["--gin.vlm.trainer.train.frozen_params='img/(('"]).returncode == 1
+  assert kept.is_dir() and os.listdir(kept) == []
+
+
+def test_an_invalid_frozen_params_regex_ends_in_one_line(tmp_path):
+  result = train(tmp_path / "run", extra=["--gin.vlm.trainer.train.frozen_params='img/(('"])
+  assert_one_line_error(result, "frozen_params='img/(('", "is not a valid regular expression", "missing )")

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from tasks import scene_pairs
-from vlm import partitioning, summaries
+from vlm import manifests, partitioning, summaries
 
 RUN = "gin_configs/runs/siglip_tiny_synthetic.gin"
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -107,6 +107,9 @@ def test_two_processes_of_four_devices_train_as_one_of_eight_and_resume(tmp_path
   assert sorted(int(d) for d in os.listdir(two / "checkpoints") if d.isdigit()) == [3, 6]
   assert (two / "config.gin").exists() and (two / "loss.png").exists()
   assert not [f for f in os.listdir(two) if f.startswith(".write_test")]
+  # Process 0 listed every process's files in each step's manifest, and held the run's lock alone, until its end.
+  assert all(manifests.check(str(two / "checkpoints" / step)) is None for step in ("3", "6"))
+  assert manifests.exists(str(two / "checkpoints" / "6")) and not (two / "run.lock").exists()
 
 
 def test_bad_distributed_flags_end_in_one_line(tmp_path):
@@ -117,6 +120,30 @@ def test_bad_distributed_flags_end_in_one_line(tmp_path):
   assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
   errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
   assert len(errors) == 1 and errors[0].startswith("error: jax.distributed: process_id"), result.stderr
+
+
+def train_once(tmp_path, *flags, **env_vars):
+  """One `python -m vlm.train` process with these flags and environment variables, to its end."""
+  env = {k: v for k, v in os.environ.items()
+         if k not in ("XLA_FLAGS", "JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")}
+  return subprocess.run([sys.executable, "-m", "vlm.train", f"--gin_file={RUN}", f"--gin.MODEL_DIR='{tmp_path}'",
+                         *flags], cwd=REPO, env={**env, **env_vars}, capture_output=True, text=True, timeout=120)
+
+
+def test_jax_num_processes_and_jax_process_id_are_read_from_the_environment(tmp_path):
+  result = train_once(tmp_path, f"--coordinator_address=127.0.0.1:{free_port()}", JAX_NUM_PROCESSES="2",
+                      JAX_PROCESS_ID="2")  # read, JAX itself names the process id out of range
+  errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+  assert result.returncode == 1 and len(errors) == 1, result.stderr
+  assert errors[0].startswith("error: jax.distributed: process_id"), result.stderr
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "127.0.0.1:port", ":12345", "127.0.0.1:99999"])
+def test_a_bad_coordinator_address_ends_in_one_line(tmp_path, address):
+  result = train_once(tmp_path, f"--coordinator_address={address}", "--num_processes=2", "--process_id=0")
+  errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+  assert result.returncode == 1 and len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
+  assert f"coordinator address {address!r} is not HOST:PORT" in errors[0]
 
 
 class RowSource(scene_pairs.SceneCaptionPairs):

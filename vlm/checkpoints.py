@@ -2,7 +2,9 @@
 
 - `Checkpointer` wraps an orbax CheckpointManager under MODEL_DIR/checkpoints: asynchronous saves of the train
   state (and of an input pipeline's own state), atomic (each step is written into a temporary directory and
-  renamed once complete; only complete steps are listed or restored), the last N and every K-th kept.
+  renamed once complete; only complete steps are listed or restored), the last N and every K-th kept. Each
+  step records a manifest of its files (vlm.manifests) before its commit; a restore checks it and falls back to
+  the newest step that is intact.
 - Foreign formats: HF safetensors (read / write, atomic) and big_vision .npz (read with pickle disabled).
 - Parameter trees are nested dicts; `flatten` / `unflatten` use 'a/b/c' paths, as big_vision's npz does.
 """
@@ -10,17 +12,21 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import logging
 import os
 import re
 import tempfile
+import warnings
 from typing import Any, Mapping, Sequence
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
+
+from vlm import manifests
 
 MODEL_CONFIG_FILE = "model_config.json"  # the model's geometry, written into MODEL_DIR by training
 
@@ -116,14 +122,21 @@ def unstack_layers(tree: Mapping[str, Any], name: str = "encoderblock") -> dict[
 
 def read_json(path: str) -> dict:
   """A JSON object from a config file, or a CheckpointError naming the file."""
-  try:
-    with open(path) as f:
-      obj = json.load(f)
-  except (json.JSONDecodeError, UnicodeDecodeError) as e:
-    raise CheckpointError(f"{path}: not valid JSON ({e})") from None
+  obj = _load_json(path)
   if not isinstance(obj, dict):
     raise CheckpointError(f"{path}: expected a JSON object, got {type(obj).__name__}")
   return obj
+
+
+def _load_json(path: str) -> Any:
+  """The JSON value in a file, or a CheckpointError naming the file."""
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    if os.path.getsize(path) == 0:
+      raise CheckpointError(f"{path} is empty; expected JSON") from None
+    raise CheckpointError(f"{path}: not valid JSON ({e})") from None
 
 
 def read_hf_weights(directory: str) -> tuple[dict[str, np.ndarray], str]:
@@ -208,6 +221,8 @@ def write_npz(arrays: Mapping[str, np.ndarray], path: str) -> None:
 # ----------------------------------------------------------------------------------------------------------
 
 CHECKPOINTS_DIR = "checkpoints"  # under MODEL_DIR
+DAMAGED_DIR = "damaged_checkpoints"  # under MODEL_DIR: steps whose files no longer match their manifest
+_ORBAX_TMP_SUFFIX = ".orbax-checkpoint-tmp"  # orbax 0.12's name for a step being written (setup.py pins it)
 _STATE, _INPUT = "state", "input_pipeline"  # the items of a step: the train state, the input pipeline's state
 
 
@@ -242,7 +257,73 @@ class _DropOrbaxTracebacks(logging.Filter):
     return True
 
 
-_ORBAX_LOG_FILTER = _DropOrbaxTracebacks()
+class _DropOrbaxNoise(logging.Filter):
+  """Drops two orbax warnings that precede every restore and say nothing wrong: a step's items carry no metadata
+  file of their own (the step has one), and a read-only manager was asked for (restore_params asks for one)."""
+
+  _NOISE = ("Metadata file does not exist: ", "Given directory is read only=")
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not (f"{os.sep}orbax{os.sep}" in record.pathname and str(record.msg).startswith(self._NOISE))
+
+
+_ORBAX_LOG_FILTERS = (_DropOrbaxTracebacks(), _DropOrbaxNoise())
+
+
+def _filter_orbax_logs() -> None:
+  for log_filter in _ORBAX_LOG_FILTERS:  # adding a filter twice keeps one
+    logging.getLogger("absl").addFilter(log_filter)
+
+
+class CheckpointWarning(UserWarning):
+  """A checkpoint step that is skipped (damaged) or restored without verification (saved before manifests)."""
+
+
+def _reason(e: Exception) -> str:
+  """The first line of an orbax / tensorstore error, without the repr of a bound method tensorstore appends."""
+  text = str(e).strip().split("See full TensorStore details")[0].strip()
+  return text.splitlines()[0] if text else type(e).__name__
+
+
+# The JSON files of a step (orbax's metadata; the input pipeline's state), which orbax parses with no word of
+# which file failed.
+# (Not the step's _CHECKPOINT_METADATA: orbax restores the same arrays without it, logging its own error.)
+_JSON_FILES = (f"{_STATE}/_METADATA", f"{_STATE}/_sharding", f"{_INPUT}/metadata")
+
+
+def check_step(step_dir: str) -> str | None:
+  """None if the files of `step_dir` match its manifest, else what does not (the first damaged file).
+
+  A step saved before manifests existed has none: only its JSON metadata can be checked (an empty or cut
+  file), and it is restored otherwise unverified, with a CheckpointWarning saying so.
+  """
+  if manifests.exists(step_dir):
+    return manifests.check(step_dir)
+  paths = [os.path.join(step_dir, rel) for rel in _JSON_FILES]
+  paths += sorted(glob.glob(os.path.join(step_dir, _STATE, "array_metadatas", "*")))
+  for path in paths:
+    if os.path.isfile(path):
+      try:
+        _load_json(path)
+      except CheckpointError as e:
+        return str(e)
+  warnings.warn(f"{step_dir} has no manifest (saved before checkpoints recorded one): restoring it unverified",
+                CheckpointWarning, stacklevel=2)
+  return None
+
+
+def newest_intact_step(model_dir: str) -> tuple[int | None, list[tuple[int, str]]]:
+  """(the newest complete step whose files check out or None, [(step, what is wrong) of newer damaged steps]).
+
+  Reads the disk, changes nothing.
+  """
+  damaged = []
+  for step in reversed(complete_steps(model_dir)):
+    problem = check_step(os.path.join(model_dir, CHECKPOINTS_DIR, str(step)))
+    if problem is None:
+      return step, damaged
+    damaged.append((step, problem))
+  return None, damaged
 
 
 class Checkpointer:
@@ -254,39 +335,71 @@ class Checkpointer:
   and which the next Checkpointer deletes.
 
   `save` returns once the arrays are copied to host memory; they are written by a background thread while
-  training goes on. A write that fails surfaces at the next `save`, `wait` or `close` as CheckpointSaveError.
+  training goes on, which then writes the step's manifest (`_write_manifest`) and commits the step. A write
+  that fails surfaces at the next `save`, `wait` or `close` as CheckpointSaveError.
 
   Kept: the last `keep` steps (None: all), and every step that is a multiple of `keep_period`.
   """
 
-  def __init__(self, model_dir: str, period: int, keep: int | None = 3, keep_period: int | None = None,
-               async_save: bool = True):
+  def __init__(self, model_dir: str, period: int, keep: int | None = 3, keep_period: int | None = None):
     if keep is not None and keep < 1:
       raise ValueError(f"keep_checkpoints={keep}: keep at least the latest checkpoint (None keeps all)")
     self.model_dir = os.path.abspath(model_dir)
     self.directory = os.path.join(self.model_dir, CHECKPOINTS_DIR)
     self.period = period
+    self._saving: int | None = None  # the step of the save in flight (orbax runs one at a time)
     policies = [ocp.checkpoint_managers.LatestN(keep)]
     if keep_period:
       policies.append(ocp.checkpoint_managers.EveryNSteps(keep_period))
     options = ocp.CheckpointManagerOptions(
         preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies),
-        enable_async_checkpointing=async_save, cleanup_tmp_directories=True, create=True)
-    logging.getLogger("absl").addFilter(_ORBAX_LOG_FILTER)
+        async_options=ocp.AsyncOptions(post_finalization_callback=self._write_manifest),
+        cleanup_tmp_directories=True, create=True)
+    _filter_orbax_logs()
     self.manager = ocp.CheckpointManager(self.directory, item_names=(_STATE, _INPUT), options=options)
 
-  def latest_step(self) -> int | None:
-    """The newest complete step on disk, once the save in flight (if any) has finished.
+  def _write_manifest(self) -> None:
+    """Orbax calls this in its background thread once every process has written its files of the step, before
+    it commits the step: a committed step has its manifest. One process lists the files of all."""
+    if jax.process_index() != 0:
+      return
+    final = os.path.join(self.directory, str(self._saving))
+    tmp = f"{final}{_ORBAX_TMP_SUFFIX}"  # POSIX: written under this name, renamed at commit; GCS: in place
+    manifests.write(tmp if os.path.isdir(tmp) else final)
 
-    In a multi-host run every process gets process 0's answer, so all restore the same step even on a file
-    system that shows the processes a new directory at different times.
+  def latest_step(self) -> int | None:
+    """The newest complete step on disk whose files match its manifest, once the save in flight has finished.
+
+    Damaged newer steps are moved out of the way, to MODEL_DIR/damaged_checkpoints (a warning names each), so
+    that the run saves those steps again. In a multi-host run process 0 checks and every process gets its
+    answer, so all restore the same step even on a file system that shows them a directory at different times.
     """
     self.wait()
-    steps = complete_steps(self.model_dir)
-    step = steps[-1] if steps else -1
+    step = -1
+    if jax.process_index() == 0:
+      found, damaged = newest_intact_step(self.model_dir)
+      for bad, problem in damaged:
+        moved = self._move_aside(bad)
+        warnings.warn(f"checkpoint {os.path.join(self.directory, str(bad))} is damaged ({problem}); skipping it "
+                      f"(moved to {moved})", CheckpointWarning, stacklevel=2)
+      if damaged:
+        self.manager.reload()
+      step = -1 if found is None else found
     if jax.process_count() > 1:
       step = int(multihost_utils.broadcast_one_to_all(np.int32(step)))
+      self.manager.reload()
     return None if step < 0 else step
+
+  def _move_aside(self, step: int) -> str:
+    """Moves a damaged step to MODEL_DIR/damaged_checkpoints/<step>[.n] (kept for a post-mortem); its path."""
+    aside = os.path.join(self.model_dir, DAMAGED_DIR)
+    os.makedirs(aside, exist_ok=True)
+    target, n = os.path.join(aside, str(step)), 0
+    while os.path.exists(target):
+      n += 1
+      target = os.path.join(aside, f"{step}.{n}")
+    os.rename(os.path.join(self.directory, str(step)), target)
+    return target
 
   def should_save(self, step: int, force: bool = False) -> bool:
     """Whether `step` ends a period (or `force`) and is not saved (or being saved) already."""
@@ -298,6 +411,8 @@ class Checkpointer:
     if input_state is not None:
       items[_INPUT] = ocp.args.JsonSave(input_state)
     with self._reporting_failures():
+      self.manager.wait_until_finished()  # the manifest of the save in flight reads `_saving`
+      self._saving = step
       self.manager.save(step, args=ocp.args.Composite(**items), force=True)
 
   def restore(self, abstract_state: Any, step: int) -> tuple[Any, Any]:
@@ -315,9 +430,9 @@ class Checkpointer:
     try:
       restored = self.manager.restore(step, args=ocp.args.Composite(**items))
     except Exception as e:  # pylint: disable=broad-except  (orbax and tensorstore raise many types)
-      reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-      raise CheckpointError(f"{source} does not restore into this run's state ({reason}); was it written by "
-                            "another configuration? Use another MODEL_DIR") from e
+      raise CheckpointError(f"{source} does not restore into this run's state ({_reason(e)}); "
+                            f"{_checked_what(source)}. Resume with the configuration that saved it, or use "
+                            "another MODEL_DIR") from e
     return restored[_STATE], (restored[_INPUT] if _INPUT in items else None)
 
   def wait(self) -> None:
@@ -340,10 +455,16 @@ class Checkpointer:
     except Exception as e:  # pylint: disable=broad-except  (orbax and tensorstore raise many types)
       steps = complete_steps(self.model_dir)
       kept = f"the last complete checkpoint (step {steps[-1]}) is kept" if steps else "no complete checkpoint exists"
-      reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-      raise CheckpointSaveError(f"saving a checkpoint under {self.directory} failed ({reason}); {kept}. Free disk "
+      raise CheckpointSaveError(f"saving a checkpoint under {self.directory} failed ({_reason(e)}); {kept}. Free disk "
                                 "space or fix the directory's permissions, then run the same command again to "
                                 "resume") from e
+
+
+def _checked_what(step_dir: str) -> str:
+  """What a failed restore of a step that passed `check_step` leaves as its cause, as far as was checked."""
+  if manifests.exists(step_dir):
+    return "its files match their manifest, so what it holds differs from what is asked of it"
+  return "it has no manifest, so whether its files are damaged was not checked"
 
 
 def _check_saved_param_shapes(abstract_params: Any, step_dir: str, leave_out: Sequence[str] = ()) -> None:
@@ -361,21 +482,36 @@ def _check_saved_param_shapes(abstract_params: Any, step_dir: str, leave_out: Se
 
 
 def restore_params(model_dir: str, abstract_params: Any, leave_out: Sequence[str] = ()) -> Any:
-  """Just the parameters of the latest complete checkpoint in MODEL_DIR, as host-local arrays.
+  """Just the parameters of the newest intact checkpoint in MODEL_DIR, as host-local arrays.
+
+  A newer step whose files no longer match its manifest is skipped, with a CheckpointWarning naming it (nothing
+  is moved: a released MODEL_DIR may be read-only).
 
   leave_out: top-level subtrees of the saved parameters not to read (training-only heads, say).
   """
-  steps = complete_steps(model_dir)
-  if not steps:
+  if not complete_steps(model_dir):
     raise CheckpointError(f"{model_dir}: no complete checkpoint under {os.path.join(model_dir, CHECKPOINTS_DIR)}")
+  _filter_orbax_logs()
+  step, damaged = newest_intact_step(model_dir)
+  for bad, problem in damaged:
+    warnings.warn(f"checkpoint {os.path.join(model_dir, CHECKPOINTS_DIR, str(bad))} is damaged ({problem}); "
+                  "skipping it", CheckpointWarning, stacklevel=2)
+  if step is None:
+    raise CheckpointError(f"{model_dir}: every checkpoint is damaged (the newest, step {damaged[0][0]}: "
+                          f"{damaged[0][1]})")
+  step_dir = os.path.join(model_dir, CHECKPOINTS_DIR, str(step))
   sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), abstract_params)
-  _check_saved_param_shapes(abstract_params, os.path.join(model_dir, CHECKPOINTS_DIR, str(steps[-1])), leave_out)
+  _check_saved_param_shapes(abstract_params, step_dir, leave_out)
   item = {"params": target}
   # Read-only: a released MODEL_DIR may sit on a file system this process cannot write.
   options = ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0)
-  with ocp.CheckpointManager(os.path.join(os.path.abspath(model_dir), CHECKPOINTS_DIR),
-                             item_names=(_STATE, _INPUT), options=options) as manager:
-    restored = manager.restore(steps[-1], args=ocp.args.Composite(**{_STATE: ocp.args.PyTreeRestore(
-        item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item), partial_restore=True)}))
+  try:
+    with ocp.CheckpointManager(os.path.join(os.path.abspath(model_dir), CHECKPOINTS_DIR),
+                               item_names=(_STATE, _INPUT), options=options) as manager:
+      restored = manager.restore(step, args=ocp.args.Composite(**{_STATE: ocp.args.PyTreeRestore(
+          item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item), partial_restore=True)}))
+  except Exception as e:  # pylint: disable=broad-except  (orbax and tensorstore raise many types)
+    raise CheckpointError(f"{step_dir} does not restore into this model's parameters ({_reason(e)}); "
+                          f"{_checked_what(step_dir)}") from e
   return restored[_STATE]["params"]

@@ -35,22 +35,45 @@ def initialize_distributed(coordinator_address: str | None = None, num_processes
   """Joins this process to a multi-process JAX runtime when the flags or the environment ask for one.
 
   Must run before anything else touches a JAX backend. Nothing happens for a plain single-process run.
-  Arguments left None are filled in by `jax.distributed.initialize` from JAX_COORDINATOR_ADDRESS or the
-  cluster it detects (SLURM, Open MPI, Cloud TPU, Kubernetes). Given all three, cluster detection is off:
-  it would also pin each process to one GPU (SLURM_LOCALID), while a process started with explicit flags
-  (one per node, say) keeps every device it sees.
+  Arguments left None are read from JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID, and what is
+  still None is filled in by `jax.distributed.initialize` from the cluster it detects (SLURM, Open MPI, Cloud
+  TPU, Kubernetes). Given all three, cluster detection is off: it would also pin each process to one GPU
+  (SLURM_LOCALID), while a process started with explicit flags (one per node, say) keeps every device it sees.
 
   Returns:
     whether jax.distributed was initialised.
   """
+  coordinator_address = coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS") or None
+  num_processes = _from_env(num_processes, "JAX_NUM_PROCESSES")
+  process_id = _from_env(process_id, "JAX_PROCESS_ID")
   flags = (coordinator_address, num_processes, process_id)
-  if all(v is None for v in flags) and not (os.environ.get("JAX_COORDINATOR_ADDRESS") or _multi_process_launch()):
+  if all(v is None for v in flags) and not _multi_process_launch():
     return False
+  if coordinator_address is not None:
+    _check_address(coordinator_address)
   # CPU processes exchange collectives through gloo (bundled with jaxlib); GPU and TPU use their own fabric,
   # so this only matters on CPU (localhost simulation, CPU clusters).
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
   jax.distributed.initialize(*flags, cluster_detection_method="deactivate" if None not in flags else None)
   return True
+
+
+def _from_env(value: int | None, name: str) -> int | None:
+  """`value`, or else the integer in environment variable `name`, or None."""
+  if value is not None or not os.environ.get(name):
+    return value
+  try:
+    return int(os.environ[name])
+  except ValueError:
+    raise ValueError(f"{name}={os.environ[name]!r} is not an integer") from None
+
+
+def _check_address(address: str) -> None:
+  """HOST:PORT with a port number, before JAX tries it (a bad one crashes or waits for a coordinator forever)."""
+  host, _, port = address.rpartition(":")
+  if not host or not port.isdigit() or not 0 < int(port) < 65536:
+    raise ValueError(f"coordinator address {address!r} is not HOST:PORT with a port number 1-65535 (for example "
+                     "--coordinator_address=10.0.0.1:12345)")
 
 
 def _multi_process_launch() -> bool:

@@ -3,7 +3,9 @@
   python -m vlm.train --gin_file=gin_configs/runs/siglip_tiny_synthetic.gin [--gin.TRAIN_STEPS=100 ...]
 
 Writes under MODEL_DIR: orbax checkpoints (checkpoints/), TensorBoard events (train/, eval/), metrics.jsonl,
-config.gin (the full configuration as run) and loss.png. Re-running the same command resumes.
+config.gin (the full configuration as run) and loss.png. Re-running the same command resumes, from the newest
+checkpoint whose files match its manifest (a damaged newer one is moved to damaged_checkpoints/, with a
+warning). One run at a time: while a run holds MODEL_DIR (run.lock), a second is refused, naming it.
 
 Multi-host: run the same command in every process, adding --coordinator_address, --num_processes and
 --process_id where the environment does not provide them (README, "Multi-host"). Every process computes;

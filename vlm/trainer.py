@@ -15,7 +15,9 @@ Resume. A checkpoint holds the parameters, the optimizer state and the step; not
 exactly where the run stopped: the step's randomness is `fold_in(key(seed + 1), step)`, a function of the
 step, and this project's datasets are pure in the step. A pipeline that does keep a position of its own (an
 iterator over files, say) gives `state_dict()` -> JSON-serialisable and `load_state_dict(state)`: its state
-is saved inside each checkpoint and restored with it (vlm.checkpoints.Checkpointer).
+is saved inside each checkpoint and restored with it (vlm.checkpoints.Checkpointer). A run resumes from the
+newest step whose files match the manifest written at its save (vlm.manifests), and holds MODEL_DIR alone
+while it runs (vlm.run_lock).
 
 Optional extras of a model: `warm_start(params) -> params` (pretrained towers loaded into a fresh state) and
 `num_tokens(batch) -> scalar` (the tokens a batch holds, for tokens_per_sec; by default the non-padding ids of
@@ -37,14 +39,17 @@ state. After each update the copy moves to m * teacher + (1 - m) * the new param
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
 import math
 import os
+import re
+import shutil
 import sys
 import time
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 import flax.linen as nn
 import flax.struct
@@ -60,6 +65,7 @@ from vlm import checkpoints
 from vlm import ema
 from vlm import optim
 from vlm import partitioning
+from vlm import run_lock
 from vlm import summaries
 
 
@@ -357,11 +363,15 @@ def _initial_state(model: Model, fns: StepFunctions, partitioner: partitioning.P
 
 
 def check_model_dir(model_dir: str) -> None:
-  """Fails before any compile if MODEL_DIR cannot be written (permissions, a file in the way, a full disk)."""
+  """Fails before any compile if MODEL_DIR cannot be written (permissions, a file in the way, a full disk).
+
+  Changes nothing: a directory it must create to probe is removed again (the run creates it once it starts).
+  """
   if not isinstance(model_dir, (str, os.PathLike)) or not os.fspath(model_dir):
     raise ValueError(f"MODEL_DIR must be a directory path, a quoted string in gin (--gin.MODEL_DIR=\"'/tmp/run'\"); "
                      f"got {model_dir!r}")
   probe = os.path.join(model_dir, f".write_test.{jax.process_index()}")  # the processes probe at once
+  created = _outermost_missing(model_dir)
   try:
     os.makedirs(model_dir, exist_ok=True)
     try:
@@ -373,6 +383,21 @@ def check_model_dir(model_dir: str) -> None:
   except OSError as e:
     raise OSError(f"MODEL_DIR {model_dir} is not writable ({e.strerror}); free space or fix its permissions, "
                   "or choose another with --gin.MODEL_DIR=\"'...'\"") from None
+  finally:
+    if created:
+      _remove_empty_dirs(os.path.abspath(model_dir), created)
+
+
+def _remove_empty_dirs(path: str, top: str) -> None:
+  """Removes `path` and its parents up to `top` while they are empty (another process may be probing too)."""
+  while True:
+    try:
+      os.rmdir(path)
+    except OSError:
+      return
+    if path == top:
+      return
+    path = os.path.dirname(path)
 
 
 def device_peak_flops(device_kind: str) -> float | None:
@@ -511,6 +536,7 @@ def train(model: Model = gin.REQUIRED, train_data: Dataset = gin.REQUIRED, *, mo
                 log_period=log_period, microbatches=microbatches,
                 **({} if eval_period is None else {"EVAL_PERIOD": eval_period}))
   check_model_dir(model_dir)
+  _check_frozen_params(frozen_params)
   partitioner = partitioner or partitioning.Partitioner()
   partitioner.check_batch_size(batch_size)
   _check_microbatches(batch_size, microbatches, partitioner)
@@ -521,43 +547,104 @@ def train(model: Model = gin.REQUIRED, train_data: Dataset = gin.REQUIRED, *, mo
   example = _example_batch(partitioner, train_data, batch_size)
   fns = build_step_functions(model, tx, partitioner, example, seed, microbatches, frozen_params)
   n_params = partitioning.count_params(fns.abstract_state.params)
-  ckpt = checkpoints.Checkpointer(model_dir, checkpoint_period, keep=keep_checkpoints, keep_period=keep_period)
   main_process = jax.process_index() == 0
   writer = _NoSummaries()
   results: dict[str, float] = {}
-  try:
-    start = ckpt.latest_step()
-    if start is not None and start > train_steps:
-      raise ValueError(f"MODEL_DIR {model_dir} already holds a checkpoint at step {start}, past TRAIN_STEPS="
-                       f"{train_steps}; raise TRAIN_STEPS or use another MODEL_DIR")
-    if start is None:
-      state, start = _initial_state(model, fns, partitioner, seed), 0
-    else:
-      with partitioner.context():
-        state, input_state = ckpt.restore(fns.abstract_state, start)
-      _load_input_state(train_data, input_state)
-    _record_model_config(model_dir, model.config_json())
-    if on_start is not None and main_process:
-      on_start()
-    if main_process:
-      print(f"model: {n_params:,} parameters; mesh {dict(partitioner.mesh.shape)}; "
-            f"{'resuming from step ' + str(start) if start else 'starting from scratch'}; MODEL_DIR={model_dir}",
-            flush=True)
-    throughput = _throughput(model, fns, example, batch_size, microbatches, partitioner, flops_per_example,
-                             peak_flops_per_device)
-    if main_process:
-      writer = summaries.SummaryWriter(model_dir, start)
-    state = _loop(state, start, train_steps, batch_size, fns, partitioner, train_data, ckpt, writer, throughput,
-                  schedule, log_period, progress and main_process, lambda step: _phase(model, step),
-                  lambda step, st: _evaluate(model, st, evaluator, step, writer, partitioner, eval_period))
-    _maybe_save(ckpt, train_steps, state, train_data, force=True)
-    ckpt.wait()  # a failed final save is reported before the evaluation, not after it
-    if evaluator is not None and start < train_steps:  # a finished run re-run evaluates nothing new
-      results = _evaluate(model, state, evaluator, train_steps, writer, partitioner, None, force=True)
-  finally:
-    ckpt.close()
-    writer.close()
+  with _claimed(model_dir) as mark_started:
+    ckpt = checkpoints.Checkpointer(model_dir, checkpoint_period, keep=keep_checkpoints, keep_period=keep_period)
+    try:
+      start = ckpt.latest_step()
+      if start is not None and start > train_steps:
+        raise ValueError(f"MODEL_DIR {model_dir} already holds a checkpoint at step {start}, past TRAIN_STEPS="
+                         f"{train_steps}; raise TRAIN_STEPS or use another MODEL_DIR")
+      if start is None:
+        state, start = _initial_state(model, fns, partitioner, seed), 0
+      else:
+        with partitioner.context():
+          state, input_state = ckpt.restore(fns.abstract_state, start)
+        _load_input_state(train_data, input_state)
+      mark_started()
+      _record_model_config(model_dir, model.config_json())
+      if on_start is not None and main_process:
+        on_start()
+      if main_process:
+        print(f"model: {n_params:,} parameters; mesh {dict(partitioner.mesh.shape)}; "
+              f"{'resuming from step ' + str(start) if start else 'starting from scratch'}; MODEL_DIR={model_dir}",
+              flush=True)
+      throughput = _throughput(model, fns, example, batch_size, microbatches, partitioner, flops_per_example,
+                               peak_flops_per_device)
+      if main_process:
+        writer = summaries.SummaryWriter(model_dir, start)
+      state = _loop(state, start, train_steps, batch_size, fns, partitioner, train_data, ckpt, writer, throughput,
+                    schedule, log_period, progress and main_process, lambda step: _phase(model, step),
+                    lambda step, st: _evaluate(model, st, evaluator, step, writer, partitioner, eval_period))
+      _maybe_save(ckpt, train_steps, state, train_data, force=True)
+      ckpt.wait()  # a failed final save is reported before the evaluation, not after it
+      if evaluator is not None and start < train_steps:  # a finished run re-run evaluates nothing new
+        results = _evaluate(model, state, evaluator, train_steps, writer, partitioner, None, force=True)
+    finally:
+      ckpt.close()
+      writer.close()
   return results
+
+
+@contextlib.contextmanager
+def _claimed(model_dir: str) -> Iterator[Callable[[], None]]:
+  """MODEL_DIR, created if missing and held by this run alone (vlm.run_lock) while the block runs.
+
+  Process 0 takes the lock for every process of the run. Yields `mark_started`, to call once the run has a
+  state to write: a run that fails before that removes the directories it created (never one it found).
+  """
+  created = _outermost_missing(model_dir)
+  os.makedirs(model_dir, exist_ok=True)
+  started = []
+  try:
+    with _run_lock(model_dir):
+      yield lambda: started.append(True)
+  except BaseException:
+    if created and not started and jax.process_index() == 0:
+      shutil.rmtree(created, ignore_errors=True)
+    raise
+
+
+def _outermost_missing(path: str) -> str | None:
+  """The outermost directory of `path` that does not exist yet (the one makedirs would create first), or None."""
+  path, missing = os.path.abspath(path), None
+  while not os.path.exists(path):
+    path, missing = os.path.dirname(path), path
+  return missing
+
+
+@contextlib.contextmanager
+def _run_lock(model_dir: str) -> Iterator[None]:
+  """MODEL_DIR's lock, taken by process 0 alone; the other processes stop with it if it cannot take it."""
+  lock, error = None, None
+  if jax.process_index() == 0:
+    try:
+      lock = run_lock.RunLock(model_dir)
+      lock.acquire()
+    except (run_lock.RunLockError, OSError) as e:
+      lock, error = None, e
+  if jax.process_count() > 1 and not int(multihost_utils.broadcast_one_to_all(np.int32(error is None))):
+    error = error or run_lock.RunLockError(f"process 0 could not take the lock of MODEL_DIR {model_dir}; its "
+                                           "error says why")
+  if error is not None:
+    raise error
+  try:
+    yield
+  finally:
+    if lock is not None:
+      lock.release()
+
+
+def _check_frozen_params(frozen_params: str | None) -> None:
+  """An invalid frozen_params regex, named with the regex error, before anything is built."""
+  if frozen_params:
+    try:
+      re.compile(frozen_params)
+    except re.error as e:
+      raise ValueError(f"frozen_params={frozen_params!r} is not a valid regular expression ({e}); fix the "
+                       "pattern (paths look like 'img/Transformer/encoderblock/...')") from None
 
 
 def _check_microbatches(batch_size: int, microbatches: int, partitioner: partitioning.Partitioner) -> None:
