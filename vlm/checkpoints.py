@@ -70,14 +70,14 @@ def check_shapes(expected: Mapping[str, Any], got: Mapping[str, Any], source: st
   for path in want:
     if path not in have:
       raise CheckpointError(f"{source}: parameter {path} is missing (the checkpoint has "
-                            f"{len(have)} others); is it for a different model?")
+                            f"{len(have)} others): it holds another architecture than the model config's")
     if tuple(want[path].shape) != tuple(np.shape(have[path])):
       raise CheckpointError(f"{source}: parameter {path} has shape {tuple(np.shape(have[path]))} but the "
                             f"model config expects {tuple(want[path].shape)}")
   extra = sorted(set(have) - set(want))
   if extra:
     raise CheckpointError(f"{source}: parameter {extra[0]} is not in the model "
-                          f"({len(extra)} unexpected in all); is it for a different model?")
+                          f"({len(extra)} unexpected in all): it holds another architecture than the model config's")
 
 
 _BLOCK = re.compile(r"^(.*)_(\d+)$")

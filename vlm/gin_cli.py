@@ -20,6 +20,7 @@ import logging
 import os
 import re
 import sys
+import warnings
 from typing import Iterator, Sequence
 
 import gin
@@ -28,7 +29,14 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
-  """argparse, but a bad command line ends as every other user error does: one `error:` line, exit code 1."""
+  """argparse, but a bad command line ends as every other user error does: one `error:` line, exit code 1.
+
+  The program's warnings read the same way (`warning: ...`), without Python's quoted source line.
+  """
+
+  def __init__(self, *args, **kwargs):
+    super().__init__(*args, **kwargs)
+    warnings.formatwarning = lambda message, *_, **__: f"warning: {message}\n"
 
   def error(self, message: str):
     print(f"error: {message} (python -m {self.prog} --help lists the flags)", file=sys.stderr)
@@ -52,8 +60,8 @@ def parser(prog: str, description: str,
                  help="comma-separated directories for relative gin files and includes")
   p.add_argument("--debug", action="store_true", help="show full tracebacks instead of one-line errors")
   multihost = p.add_argument_group(
-      "multi-host", "one process of a jax.distributed run; left out, they come from JAX_COORDINATOR_ADDRESS "
-                    "or the cluster launcher (SLURM, Open MPI, Cloud TPU), if any")
+      "multi-host", "one process of a jax.distributed run; left out, they come from JAX_COORDINATOR_ADDRESS, "
+      "JAX_NUM_PROCESSES and JAX_PROCESS_ID or the cluster launcher (SLURM, Open MPI, Cloud TPU), if any")
   multihost.add_argument("--coordinator_address", metavar="HOST:PORT",
                          help="address of process 0, where the processes meet")
   multihost.add_argument("--num_processes", type=int, metavar="N", help="how many processes take part")
