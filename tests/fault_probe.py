@@ -322,6 +322,18 @@ def cases(paths: dict[str, str], work: str) -> list[Case]:
     damage(directory, how)
     out.append(Case(f"resume: newest step {how}d", train(f"--gin.MODEL_DIR='{directory}'", "--gin.TRAIN_STEPS=6"),
                     expect="ok", check=resumed_from(2), timeout=600))
+  # A second run on a MODEL_DIR that a live run holds is refused, naming the holder.
+  held = fresh("held")
+  second = [sys.executable, "-m", "vlm.train", f"--gin_file={SIGLIP_RUN}", *TINY, f"--gin.MODEL_DIR='{held}'"]
+  first = second[:3] + ["--gin.TRAIN_STEPS=100000"] + second[3:]
+  out.append(Case("train: a second run on a held MODEL_DIR", ["API", f"""  import os, subprocess, sys, time
+  first = subprocess.Popen({first!r}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  while not os.path.exists(os.path.join({held!r}, "run.lock")) and first.poll() is None:
+    time.sleep(0.2)
+  r = subprocess.run({second!r}, capture_output=True, text=True, timeout=200)
+  first.kill()
+  lines = [l for l in r.stderr.splitlines() if l.startswith("error:")]
+  assert r.returncode == 1 and len(lines) == 1 and "pid" in lines[0], r.stderr[-500:]"""], expect="ok", timeout=400))
   empty_meta = _copy_run(siglip, os.path.join(work, "empty_meta"))
   open(os.path.join(empty_meta, "model_config.json"), "w").close()
   out.append(Case("load: empty model_config.json", ["API", f"  import encoders.siglip as s; s.load({empty_meta!r})"],
