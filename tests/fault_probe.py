@@ -325,7 +325,7 @@ def cases(paths: dict[str, str], work: str) -> list[Case]:
   # A second run on a MODEL_DIR that a live run holds is refused, naming the holder.
   held = fresh("held")
   second = [sys.executable, "-m", "vlm.train", f"--gin_file={SIGLIP_RUN}", *TINY, f"--gin.MODEL_DIR='{held}'"]
-  first = second[:3] + ["--gin.TRAIN_STEPS=100000"] + second[3:]
+  first = second + ["--gin.TRAIN_STEPS=100000"]  # (the later binding wins)
   out.append(Case("train: a second run on a held MODEL_DIR", ["API", f"""  import os, subprocess, sys, time
   first = subprocess.Popen({first!r}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   while not os.path.exists(os.path.join({held!r}, "run.lock")) and first.poll() is None:
