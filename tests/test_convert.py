@@ -12,7 +12,7 @@ import pytest
 from encoders import siglip
 from tests import hf_fixtures
 from tests.cli_errors import assert_one_line_error
-from vlm import convert, ul2
+from vlm import checkpoints, convert, ul2
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -112,7 +112,7 @@ def test_a_failed_conversion_leaves_nothing_behind(tmp_path, capsys):
   from encoders import siglip_checkpoints, vit as vit_lib  # pylint: disable=import-outside-toplevel
   config = siglip.SigLIPConfig(image=vit_lib.config("pico/4", image_size=16, head_dim=8))
   params = jax_random_params(siglip_checkpoints.abstract_params(config))
-  convert.write_model_dir(str(tmp_path / "headed"), config.to_json(), params)
+  checkpoints.write_model_dir(str(tmp_path / "headed"), config.to_json(), params)
   result = run(["--from", tmp_path / "headed", "--to", tmp_path / "out", "--format", "hf"], capsys)
   assert_one_line_error(result, "HF SigLIP has no image head")
   assert sorted(os.listdir(tmp_path)) == ["headed"]

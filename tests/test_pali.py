@@ -10,7 +10,7 @@ from encoders import text as text_lib
 from encoders import vit as vit_lib
 from tasks import scene_pali, scene_tasks
 from tests import hf_fixtures
-from vlm import checkpoints, convert, model as model_lib, optim, partitioning, trainer, ul2, ul2_checkpoints
+from vlm import checkpoints, model as model_lib, optim, partitioning, trainer, ul2, ul2_checkpoints
 
 IMAGE_SIZE = 16
 LENGTHS = {"inputs": 12, "targets": 6}
@@ -130,7 +130,7 @@ def test_siglip_warm_start_converts_the_scan_layout(tmp_path, source_scan):
   siglip_config = siglip.SigLIPConfig(image=image)
   siglip_params = nn_unbox(siglip.TwoTower(siglip_config).init(
       jax.random.key(3), jnp.zeros((1, IMAGE_SIZE, IMAGE_SIZE, 3)), method=siglip.TwoTower.encode_image)["params"])
-  convert.write_model_dir(str(tmp_path / "siglip"), siglip_config.to_json(), siglip_params)
+  checkpoints.write_model_dir(str(tmp_path / "siglip"), siglip_config.to_json(), siglip_params)
   model = tiny(siglip_checkpoint=str(tmp_path / "siglip"))
   model.config = model_lib.PaLIConfig(vit=dataclass_replace(model.config.vit, scan=not source_scan),
                                       ul2=model.config.ul2)
@@ -150,7 +150,7 @@ def test_pali_warm_start_converts_the_scan_layout(tmp_path, source_scan):
 
   previous = pali(source_scan)
   previous_params = host_params(previous)
-  convert.write_model_dir(str(tmp_path / "stage1"), previous.config_json(), previous_params)
+  checkpoints.write_model_dir(str(tmp_path / "stage1"), previous.config_json(), previous_params)
   model = pali(not source_scan, pali_checkpoint=str(tmp_path / "stage1"))
   params = host_params(model)
   warm = model.warm_start(params)
@@ -177,7 +177,7 @@ def test_warm_starts_refuse_another_function_with_the_same_shapes(tmp_path):
                                 "file, or warm-start from a matching checkpoint")
   # A PaLI MODEL_DIR: its ViT and its UL2 are compared alike.
   previous = tiny()
-  convert.write_model_dir(str(tmp_path / "stage1"), previous.config_json(), host_params(previous))
+  checkpoints.write_model_dir(str(tmp_path / "stage1"), previous.config_json(), host_params(previous))
   for vit_field, ul2_field in [({"layer_norm_eps": 1e-5}, {}), ({"activation": "gelu"}, {}),
                                ({}, {"max_distance": 64})]:
     model = model_lib.PaLIModel(vit=dataclass_replace(previous.config.vit, **vit_field),

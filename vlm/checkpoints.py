@@ -481,6 +481,18 @@ def _check_saved_param_shapes(abstract_params: Any, step_dir: str, leave_out: Se
   check_shapes(abstract_params, jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), saved), step_dir)
 
 
+def write_model_dir(directory: str, config_json: dict, params: Any) -> None:
+  """A MODEL_DIR as training leaves it, parameters only: model_config.json and one checkpoint (step 0, with
+  its manifest), which load functions and warm starts read (vlm.convert writes project checkpoints so)."""
+  os.makedirs(directory, exist_ok=True)
+  write_json(config_json, os.path.join(directory, MODEL_CONFIG_FILE))
+  ckpt = Checkpointer(directory, period=1)
+  try:
+    ckpt.save(0, {"params": jax.tree.map(np.asarray, params)})
+  finally:
+    ckpt.close()
+
+
 def restore_params(model_dir: str, abstract_params: Any, leave_out: Sequence[str] = ()) -> Any:
   """Just the parameters of the newest intact checkpoint in MODEL_DIR, as host-local arrays.
 

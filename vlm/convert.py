@@ -31,9 +31,6 @@ import sys
 import tempfile
 from typing import Any, Iterator, Sequence
 
-import jax
-import numpy as np
-
 from vlm import checkpoints
 from vlm import gin_cli
 
@@ -81,7 +78,7 @@ def _kind(path: str) -> str:
 def write(kind: str, config: Any, params: Any, path: str, fmt: str, naflex: bool = False) -> None:
   """Writes `params` of a `kind` model at `path` (which must not exist yet) in format `fmt`."""
   if fmt == "project":
-    write_model_dir(path, config.to_json(), params)
+    checkpoints.write_model_dir(path, config.to_json(), params)
   elif kind == "ul2":
     from vlm import ul2_checkpoints  # pylint: disable=import-outside-toplevel
     ul2_checkpoints.write_hf(config, params, path)
@@ -91,17 +88,6 @@ def write(kind: str, config: Any, params: Any, path: str, fmt: str, naflex: bool
       siglip_checkpoints.write_hf(config, params, path, model_type="siglip2" if naflex else "siglip")
     else:
       siglip_checkpoints.write_big_vision(config, params, path, naflex=naflex)
-
-
-def write_model_dir(directory: str, config_json: dict, params: Any) -> None:
-  """A MODEL_DIR as training leaves it, parameters only: model_config.json and one orbax checkpoint (step 0)."""
-  os.makedirs(directory, exist_ok=True)
-  checkpoints.write_json(config_json, os.path.join(directory, checkpoints.MODEL_CONFIG_FILE))
-  ckpt = checkpoints.Checkpointer(directory, period=1, async_save=False)
-  try:
-    ckpt.save(0, {"params": jax.tree.map(np.asarray, params)})
-  finally:
-    ckpt.close()
 
 
 def check_target(kind: str, target: str, fmt: str, naflex: bool, overwrite: bool, source: str) -> None:
