@@ -448,3 +448,27 @@ def relaxed_accuracy(predictions: Sequence[str], references: Sequence[str]) -> f
   """
   _check_pairs("relaxed_accuracy", predictions, references, nested=False)
   return float(100.0 * np.mean([_relaxed_match(p, r) for p, r in zip(predictions, references)]))
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Localisation: boxes (y0, x0, y1, x1) in pixels.
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
+  """Intersection over union of two boxes (y0, x0, y1, x1); 0 when the union is empty."""
+  inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+  union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+  return inter / union if union > 0 else 0.0
+
+
+def refexp_accuracy(predicted: Sequence[Sequence[float] | None], targets: Sequence[Sequence[float]]) -> float:
+  """RefCOCO accuracy: percent of expressions whose predicted box has IoU >= 0.5 with the target.
+
+  Args:
+    predicted: one box per expression, or None where the answer named no box (counted wrong).
+    targets: the referred boxes, in the same pixels.
+  """
+  if len(predicted) != len(targets) or not targets:
+    raise ValueError(f"refexp_accuracy got {len(predicted)} predicted boxes but {len(targets)} targets")
+  return float(100.0 * np.mean([p is not None and box_iou(p, t) >= 0.5 for p, t in zip(predicted, targets)]))

@@ -1,0 +1,194 @@
+"""`python -m vlm.eval` on a tiny PaLI the test trains, over tiny files in every benchmark's own layout: outputs
+written, every metric equal to vlm.metrics on the same predictions, missing images counted, bad input one line."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+from encoders import vit as vit_lib
+from tasks import benchmark_files, locations, scene_pali, scene_tasks
+from tests.cli_errors import assert_one_line_error
+from vlm import metrics, model as model_lib, optim, partitioning, trainer, transfer_eval, ul2
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GIN = "gin_configs/runs/eval_transfer.gin"
+SIZE = 16
+SCORERS = {  # task -> (metric, how a human scores the json's predictions with vlm.metrics)
+    "coco_captions": ("cider", lambda p, r: metrics.cider(p, r)),
+    "coco_karpathy": ("cider", lambda p, r: metrics.cider(p, r)),
+    "vqav2": ("vqa_accuracy", lambda p, r: metrics.vqa_accuracy(p, r)),
+    "textvqa": ("vqa_accuracy", lambda p, r: metrics.vqa_accuracy(p, r)),
+    "docvqa": ("anls", lambda p, r: metrics.anls(p, r)),
+    "chartqa": ("relaxed_accuracy", lambda p, r: metrics.relaxed_accuracy(p, [refs[0] for refs in r])),
+}
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+  directory = tmp_path_factory.mktemp("pali")
+  model = model_lib.PaLIModel(vit=vit_lib.config("pico/4", image_size=SIZE, pool_type="none"),
+                              ul2=ul2.config("pico", vocab_size=scene_pali.vocab_size()), max_decode_len=6,
+                              vocabulary=scene_pali.vocabulary(), prompt_length=12)
+  trainer.train(model, scene_pali.SceneTaskBatches(SIZE, {"inputs": 12, "targets": 6}, "vqa"),
+                model_dir=str(directory), train_steps=2, batch_size=8, optimizer=optim.adamw, learning_rate=1e-3,
+                partitioner=partitioning.Partitioner(devices=jax.devices()[:1]), checkpoint_period=2,
+                progress=False)
+  return directory
+
+
+def _image(path, index, height=48, width=48):
+  image = scene_tasks.example(0, index, "validation", "caption", 48)["image"]
+  pixels = Image.fromarray(((image + 1) * 127.5).astype(np.uint8)).resize((width, height))
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  pixels.save(path)
+
+
+def _json(path, obj):
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, "w") as f:
+    json.dump(obj, f)
+
+
+def write_benchmarks(root) -> None:
+  """Two or three examples of every benchmark, in its own layout, under the paths eval_transfer.gin names."""
+  root = str(root)
+  for i in range(3):
+    _image(f"{root}/coco/val2017/{i:012d}.jpg", i)
+    _image(f"{root}/coco/val2014/COCO_val2014_{i:012d}.jpg", i)
+    _image(f"{root}/textvqa/train_images/t{i}.jpg", i)
+    _image(f"{root}/docvqa/val/documents/d{i}.png", i)
+    _image(f"{root}/chartqa/test/png/c{i}.png", i)
+  _image(f"{root}/coco/train2014/r0.jpg", 0, 40, 64)  # RefCOCO images of two sizes
+  _image(f"{root}/coco/train2014/r1.jpg", 1)
+  _json(f"{root}/coco/annotations/captions_val2017.json", {
+      "images": [{"id": i, "file_name": f"{i:012d}.jpg"} for i in range(3)],
+      "annotations": [{"image_id": i, "caption": c} for i in range(3) for c in ("a red circle", "one circle")]})
+  _json(f"{root}/coco/dataset_coco.json", {"images": [
+      {"filepath": "val2017", "filename": f"{i:012d}.jpg", "split": split, "cocoid": i,
+       "sentences": [{"raw": "a blue square ."}, {"raw": "two shapes"}]}
+      for i, split in enumerate(("test", "test", "train"))]})
+  _json(f"{root}/vqav2/v2_OpenEnded_mscoco_val2014_questions.json", {
+      "data_subtype": "val2014",
+      "questions": [{"image_id": i, "question": "how many circles are there?", "question_id": 10 + i}
+                    for i in range(3)]})
+  _json(f"{root}/vqav2/v2_mscoco_val2014_annotations.json", {"annotations": [
+      {"question_id": 10 + i, "multiple_choice_answer": "2",
+       "answers": [{"answer": a, "answer_confidence": "yes"} for a in ["2"] * 7 + ["3"] * 3]} for i in range(3)]})
+  _json(f"{root}/textvqa/TextVQA_0.5.1_val.json", {"data": [
+      {"question": "what color is the circle?", "answers": ["red"] * 10, "image_id": f"t{i}", "question_id": i}
+      for i in range(3)]})
+  _json(f"{root}/docvqa/val/val_v1.0.json", {"data": [
+      {"question": "what is the total?", "answers": ["42", "42.00"], "image": f"documents/d{i}.png",
+       "questionId": i} for i in range(4)]})  # d3.png does not exist: skipped and counted
+  _json(f"{root}/chartqa/test/test_human.json", [
+      {"imgname": f"c{i}.png", "query": "how many circles are there?", "label": "2"} for i in range(3)])
+  _json(f"{root}/refcoco/refcoco_val.json", [
+      {"file_name": "r0.jpg", "bbox": [8, 4, 20, 16], "sentences": [{"sent": "the red circle"}, "the circle"]},
+      {"file_name": "r1.jpg", "bbox": [0, 0, 24, 24], "sentences": ["the square"]}])
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  root = tmp_path_factory.mktemp("benchmarks")
+  write_benchmarks(root)
+  return root
+
+
+def run_eval(*bindings):
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  return subprocess.run([sys.executable, "-m", "vlm.eval", f"--gin_file={GIN}", *bindings], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=600)
+
+
+def test_every_task_end_to_end_scores_as_vlm_metrics(checkpoint, data_dir, tmp_path):
+  out = tmp_path / "out"
+  result = run_eval(f"--gin.CHECKPOINT_PATH='{checkpoint}'", f"--gin.DATA_DIR='{data_dir}'",
+                    f"--gin.OUTPUT_DIR='{out}'", "--gin.BATCH_SIZE=2")
+  assert result.returncode == 0, result.stderr
+  assert "| task | metric |" in result.stdout and "ex/s" in result.stderr  # the table, and tqdm's rate
+  assert (out / "results.md").read_text() in result.stdout
+  assert any(name.startswith("events.out.tfevents") for name in os.listdir(out))
+  for task in transfer_eval.TASKS:
+    report = json.loads((out / f"{task}.json").read_text())
+    assert (out / f"{task}.png").stat().st_size > 0
+    predictions = [row["prediction"] for row in report["examples"]]
+    references = [row["references"] for row in report["examples"]]
+    assert report["num_examples"] == len(predictions) and report["step"] == 2
+    if task in SCORERS:
+      metric, score = SCORERS[task]
+      assert report["metrics"] == {metric: pytest.approx(score(predictions, references))}
+  counts = {t: json.loads((out / f"{t}.json").read_text())["num_examples"] for t in transfer_eval.TASKS}
+  assert counts == {"coco_captions": 3, "coco_karpathy": 2, "vqav2": 3, "textvqa": 3, "docvqa": 3, "chartqa": 3,
+                    "refcoco": 3}
+  docvqa = json.loads((out / "docvqa.json").read_text())
+  assert docvqa["missing_images"] == 1
+  assert docvqa["examples"][0]["prompt"] == "answer en what is the total?"
+  refcoco = json.loads((out / "refcoco.json").read_text())
+  assert [row["prompt"] for row in refcoco["examples"]] == ["refexp the red circle", "refexp the circle",
+                                                            "refexp the square"]
+  assert set(refcoco["metrics"]) == {"refexp_accuracy", "refexp_centre_baseline"}
+
+
+def _iou(a, b):
+  inter = max(0, min(a[2], b[2]) - max(a[0], b[0])) * max(0, min(a[3], b[3]) - max(a[1], b[1]))
+  return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def test_refexp_scores_location_boxes_and_the_centre_baseline(data_dir):
+  examples = benchmark_files.refcoco(str(data_dir / "refcoco/refcoco_val.json"), str(data_dir / "coco/train2014"))
+  examples = [{**ex, "height": h, "width": w} for ex, (h, w) in zip(examples, [(40, 64), (40, 64), (48, 48)])]
+  # The first answer is the target box itself; the second a box a quarter of its size; the third names none.
+  predictions = [locations.box_to_tokens((4, 8, 20, 28), 40, 64) + " circle",
+                 locations.box_to_tokens((4, 8, 12, 18), 40, 64), "square"]
+  scores = transfer_eval.score_refexp(predictions, examples)
+  assert scores["refexp_accuracy"] == pytest.approx(100 / 3)
+  # By hand: the mean target size relative to its image, centred in each image.
+  rel_h, rel_w = np.mean([16 / 40, 16 / 40, 24 / 48]), np.mean([20 / 64, 20 / 64, 24 / 48])
+  targets = [(4, 8, 20, 28), (4, 8, 20, 28), (0, 0, 24, 24)]
+  centre = [((h - rel_h * h) / 2, (w - rel_w * w) / 2, (h + rel_h * h) / 2, (w + rel_w * w) / 2)
+            for h, w in [(40, 64), (40, 64), (48, 48)]]
+  assert scores["refexp_centre_baseline"] == pytest.approx(
+      100 * np.mean([_iou(c, t) >= 0.5 for c, t in zip(centre, targets)]))
+
+
+def test_karpathy_reads_only_its_split(data_dir):
+  examples = benchmark_files.coco_karpathy(str(data_dir / "coco/dataset_coco.json"), str(data_dir / "coco"))
+  assert [ex["id"] for ex in examples] == ["0", "1"]
+  assert examples[0]["references"] == ["a blue square .", "two shapes"]
+  assert examples[0]["image"] == str(data_dir / "coco/val2017/000000000000.jpg")
+
+
+def test_unknown_task_is_one_line(checkpoint, data_dir):
+  assert_one_line_error(run_eval(f"--gin.CHECKPOINT_PATH='{checkpoint}'", f"--gin.DATA_DIR='{data_dir}'",
+                                 "--gin.EVAL_TASKS=['vqav2', 'okvqa']"), "unknown eval task 'okvqa'", "vqav2")
+
+
+def test_wrong_layout_names_the_field_and_file(checkpoint, tmp_path):
+  write_benchmarks(tmp_path)
+  _json(f"{tmp_path}/chartqa/test/test_human.json", [{"imgname": "c0.png", "question": "how many?", "label": "2"}])
+  assert_one_line_error(run_eval(f"--gin.CHECKPOINT_PATH='{checkpoint}'", f"--gin.DATA_DIR='{tmp_path}'",
+                                 "--gin.EVAL_TASKS=['chartqa']"), "test_human.json", "'query'")
+  _json(f"{tmp_path}/textvqa/TextVQA_0.5.1_val.json", [{"question": "q", "answers": ["a"]}])
+  assert_one_line_error(run_eval(f"--gin.CHECKPOINT_PATH='{checkpoint}'", f"--gin.DATA_DIR='{tmp_path}'",
+                                 "--gin.EVAL_TASKS=['textvqa']"), "TextVQA_0.5.1_val.json", "'data'")
+
+
+def test_empty_references_is_one_line(tmp_path):
+  write_benchmarks(tmp_path)
+  _json(f"{tmp_path}/docvqa/val/val_v1.0.json", {"data": [
+      {"question": "what is the total?", "answers": [], "image": "documents/d0.png", "questionId": 7}]})
+  with pytest.raises(ValueError, match="example 7 has an empty references list"):
+    transfer_eval.docvqa(str(tmp_path), "docvqa/val/val_v1.0.json", "docvqa/val")
+
+
+def test_siglip_checkpoint_is_one_line(data_dir, tmp_path):
+  (tmp_path / "model_config.json").write_text(json.dumps({"model": "siglip"}))
+  assert_one_line_error(run_eval(f"--gin.CHECKPOINT_PATH='{tmp_path}'", f"--gin.DATA_DIR='{data_dir}'",
+                                 "--gin.EVAL_TASKS=['vqav2']"), "'siglip' model, not a PaLI")
+  assert not (tmp_path / "eval_transfer").exists()  # nothing written for a run that could not start

@@ -1,0 +1,309 @@
+"""Transfer evaluations of a PaLI checkpoint on the benchmarks' own files, scored as their own scripts score them.
+
+An evaluator reads one benchmark's file (tasks.benchmark_files), writes each example's PaLI prompt, and scores
+the decoded answers:
+  coco_captions, coco_karpathy  'caption en'                 CIDEr (vlm.metrics.cider)
+  vqav2, textvqa                'answer en <question>'       VQA accuracy (official script)
+  docvqa                        'answer en <question>'       ANLS
+  chartqa                       'answer en <query>'          relaxed accuracy
+  refcoco                       'refexp <phrase>'            accuracy at IoU >= 0.5 of the answer's location box,
+                                                             and refexp_centre_baseline
+Each evaluator's files are gin parameters of its function below (e.g. `vqav2.questions`), relative to DATA_DIR.
+`evaluate` decodes every task with one loop (vlm.pali's generate, in batches) and writes, under the output
+directory: <task>.json (metrics, then every example's prediction and references), <task>.png (a grid of
+examples), results.md (a table of all tasks, also printed) and TensorBoard scalars at the checkpoint's step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Callable
+
+import gin
+import numpy as np
+
+from tasks import benchmark_files
+from vlm import metrics
+
+PLOTTED_EXAMPLES = 8  # shown in each task's grid
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluator:
+  """One benchmark: its examples (read from its files), each example's prompt, and the scorer of answers.
+
+  score(predictions, examples) -> {metric: value}; examples carry "height" and "width" of their image by then.
+  """
+  name: str
+  examples: list[dict]
+  prompt: Callable[[dict], str]
+  score: Callable[[list[str], list[dict]], dict[str, float]]
+
+
+def _references(examples: list[dict]) -> list[list[str]]:
+  return [ex["references"] for ex in examples]
+
+
+def _caption_prompt(_: dict) -> str:
+  return "caption en"
+
+
+def _answer_prompt(ex: dict) -> str:
+  return f"answer en {ex['question']}"
+
+
+def _scored_by(name: str, metric: Callable) -> Callable[[list[str], list[dict]], dict[str, float]]:
+  return lambda predictions, examples: {name: metric(predictions, _references(examples))}
+
+
+def _path(data_dir: str, value: str | None, task: str, parameter: str) -> str:
+  """A task's file or folder, relative to DATA_DIR; an unset one is an error saying which binding to give."""
+  if value is None:
+    raise ValueError(f"eval task {task} needs {task}.{parameter}: add --gin.{task}.{parameter}=\"'PATH'\" "
+                     "(relative to DATA_DIR)")
+  return os.path.join(data_dir, value)
+
+
+@gin.configurable(module="vlm.transfer_eval")
+def coco_captions(data_dir: str, annotations: str | None = None, images: str | None = None) -> Evaluator:
+  examples = benchmark_files.coco_captions(_path(data_dir, annotations, "coco_captions", "annotations"),
+                                           _path(data_dir, images, "coco_captions", "images"))
+  return Evaluator("coco_captions", examples, _caption_prompt, _scored_by("cider", metrics.cider))
+
+
+@gin.configurable(module="vlm.transfer_eval")
+def coco_karpathy(data_dir: str, annotations: str | None = None, images: str | None = None,
+                  split: str = "test") -> Evaluator:
+  examples = benchmark_files.coco_karpathy(_path(data_dir, annotations, "coco_karpathy", "annotations"),
+                                           _path(data_dir, images, "coco_karpathy", "images"), split)
+  return Evaluator("coco_karpathy", examples, _caption_prompt, _scored_by("cider", metrics.cider))
+
+
+@gin.configurable(module="vlm.transfer_eval")
+def vqav2(data_dir: str, questions: str | None = None, annotations: str | None = None, images: str | None = None,
+          image_pattern: str = "COCO_{data_subtype}_{image_id:012d}.jpg") -> Evaluator:
+  examples = benchmark_files.vqav2(_path(data_dir, questions, "vqav2", "questions"),
+                                   _path(data_dir, annotations, "vqav2", "annotations"),
+                                   _path(data_dir, images, "vqav2", "images"), image_pattern)
+  return Evaluator("vqav2", examples, _answer_prompt, _scored_by("vqa_accuracy", metrics.vqa_accuracy))
+
+
+@gin.configurable(module="vlm.transfer_eval")
+def textvqa(data_dir: str, annotations: str | None = None, images: str | None = None,
+            image_pattern: str | None = None) -> Evaluator:
+  examples = benchmark_files.vqa_json(_path(data_dir, annotations, "textvqa", "annotations"),
+                                      _path(data_dir, images, "textvqa", "images"), image_pattern)
+  return Evaluator("textvqa", examples, _answer_prompt, _scored_by("vqa_accuracy", metrics.vqa_accuracy))
+
+
+@gin.configurable(module="vlm.transfer_eval")
+def docvqa(data_dir: str, annotations: str | None = None, images: str | None = None) -> Evaluator:
+  examples = benchmark_files.vqa_json(_path(data_dir, annotations, "docvqa", "annotations"),
+                                      _path(data_dir, images, "docvqa", "images"))
+  return Evaluator("docvqa", examples, _answer_prompt, _scored_by("anls", metrics.anls))
+
+
+@gin.configurable(module="vlm.transfer_eval")
+def chartqa(data_dir: str, annotations: str | None = None, images: str | None = None) -> Evaluator:
+  examples = benchmark_files.chartqa(_path(data_dir, annotations, "chartqa", "annotations"),
+                                     _path(data_dir, images, "chartqa", "images"))
+  score = lambda predictions, examples: {  # noqa: E731  (one reference each: the label)
+      "relaxed_accuracy": metrics.relaxed_accuracy(predictions, [ex["references"][0] for ex in examples])}
+  return Evaluator("chartqa", examples, _answer_prompt, score)
+
+
+@gin.configurable(module="vlm.transfer_eval")
+def refcoco(data_dir: str, annotations: str | None = None, images: str | None = None) -> Evaluator:
+  examples = benchmark_files.refcoco(_path(data_dir, annotations, "refcoco", "annotations"),
+                                     _path(data_dir, images, "refcoco", "images"))
+  return Evaluator("refcoco", examples, lambda ex: f"refexp {ex['question']}", score_refexp)
+
+
+TASKS: dict[str, Callable[[str], Evaluator]] = {f.__name__: f for f in (
+    coco_captions, coco_karpathy, vqav2, textvqa, docvqa, chartqa, refcoco)}
+
+
+def target_box(ex: dict) -> tuple[float, float, float, float]:
+  """A RefCOCO example's [x, y, w, h] as (y0, x0, y1, x1), the order of location tokens."""
+  x, y, w, h = ex["bbox"]
+  return (y, x, y + h, x + w)
+
+
+def answer_box(answer: str, ex: dict) -> tuple[float, ...] | None:
+  """The first box an answer's location tokens name, in the pixels of the example's image; None if none.
+
+  vlm.pali squashes every image to the model's square, so the tokens are fractions of the image itself.
+  """
+  from tasks import locations  # pylint: disable=import-outside-toplevel
+  boxes = locations.tokens_to_boxes(answer, ex["height"], ex["width"])
+  return boxes[0] if boxes else None
+
+
+def centre_boxes(examples: list[dict]) -> list[tuple[float, float, float, float]]:
+  """refexp_centre_baseline's guesses: a box at each image's centre, of the targets' mean size.
+
+  The mean is of sizes relative to their images (COCO images differ in size), scaled to each image.
+  """
+  relative = np.mean([[ex["bbox"][3] / ex["height"], ex["bbox"][2] / ex["width"]] for ex in examples], axis=0)
+  out = []
+  for ex in examples:
+    h, w = relative[0] * ex["height"], relative[1] * ex["width"]
+    out.append(((ex["height"] - h) / 2, (ex["width"] - w) / 2, (ex["height"] + h) / 2, (ex["width"] + w) / 2))
+  return out
+
+
+def score_refexp(predictions: list[str], examples: list[dict]) -> dict[str, float]:
+  targets = [target_box(ex) for ex in examples]
+  return {"refexp_accuracy": metrics.refexp_accuracy([answer_box(p, ex) for p, ex in zip(predictions, examples)],
+                                                     targets),
+          "refexp_centre_baseline": metrics.refexp_accuracy(centre_boxes(examples), targets)}
+
+
+def build(names, data_dir: str) -> list[Evaluator]:
+  """The evaluators of `names`, their files read and checked (before any model is loaded)."""
+  if isinstance(names, str):
+    names = [names]
+  unknown = [n for n in names if n not in TASKS]
+  if unknown:
+    raise ValueError(f"unknown eval task {unknown[0]!r}; EVAL_TASKS may name {', '.join(TASKS)}")
+  if not names:
+    raise ValueError(f"EVAL_TASKS is empty; name at least one of {', '.join(TASKS)}")
+  return [TASKS[name](data_dir) for name in names]
+
+
+# ------------------------------------------------------------------------------------------------- decoding
+
+
+def decode(pali, evaluator: Evaluator, batch_size: int, max_new_tokens: int | None,
+           progress: bool = True) -> tuple[list[dict], list[str], list[np.ndarray], int]:
+  """Greedy answers to every example whose image exists.
+
+  Returns:
+    (the examples answered, each with its image's height and width; their answers; the first
+    PLOTTED_EXAMPLES images; how many examples were skipped for a missing image).
+  """
+  from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+  from vlm import infer  # pylint: disable=import-outside-toplevel
+  present = [ex for ex in evaluator.examples if os.path.isfile(ex["image"])]
+  answered, answers, shown = [], [], []
+  with tqdm(total=len(present), desc=evaluator.name, unit="ex", disable=not progress, dynamic_ncols=True) as bar:
+    for start in range(0, len(present), batch_size):
+      chunk = present[start:start + batch_size]
+      images = [infer.read_image(ex["image"]) for ex in chunk]
+      answers += pali.generate(images, [evaluator.prompt(ex) for ex in chunk], max_new_tokens,
+                               batch_size=batch_size)
+      answered += [{**ex, "height": image.shape[0], "width": image.shape[1]} for ex, image in zip(chunk, images)]
+      shown += images[:PLOTTED_EXAMPLES - len(shown)]
+      bar.update(len(chunk))
+  return answered, answers, shown, len(evaluator.examples) - len(present)
+
+
+# ------------------------------------------------------------------------------------------------- outputs
+
+
+def _write_atomically(path: str, write: Callable[[str], None]) -> None:
+  """write(tmp) then a rename: an interrupted run leaves the old file or none, never half of one."""
+  tmp = f"{path}.tmp{os.path.splitext(path)[1]}"
+  write(tmp)
+  os.replace(tmp, path)
+
+
+def _write_text(path: str, text: str) -> None:
+  def write(tmp: str) -> None:
+    with open(tmp, "w") as f:
+      f.write(text)
+  _write_atomically(path, write)
+
+
+def write_task(output_dir: str, evaluator: Evaluator, result: dict, examples: list[dict], answers: list[str],
+               images: list[np.ndarray]) -> None:
+  """<task>.json (metrics and every example) and <task>.png (the first examples, boxes drawn)."""
+  from vlm import summaries  # pylint: disable=import-outside-toplevel
+  rows = [{"id": ex["id"], "image": ex["image"], "prompt": evaluator.prompt(ex), "prediction": answer,
+           "references": ex["references"]} for ex, answer in zip(examples, answers)]
+  _write_text(os.path.join(output_dir, f"{evaluator.name}.json"),
+              json.dumps({**result, "examples": rows}, indent=1, ensure_ascii=False))
+  if not images:
+    return
+  shown = examples[:len(images)]
+  targets = [_plotted_target(ex) for ex in shown]
+  _write_atomically(os.path.join(output_dir, f"{evaluator.name}.png"), lambda tmp: summaries.plot_predictions(
+      [image.astype(np.float32) / 127.5 - 1 for image in images], [evaluator.prompt(ex) for ex in shown],
+      answers[:len(images)], targets, tmp))
+
+
+def _plotted_target(ex: dict) -> str:
+  """The first reference; a RefCOCO box as location tokens, so the plot draws it."""
+  if "bbox" not in ex:
+    return ex["references"][0]
+  from tasks import locations  # pylint: disable=import-outside-toplevel
+  return locations.box_to_tokens(target_box(ex), ex["height"], ex["width"])
+
+
+def table(results: list[dict]) -> str:
+  """A markdown table: one row a (task, metric)."""
+  lines = ["| task | metric | value | examples | skipped (missing image) |", "|---|---|---:|---:|---:|"]
+  for r in results:
+    lines += [f"| {r['task']} | {name} | {value:.2f} | {r['num_examples']} | {r['missing_images']} |"
+              for name, value in r["metrics"].items()]
+  return "\n".join(lines) + "\n"
+
+
+def write_tensorboard(output_dir: str, results: list[dict], step: int) -> None:
+  from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+  writer = SummaryWriter(output_dir)
+  for r in results:
+    for name, value in r["metrics"].items():
+      writer.add_scalar(f"{r['task']}/{name}", value, step)
+  writer.close()
+
+
+# ------------------------------------------------------------------------------------------------- the run
+
+
+def _checked_output_dir(output_dir: str) -> str:
+  os.makedirs(output_dir, exist_ok=True)
+  if not os.access(output_dir, os.W_OK | os.X_OK):
+    raise ValueError(f"output directory {output_dir} is not writable; set OUTPUT_DIR to one that is")
+  return output_dir
+
+
+@gin.configurable(module="vlm.transfer_eval")
+def evaluate(checkpoint_path: str = gin.REQUIRED, tasks=gin.REQUIRED, data_dir: str = "",
+             output_dir: str | None = None, batch_size: int = 32, max_new_tokens: int | None = None,
+             progress: bool = True) -> tuple[list[dict], str]:
+  """Evaluates the latest checkpoint of a PaLI MODEL_DIR on `tasks` and writes the outputs.
+
+  Args:
+    checkpoint_path: the MODEL_DIR (its latest checkpoint is evaluated).
+    tasks: names of TASKS.
+    data_dir: what the tasks' relative file paths are relative to.
+    output_dir: where the outputs go; default checkpoint_path/eval_transfer.
+    batch_size: examples decoded at once.
+    max_new_tokens: answer tokens at most; default the model's max_decode_len.
+
+  Returns:
+    (one dict a task: task, checkpoint, step, metrics, num_examples, missing_images; the output directory).
+  """
+  from vlm import checkpoints, pali as pali_lib  # pylint: disable=import-outside-toplevel
+  if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    raise ValueError(f"BATCH_SIZE must be an integer >= 1; got {batch_size!r}")
+  evaluators = build(tasks, data_dir)
+  pali = pali_lib.load(checkpoint_path)
+  step = max(checkpoints.complete_steps(checkpoint_path), default=0)
+  output_dir = _checked_output_dir(output_dir or os.path.join(checkpoint_path, "eval_transfer"))
+  results = []
+  for evaluator in evaluators:
+    examples, answers, images, missing = decode(pali, evaluator, batch_size, max_new_tokens, progress)
+    if not examples:
+      raise ValueError(f"eval task {evaluator.name}: none of its {missing} images exist; check its images folder")
+    result = {"task": evaluator.name, "checkpoint": os.path.abspath(checkpoint_path), "step": step,
+              "metrics": evaluator.score(answers, examples), "num_examples": len(examples), "missing_images": missing}
+    write_task(output_dir, evaluator, result, examples, answers, images)
+    results.append(result)
+  markdown = table(results)
+  _write_text(os.path.join(output_dir, "results.md"), markdown)
+  write_tensorboard(output_dir, results, step)
+  return results, output_dir
