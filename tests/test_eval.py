@@ -80,9 +80,10 @@ def write_benchmarks(root) -> None:
   _json(f"{root}/vqav2/v2_mscoco_val2014_annotations.json", {"annotations": [
       {"question_id": 10 + i, "multiple_choice_answer": "2",
        "answers": [{"answer": a, "answer_confidence": "yes"} for a in ["2"] * 7 + ["3"] * 3]} for i in range(3)]})
-  _json(f"{root}/textvqa/TextVQA_0.5.1_val.json", {"data": [
-      {"question": "what color is the circle?", "answers": ["red"] * 10, "image_id": f"t{i}", "question_id": i}
-      for i in range(3)]})
+  long_question = "what color is the circle at the top left of the image next to the small square?"
+  _json(f"{root}/textvqa/TextVQA_0.5.1_val.json", {"data": [  # the first prompt is longer than the model's 12
+      {"question": long_question if i == 0 else "what color is the circle?", "answers": ["red"] * 10,
+       "image_id": f"t{i}", "question_id": i} for i in range(3)]})
   _json(f"{root}/docvqa/val/val_v1.0.json", {"data": [
       {"question": "what is the total?", "answers": ["42", "42.00"], "image": f"documents/d{i}.png",
        "questionId": i} for i in range(4)]})  # d3.png does not exist: skipped and counted
@@ -128,6 +129,8 @@ def test_every_task_end_to_end_scores_as_vlm_metrics(checkpoint, data_dir, tmp_p
                     "refcoco": 3}
   docvqa = json.loads((out / "docvqa.json").read_text())
   assert docvqa["missing_images"] == 1
+  cut = {t: json.loads((out / f"{t}.json").read_text())["truncated_prompts"] for t in transfer_eval.TASKS}
+  assert cut == {**{t: 0 for t in transfer_eval.TASKS}, "textvqa": 1}  # cut as training cuts, and counted
   assert docvqa["examples"][0]["prompt"] == "answer en what is the total?"
   refcoco = json.loads((out / "refcoco.json").read_text())
   assert [row["prompt"] for row in refcoco["examples"]] == ["refexp the red circle", "refexp the circle",

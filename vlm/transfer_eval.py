@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import warnings
 from typing import Callable
 
 import gin
@@ -176,28 +177,36 @@ def build(names, data_dir: str) -> list[Evaluator]:
 # ------------------------------------------------------------------------------------------------- decoding
 
 
-def decode(pali, evaluator: Evaluator, batch_size: int, max_new_tokens: int | None,
-           progress: bool = True) -> tuple[list[dict], list[str], list[np.ndarray], int]:
+def decode(pali, evaluator: Evaluator, batch_size: int, max_new_tokens: int | None, truncate_prompts: bool = True,
+           progress: bool = True) -> tuple[list[dict], list[str], list[np.ndarray], dict[str, int]]:
   """Greedy answers to every example whose image exists.
+
+  Prompts longer than the model's trained prompt length are cut, keeping EOS, as training's tokenizer cuts
+  them (truncate_prompts=False refuses them instead).
 
   Returns:
     (the examples answered, each with its image's height and width; their answers; the first
-    PLOTTED_EXAMPLES images; how many examples were skipped for a missing image).
+    PLOTTED_EXAMPLES images; counts {"missing_images": skipped for a missing image file,
+    "truncated_prompts": prompts cut}).
   """
   from tqdm import tqdm  # pylint: disable=import-outside-toplevel
   from vlm import infer  # pylint: disable=import-outside-toplevel
   present = [ex for ex in evaluator.examples if os.path.isfile(ex["image"])]
-  answered, answers, shown = [], [], []
+  answered, answers, shown, truncated = [], [], [], 0
   with tqdm(total=len(present), desc=evaluator.name, unit="ex", disable=not progress, dynamic_ncols=True) as bar:
     for start in range(0, len(present), batch_size):
       chunk = present[start:start + batch_size]
       images = [infer.read_image(ex["image"]) for ex in chunk]
-      answers += pali.generate(images, [evaluator.prompt(ex) for ex in chunk], max_new_tokens,
-                               batch_size=batch_size)
+      with warnings.catch_warnings(record=True) as caught:  # vlm.pali warns once per prompt it cuts
+        warnings.simplefilter("always")
+        answers += pali.generate(images, [evaluator.prompt(ex) for ex in chunk], max_new_tokens,
+                                 batch_size=batch_size, truncate_prompt=truncate_prompts)
+      truncated += sum(" cut from " in str(w.message) for w in caught)
       answered += [{**ex, "height": image.shape[0], "width": image.shape[1]} for ex, image in zip(chunk, images)]
       shown += images[:PLOTTED_EXAMPLES - len(shown)]
       bar.update(len(chunk))
-  return answered, answers, shown, len(evaluator.examples) - len(present)
+  counts = {"missing_images": len(evaluator.examples) - len(present), "truncated_prompts": truncated}
+  return answered, answers, shown, counts
 
 
 # ------------------------------------------------------------------------------------------------- outputs
@@ -244,9 +253,11 @@ def _plotted_target(ex: dict) -> str:
 
 def table(results: list[dict]) -> str:
   """A markdown table: one row a (task, metric)."""
-  lines = ["| task | metric | value | examples | skipped (missing image) |", "|---|---|---:|---:|---:|"]
+  lines = ["| task | metric | value | examples | skipped (missing image) | prompts cut |",
+           "|---|---|---:|---:|---:|---:|"]
   for r in results:
-    lines += [f"| {r['task']} | {name} | {value:.2f} | {r['num_examples']} | {r['missing_images']} |"
+    lines += [f"| {r['task']} | {name} | {value:.2f} | {r['num_examples']} | {r['missing_images']} | "
+              f"{r['truncated_prompts']} |"
               for name, value in r["metrics"].items()]
   return "\n".join(lines) + "\n"
 
@@ -273,7 +284,7 @@ def _checked_output_dir(output_dir: str) -> str:
 @gin.configurable(module="vlm.transfer_eval")
 def evaluate(checkpoint_path: str = gin.REQUIRED, tasks=gin.REQUIRED, data_dir: str = "",
              output_dir: str | None = None, batch_size: int = 32, max_new_tokens: int | None = None,
-             progress: bool = True) -> tuple[list[dict], str]:
+             truncate_prompts: bool = True, progress: bool = True) -> tuple[list[dict], str]:
   """Evaluates the latest checkpoint of a PaLI MODEL_DIR on `tasks` and writes the outputs.
 
   Args:
@@ -283,9 +294,12 @@ def evaluate(checkpoint_path: str = gin.REQUIRED, tasks=gin.REQUIRED, data_dir: 
     output_dir: where the outputs go; default checkpoint_path/eval_transfer.
     batch_size: examples decoded at once.
     max_new_tokens: answer tokens at most; default the model's max_decode_len.
+    truncate_prompts: cut prompts longer than the trained prompt length, as training does (they are counted);
+      False refuses them.
 
   Returns:
-    (one dict a task: task, checkpoint, step, metrics, num_examples, missing_images; the output directory).
+    (one dict a task: task, checkpoint, step, metrics, num_examples, missing_images, truncated_prompts; the
+    output directory).
   """
   from vlm import checkpoints, pali as pali_lib  # pylint: disable=import-outside-toplevel
   if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -296,11 +310,13 @@ def evaluate(checkpoint_path: str = gin.REQUIRED, tasks=gin.REQUIRED, data_dir: 
   output_dir = _checked_output_dir(output_dir or os.path.join(checkpoint_path, "eval_transfer"))
   results = []
   for evaluator in evaluators:
-    examples, answers, images, missing = decode(pali, evaluator, batch_size, max_new_tokens, progress)
+    examples, answers, images, counts = decode(pali, evaluator, batch_size, max_new_tokens, truncate_prompts,
+                                               progress)
     if not examples:
-      raise ValueError(f"eval task {evaluator.name}: none of its {missing} images exist; check its images folder")
+      raise ValueError(f"eval task {evaluator.name}: none of its {counts['missing_images']} image files exist; "
+                       "check its images folder")
     result = {"task": evaluator.name, "checkpoint": os.path.abspath(checkpoint_path), "step": step,
-              "metrics": evaluator.score(answers, examples), "num_examples": len(examples), "missing_images": missing}
+              "metrics": evaluator.score(answers, examples), "num_examples": len(examples), **counts}
     write_task(output_dir, evaluator, result, examples, answers, images)
     results.append(result)
   markdown = table(results)
