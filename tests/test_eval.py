@@ -107,6 +107,16 @@ def run_eval(*bindings):
                         capture_output=True, text=True, timeout=600)
 
 
+def tensorboard_scalars(directory) -> dict[str, float]:
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  scalars = {}
+  for name in os.listdir(directory):
+    if name.startswith("events.out.tfevents"):
+      for event in tf.compat.v1.train.summary_iterator(str(directory / name)):
+        scalars.update({value.tag: value.simple_value for value in event.summary.value})
+  return scalars
+
+
 def test_every_task_end_to_end_scores_as_vlm_metrics(checkpoint, data_dir, tmp_path):
   out = tmp_path / "out"
   result = run_eval(f"--gin.CHECKPOINT_PATH='{checkpoint}'", f"--gin.DATA_DIR='{data_dir}'",
@@ -114,7 +124,8 @@ def test_every_task_end_to_end_scores_as_vlm_metrics(checkpoint, data_dir, tmp_p
   assert result.returncode == 0, result.stderr
   assert "| task | metric |" in result.stdout and "ex/s" in result.stderr  # the table, and tqdm's rate
   assert (out / "results.md").read_text() in result.stdout
-  assert any(name.startswith("events.out.tfevents") for name in os.listdir(out))
+  assert tensorboard_scalars(out)["vqav2/vqa_accuracy"] == pytest.approx(
+      json.loads((out / "vqav2.json").read_text())["metrics"]["vqa_accuracy"])
   for task in transfer_eval.TASKS:
     report = json.loads((out / f"{task}.json").read_text())
     assert (out / f"{task}.png").stat().st_size > 0
@@ -195,3 +206,25 @@ def test_siglip_checkpoint_is_one_line(data_dir, tmp_path):
   assert_one_line_error(run_eval(f"--gin.CHECKPOINT_PATH='{tmp_path}'", f"--gin.DATA_DIR='{data_dir}'",
                                  "--gin.EVAL_TASKS=['vqav2']"), "'siglip' model, not a PaLI")
   assert not (tmp_path / "eval_transfer").exists()  # nothing written for a run that could not start
+
+
+def test_unset_task_file_names_the_binding(tmp_path):
+  with pytest.raises(ValueError, match=r"eval task docvqa needs docvqa.annotations: add --gin.docvqa.annotations="):
+    transfer_eval.docvqa(str(tmp_path), None, "docvqa/val")
+
+
+@pytest.mark.parametrize("record, message", [
+    ({"file_name": "r0.jpg", "bbox": [1, 2, 0, 4], "sentences": ["x"]}, r"record 0 'bbox' must be \[x, y, w, h\]"),
+    ({"file_name": "r0.jpg", "bbox": [1, 2, 3, 4], "sentences": []}, "record 0 has an empty 'sentences' list"),
+    ({"file_name": "r0.jpg", "box": [1, 2, 3, 4], "sentences": ["x"]}, "record 0 has no 'bbox' field"),
+])
+def test_bad_refcoco_record_is_named(tmp_path, record, message):
+  _json(f"{tmp_path}/refs.json", [record])
+  with pytest.raises(ValueError, match=message):
+    benchmark_files.refcoco(f"{tmp_path}/refs.json", str(tmp_path))
+
+
+def test_karpathy_image_without_sentences_is_named(tmp_path):
+  _json(f"{tmp_path}/dataset_coco.json", {"images": [{"filepath": "val2014", "filename": "a.jpg", "split": "test"}]})
+  with pytest.raises(ValueError, match=r"dataset_coco.json: images\[0\] has no 'sentences' field"):
+    benchmark_files.coco_karpathy(f"{tmp_path}/dataset_coco.json", str(tmp_path))
