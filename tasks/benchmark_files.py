@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from tasks import sources
+from tasks import data_health, sources
 
 SOURCE = "transfer_eval"  # the name tasks.data_health counts skipped records under
 
@@ -78,7 +78,14 @@ def coco_karpathy(path: str, images: str, split: str = "test") -> list[dict]:
 def vqav2(questions: str, annotations: str, images: str,
           image_pattern: str = "COCO_{data_subtype}_{image_id:012d}.jpg") -> list[dict]:
   """One example a question of VQAv2's questions and annotations files, its 10 human answers the references."""
-  return _examples(sources.parse_vqav2(questions, annotations, images, image_pattern, SOURCE), annotations)
+  unanswered = data_health.counts().get(f"{SOURCE}/missing_answers", 0)
+  examples = sources.parse_vqav2(questions, annotations, images, image_pattern, SOURCE)
+  # parse_vqav2 skips (and counts) a question without answers, as training must; nothing could score it here.
+  unanswered = data_health.counts().get(f"{SOURCE}/missing_answers", 0) - unanswered
+  if unanswered:
+    raise ValueError(f"{annotations}: {unanswered} question(s) of {questions} have an empty answers list (or no "
+                     "annotation); every evaluated question needs its answers")
+  return _examples(examples, annotations)
 
 
 def vqa_json(path: str, images: str, image_pattern: str | None = None) -> list[dict]:

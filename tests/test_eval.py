@@ -228,3 +228,12 @@ def test_karpathy_image_without_sentences_is_named(tmp_path):
   _json(f"{tmp_path}/dataset_coco.json", {"images": [{"filepath": "val2014", "filename": "a.jpg", "split": "test"}]})
   with pytest.raises(ValueError, match=r"dataset_coco.json: images\[0\] has no 'sentences' field"):
     benchmark_files.coco_karpathy(f"{tmp_path}/dataset_coco.json", str(tmp_path))
+
+
+def test_vqav2_question_without_answers_is_named(tmp_path):
+  write_benchmarks(tmp_path)
+  annotations = f"{tmp_path}/vqav2/v2_mscoco_val2014_annotations.json"
+  _json(annotations, {"annotations": [{"question_id": 10, "multiple_choice_answer": "2", "answers": []}]})
+  with pytest.raises(ValueError, match="3 question.* have an empty answers list"):
+    benchmark_files.vqav2(f"{tmp_path}/vqav2/v2_OpenEnded_mscoco_val2014_questions.json", annotations,
+                          f"{tmp_path}/coco/val2014")

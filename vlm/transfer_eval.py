@@ -201,7 +201,11 @@ def decode(pali, evaluator: Evaluator, batch_size: int, max_new_tokens: int | No
         warnings.simplefilter("always")
         answers += pali.generate(images, [evaluator.prompt(ex) for ex in chunk], max_new_tokens,
                                  batch_size=batch_size, truncate_prompt=truncate_prompts)
-      truncated += sum(" cut from " in str(w.message) for w in caught)
+      for warning in caught:  # the cuts are counted; any other warning is shown as it would have been
+        if " cut from " in str(warning.message):
+          truncated += 1
+        else:
+          warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
       answered += [{**ex, "height": image.shape[0], "width": image.shape[1]} for ex, image in zip(chunk, images)]
       shown += images[:PLOTTED_EXAMPLES - len(shown)]
       bar.update(len(chunk))
