@@ -237,3 +237,8 @@ def test_vqav2_question_without_answers_is_named(tmp_path):
   with pytest.raises(ValueError, match="3 question.* have an empty answers list"):
     benchmark_files.vqav2(f"{tmp_path}/vqav2/v2_OpenEnded_mscoco_val2014_questions.json", annotations,
                           f"{tmp_path}/coco/val2014")
+
+
+def test_unset_checkpoint_is_one_line(data_dir):
+  assert_one_line_error(run_eval(f"--gin.DATA_DIR='{data_dir}'", "--gin.EVAL_TASKS=['vqav2']"),
+                        "CHECKPOINT_PATH is not set", "--gin.CHECKPOINT_PATH=")

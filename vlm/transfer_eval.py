@@ -306,6 +306,9 @@ def evaluate(checkpoint_path: str = gin.REQUIRED, tasks=gin.REQUIRED, data_dir: 
     output directory).
   """
   from vlm import checkpoints, pali as pali_lib  # pylint: disable=import-outside-toplevel
+  if not isinstance(checkpoint_path, str) or not checkpoint_path:  # a macro left %gin.REQUIRED arrives as an object
+    raise ValueError("CHECKPOINT_PATH is not set; add --gin.CHECKPOINT_PATH=\"'MODEL_DIR'\" (a PaLI training "
+                     "directory)")
   if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
     raise ValueError(f"BATCH_SIZE must be an integer >= 1; got {batch_size!r}")
   evaluators = build(tasks, data_dir)
