@@ -19,13 +19,15 @@ from vlm import metrics, model as model_lib, optim, partitioning, trainer, trans
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GIN = "gin_configs/runs/eval_transfer.gin"
 SIZE = 16
-SCORERS = {  # task -> (metric, how a human scores the json's predictions with vlm.metrics)
-    "coco_captions": ("cider", lambda p, r: metrics.cider(p, r)),
-    "coco_karpathy": ("cider", lambda p, r: metrics.cider(p, r)),
-    "vqav2": ("vqa_accuracy", lambda p, r: metrics.vqa_accuracy(p, r)),
-    "textvqa": ("vqa_accuracy", lambda p, r: metrics.vqa_accuracy(p, r)),
-    "docvqa": ("anls", lambda p, r: metrics.anls(p, r)),
-    "chartqa": ("relaxed_accuracy", lambda p, r: metrics.relaxed_accuracy(p, [refs[0] for refs in r])),
+CAPTION_METRICS = lambda p, r: {"cider": metrics.cider(p, r), "bleu4": metrics.bleu4(p, r),  # noqa: E731
+                                 "rouge_l": metrics.rouge_l(p, r)}
+SCORERS = {  # task -> how a human scores the json's predictions with vlm.metrics
+    "coco_captions": CAPTION_METRICS,
+    "coco_karpathy": CAPTION_METRICS,
+    "vqav2": lambda p, r: {"vqa_accuracy": metrics.vqa_accuracy(p, r)},
+    "textvqa": lambda p, r: {"vqa_accuracy": metrics.vqa_accuracy(p, r)},
+    "docvqa": lambda p, r: {"anls": metrics.anls(p, r)},
+    "chartqa": lambda p, r: {"relaxed_accuracy": metrics.relaxed_accuracy(p, [refs[0] for refs in r])},
 }
 
 
@@ -133,8 +135,7 @@ def test_every_task_end_to_end_scores_as_vlm_metrics(checkpoint, data_dir, tmp_p
     references = [row["references"] for row in report["examples"]]
     assert report["num_examples"] == len(predictions) and report["step"] == 2
     if task in SCORERS:
-      metric, score = SCORERS[task]
-      assert report["metrics"] == {metric: pytest.approx(score(predictions, references))}
+      assert report["metrics"] == pytest.approx(SCORERS[task](predictions, references))
   counts = {t: json.loads((out / f"{t}.json").read_text())["num_examples"] for t in transfer_eval.TASKS}
   assert counts == {"coco_captions": 3, "coco_karpathy": 2, "vqav2": 3, "textvqa": 3, "docvqa": 3, "chartqa": 3,
                     "refcoco": 3}
@@ -242,3 +243,19 @@ def test_vqav2_question_without_answers_is_named(tmp_path):
 def test_unset_checkpoint_is_one_line(data_dir):
   assert_one_line_error(run_eval(f"--gin.DATA_DIR='{data_dir}'", "--gin.EVAL_TASKS=['vqav2']"),
                         "CHECKPOINT_PATH is not set", "--gin.CHECKPOINT_PATH=")
+
+
+def test_bleu4_and_rouge_l_equal_coco_caption():
+  from pycocoevalcap.bleu.bleu import Bleu  # pylint: disable=import-outside-toplevel  (a test extra)
+  from pycocoevalcap.rouge.rouge import Rouge  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(0)
+  words = "a the red circle square blue two big small at top left of image , .".split()
+  caption = lambda low: " ".join(rng.choice(words, rng.integers(low, 10)))  # noqa: E731
+  for _ in range(20):
+    n = int(rng.integers(1, 6))
+    predictions = [caption(0) for _ in range(n)]  # empty ones included
+    references = [[caption(1) for _ in range(rng.integers(1, 4))] for _ in range(n)]
+    gts = {i: [metrics.ptb_tokenize(r) for r in refs] for i, refs in enumerate(references)}
+    res = {i: [metrics.ptb_tokenize(p)] for i, p in enumerate(predictions)}
+    assert metrics.bleu4(predictions, references) == pytest.approx(100 * Bleu(4).compute_score(gts, res, verbose=0)[0][3])
+    assert metrics.rouge_l(predictions, references) == pytest.approx(100 * Rouge().compute_score(gts, res)[0])

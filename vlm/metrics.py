@@ -472,3 +472,58 @@ def refexp_accuracy(predicted: Sequence[Sequence[float] | None], targets: Sequen
   if len(predicted) != len(targets) or not targets:
     raise ValueError(f"refexp_accuracy got {len(predicted)} predicted boxes but {len(targets)} targets")
   return float(100.0 * np.mean([p is not None and box_iou(p, t) >= 0.5 for p, t in zip(predicted, targets)]))
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# BLEU-4 and ROUGE-L as coco-caption's pycocoevalcap computes them (on `ptb_tokenize`d text, as CIDEr).
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def bleu4(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> float:
+  """Corpus BLEU-4 x100 as coco-caption's Bleu(4) prints it.
+
+  Clipped n-gram matches and candidate n-grams are summed over the corpus before the geometric mean; each
+  candidate's reference length is that of its closest reference (the shorter on a tie), and coco-caption's
+  1e-15 / 1e-9 guards keep a corpus without any 4-gram match at ~0 rather than failing.
+  """
+  _check_pairs("bleu4", predictions, references)
+  correct, guess, test_len, ref_len = np.zeros(4), np.zeros(4), 0, 0
+  for prediction, refs in zip(predictions, references):
+    words = ptb_tokenize(prediction).split()
+    ref_words = [ptb_tokenize(r).split() for r in refs]
+    most = collections.Counter()
+    for ref in ref_words:
+      most |= _ngram_counts(ref, 4)  # | keeps each n-gram's largest count over the references
+    for ngram, count in _ngram_counts(words, 4).items():
+      correct[len(ngram) - 1] += min(count, most[ngram])
+    guess += [max(len(words) - k, 0) for k in range(4)]
+    test_len += len(words)
+    ref_len += min((abs(len(ref) - len(words)), len(ref)) for ref in ref_words)[1]
+  bleu = float(np.prod((correct + 1e-15) / (guess + 1e-9)) ** 0.25)
+  ratio = (test_len + 1e-15) / (ref_len + 1e-9)
+  return 100.0 * (bleu * math.exp(1 - 1 / ratio) if ratio < 1 else bleu)
+
+
+def _lcs_length(a: list[str], b: list[str]) -> int:
+  row = [0] * (len(b) + 1)
+  for x in a:
+    diagonal = 0
+    for j, y in enumerate(b, 1):
+      diagonal, row[j] = row[j], diagonal + 1 if x == y else max(row[j], row[j - 1])
+  return row[-1]
+
+
+def rouge_l(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> float:
+  """Mean ROUGE-L x100 as coco-caption's Rouge prints it: per image the F-measure (beta 1.2) of the best
+  precision and the best recall of the longest common subsequence over its references."""
+  _check_pairs("rouge_l", predictions, references)
+  beta2 = 1.2 ** 2
+  scores = []
+  for prediction, refs in zip(predictions, references):
+    candidate = ptb_tokenize(prediction).split(" ")  # coco-caption splits on single spaces: "" is one token
+    ref_words = [ptb_tokenize(r).split(" ") for r in refs]
+    lcs = [_lcs_length(ref, candidate) for ref in ref_words]
+    precision = max(n / len(candidate) for n in lcs)
+    recall = max(n / len(ref) for n, ref in zip(lcs, ref_words))
+    scores.append((1 + beta2) * precision * recall / (recall + beta2 * precision) if precision and recall else 0.0)
+  return 100.0 * float(np.mean(scores))

@@ -2,7 +2,7 @@
 
 An evaluator reads one benchmark's file (tasks.benchmark_files), writes each example's PaLI prompt, and scores
 the decoded answers:
-  coco_captions, coco_karpathy  'caption en'                 CIDEr (vlm.metrics.cider)
+  coco_captions, coco_karpathy  'caption en'                 CIDEr (vlm.metrics.cider), BLEU-4, ROUGE-L
   vqav2, textvqa                'answer en <question>'       VQA accuracy (official script)
   docvqa                        'answer en <question>'       ANLS
   chartqa                       'answer en <query>'          relaxed accuracy
@@ -59,6 +59,13 @@ def _scored_by(name: str, metric: Callable) -> Callable[[list[str], list[dict]],
   return lambda predictions, examples: {name: metric(predictions, _references(examples))}
 
 
+def _score_captions(predictions: list[str], examples: list[dict]) -> dict[str, float]:
+  """CIDEr, the COCO captioning figure, with the BLEU-4 and ROUGE-L that coco-caption prints beside it."""
+  references = _references(examples)
+  return {"cider": metrics.cider(predictions, references), "bleu4": metrics.bleu4(predictions, references),
+          "rouge_l": metrics.rouge_l(predictions, references)}
+
+
 def _path(data_dir: str, value: str | None, task: str, parameter: str) -> str:
   """A task's file or folder, relative to DATA_DIR; an unset one is an error saying which binding to give."""
   if value is None:
@@ -71,7 +78,7 @@ def _path(data_dir: str, value: str | None, task: str, parameter: str) -> str:
 def coco_captions(data_dir: str, annotations: str | None = None, images: str | None = None) -> Evaluator:
   examples = benchmark_files.coco_captions(_path(data_dir, annotations, "coco_captions", "annotations"),
                                            _path(data_dir, images, "coco_captions", "images"))
-  return Evaluator("coco_captions", examples, _caption_prompt, _scored_by("cider", metrics.cider))
+  return Evaluator("coco_captions", examples, _caption_prompt, _score_captions)
 
 
 @gin.configurable(module="vlm.transfer_eval")
@@ -79,7 +86,7 @@ def coco_karpathy(data_dir: str, annotations: str | None = None, images: str | N
                   split: str = "test") -> Evaluator:
   examples = benchmark_files.coco_karpathy(_path(data_dir, annotations, "coco_karpathy", "annotations"),
                                            _path(data_dir, images, "coco_karpathy", "images"), split)
-  return Evaluator("coco_karpathy", examples, _caption_prompt, _scored_by("cider", metrics.cider))
+  return Evaluator("coco_karpathy", examples, _caption_prompt, _score_captions)
 
 
 @gin.configurable(module="vlm.transfer_eval")
