@@ -13,6 +13,7 @@ Layouts:
   chartqa        [{"imgname", "query", "label"}]
   refcoco        [{"file_name", "bbox": [x, y, w, h], "sentences": [str or {"sent": str}, ...]}], one example a
                  sentence (every referring expression is scored, as papers count them)
+  image_folder   root/<class name>/<image>, ImageNet-style (for SigLIP zero-shot classification)
 The COCO, VQAv2 and TextVQA / DocVQA layouts are parsed by tasks.sources, as training reads them. A file of
 another layout is a ValueError naming the file and the field; so is an example without references, since
 nothing could score it.
@@ -62,7 +63,8 @@ def coco_karpathy(path: str, images: str, split: str = "test") -> list[dict]:
   """One example an image of Karpathy's dataset_coco.json split `split`; images at images/filepath/filename."""
   layout = "Karpathy's dataset_coco.json: images [{filepath, filename, split, sentences: [{raw}]}]"
   examples = []
-  for number, record in enumerate(sources._json_list(sources._load_json(path), "images", path)):  # pylint: disable=protected-access
+  records = sources._json_list(sources._load_json(path), "images", path)  # pylint: disable=protected-access
+  for number, record in enumerate(records):
     where = f"images[{number}]"
     if _field(record, "split", path, where, layout) != split:
       continue
@@ -134,9 +136,31 @@ def refcoco(path: str, images: str) -> list[dict]:
   return examples
 
 
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+
+
+def image_folder(root: str) -> tuple[list[str], list[int], list[str]]:
+  """An ImageNet-style folder: one subfolder a class, named by it ("golden_retriever" reads "golden retriever").
+
+  Returns:
+    (image paths, sorted by class then name; their class indices; the class names).
+  """
+  if not os.path.isdir(root):
+    raise ValueError(f"image folder {root} does not exist; give a folder with one subfolder of images a class")
+  classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+  if not classes:
+    raise ValueError(f"image folder {root} has no class subfolders; put each class's images in a folder named by it")
+  paths, labels = [], []
+  for label, name in enumerate(classes):
+    files = sorted(f for f in os.listdir(os.path.join(root, name)) if f.lower().endswith(IMAGE_EXTENSIONS))
+    paths += [os.path.join(root, name, f) for f in files]
+    labels += [label] * len(files)
+  return paths, labels, [c.replace("_", " ") for c in classes]
+
+
 def _box_text(box: list[float]) -> str:
   x, y, w, h = box
   return f"[{x:g}, {y:g}, {w:g}, {h:g}]"
 
 
-__all__ = ["coco_captions", "coco_karpathy", "vqav2", "vqa_json", "chartqa", "refcoco"]
+__all__ = ["coco_captions", "coco_karpathy", "vqav2", "vqa_json", "chartqa", "refcoco", "image_folder"]

@@ -19,6 +19,7 @@ from vlm import metrics, model as model_lib, optim, partitioning, trainer, trans
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GIN = "gin_configs/runs/eval_transfer.gin"
 SIZE = 16
+PALI_TASKS = [name for name in transfer_eval.TASKS if name not in transfer_eval.SIGLIP_TASKS]
 CAPTION_METRICS = lambda p, r: {"cider": metrics.cider(p, r), "bleu4": metrics.bleu4(p, r),  # noqa: E731
                                  "rouge_l": metrics.rouge_l(p, r)}
 SCORERS = {  # task -> how a human scores the json's predictions with vlm.metrics
@@ -128,7 +129,7 @@ def test_every_task_end_to_end_scores_as_vlm_metrics(checkpoint, data_dir, tmp_p
   assert (out / "results.md").read_text() in result.stdout
   assert tensorboard_scalars(out)["vqav2/vqa_accuracy"] == pytest.approx(
       json.loads((out / "vqav2.json").read_text())["metrics"]["vqa_accuracy"])
-  for task in transfer_eval.TASKS:
+  for task in PALI_TASKS:
     report = json.loads((out / f"{task}.json").read_text())
     assert (out / f"{task}.png").stat().st_size > 0
     predictions = [row["prediction"] for row in report["examples"]]
@@ -136,13 +137,13 @@ def test_every_task_end_to_end_scores_as_vlm_metrics(checkpoint, data_dir, tmp_p
     assert report["num_examples"] == len(predictions) and report["step"] == 2
     if task in SCORERS:
       assert report["metrics"] == pytest.approx(SCORERS[task](predictions, references))
-  counts = {t: json.loads((out / f"{t}.json").read_text())["num_examples"] for t in transfer_eval.TASKS}
+  counts = {t: json.loads((out / f"{t}.json").read_text())["num_examples"] for t in PALI_TASKS}
   assert counts == {"coco_captions": 3, "coco_karpathy": 2, "vqav2": 3, "textvqa": 3, "docvqa": 3, "chartqa": 3,
                     "refcoco": 3}
   docvqa = json.loads((out / "docvqa.json").read_text())
   assert docvqa["missing_images"] == 1
-  cut = {t: json.loads((out / f"{t}.json").read_text())["truncated_prompts"] for t in transfer_eval.TASKS}
-  assert cut == {**{t: 0 for t in transfer_eval.TASKS}, "textvqa": 1}  # cut as training cuts, and counted
+  cut = {t: json.loads((out / f"{t}.json").read_text())["truncated_prompts"] for t in PALI_TASKS}
+  assert cut == {**{t: 0 for t in PALI_TASKS}, "textvqa": 1}  # cut as training cuts, and counted
   assert docvqa["examples"][0]["prompt"] == "answer en what is the total?"
   refcoco = json.loads((out / "refcoco.json").read_text())
   assert [row["prompt"] for row in refcoco["examples"]] == ["refexp the red circle", "refexp the circle",
@@ -257,5 +258,85 @@ def test_bleu4_and_rouge_l_equal_coco_caption():
     references = [[caption(1) for _ in range(rng.integers(1, 4))] for _ in range(n)]
     gts = {i: [metrics.ptb_tokenize(r) for r in refs] for i, refs in enumerate(references)}
     res = {i: [metrics.ptb_tokenize(p)] for i, p in enumerate(predictions)}
-    assert metrics.bleu4(predictions, references) == pytest.approx(100 * Bleu(4).compute_score(gts, res, verbose=0)[0][3])
+    bleu = Bleu(4).compute_score(gts, res, verbose=0)[0][3]
+    assert metrics.bleu4(predictions, references) == pytest.approx(100 * bleu)
     assert metrics.rouge_l(predictions, references) == pytest.approx(100 * Rouge().compute_score(gts, res)[0])
+
+
+# ---------------------------------------------------------------------------------------------- SigLIP tasks
+
+
+@pytest.fixture(scope="module")
+def siglip_checkpoint(tmp_path_factory):
+  from encoders import siglip, text as text_lib  # pylint: disable=import-outside-toplevel
+  from tasks import scene_pairs  # pylint: disable=import-outside-toplevel
+  directory = tmp_path_factory.mktemp("siglip")
+  model = siglip.SigLIPModel(image=vit_lib.config("pico/4", image_size=SIZE),
+                             text=text_lib.config("pico", vocab_size=scene_pairs.vocab_size(), max_len=16))
+  trainer.train(model, scene_pairs.SceneCaptionPairs(SIZE, {"text": 16}), model_dir=str(directory), train_steps=2,
+                batch_size=8, optimizer=optim.adamw, learning_rate=1e-3,
+                partitioner=partitioning.Partitioner(devices=jax.devices()[:1]), checkpoint_period=2, progress=False)
+  return directory
+
+
+def write_siglip_benchmarks(root) -> None:
+  """An ImageNet-style folder (two classes) and Karpathy's json for retrieval."""
+  root = str(root)
+  for i, name in enumerate(["red_circle", "red_circle", "blue_square", "blue_square", "blue_square"]):
+    _image(f"{root}/imagenet/val/{name}/{i}.png", i)
+  write_benchmarks(root)  # coco/dataset_coco.json: two test images, two captions each
+
+
+def test_siglip_zero_shot_and_retrieval_end_to_end(siglip_checkpoint, tmp_path):
+  from encoders import siglip  # pylint: disable=import-outside-toplevel
+  from tasks import scene_pairs  # pylint: disable=import-outside-toplevel
+  from vlm import infer, pali  # pylint: disable=import-outside-toplevel
+  write_siglip_benchmarks(tmp_path)
+  out = tmp_path / "out"
+  result = run_eval(f"--gin.CHECKPOINT_PATH='{siglip_checkpoint}'", f"--gin.DATA_DIR='{tmp_path}'",
+                    f"--gin.OUTPUT_DIR='{out}'", "--gin.EVAL_TASKS=['zero_shot', 'coco_retrieval']",
+                    "--gin.TOKENIZER='scene_words'",
+                    "--gin.zero_shot.templates=['a photo of a {}', 'a {}']")
+  assert result.returncode == 0, result.stderr
+  # By hand: the same encoder, images and texts, through vlm.metrics.
+  encoder = siglip.load(siglip_checkpoint)
+  normalise = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)  # noqa: E731
+  def images(paths):
+    return normalise(encoder.encode_image(np.stack([pali.fit_square(infer.read_image(str(p)), SIZE, "squash")
+                                                    for p in paths]))["pooled"])
+  texts = lambda t: normalise(encoder.encode_text(scene_pairs.vocabulary().encode_batch(t, 16))["pooled"])  # noqa: E731
+  folder = tmp_path / "imagenet/val"
+  paths = [folder / c / f for c in ("blue_square", "red_circle") for f in sorted(os.listdir(folder / c))]
+  classes = normalise(np.stack([texts([f"a photo of a {c}", f"a {c}"]).mean(0) for c in ("blue square", "red circle")]))
+  zero_shot = json.loads((out / "zero_shot.json").read_text())
+  assert zero_shot["num_examples"] == 5
+  assert zero_shot["metrics"]["zero_shot_accuracy"] == pytest.approx(
+      metrics.zero_shot_accuracy(images(paths), classes, np.array([0, 0, 0, 1, 1])), abs=1e-6)
+  coco = tmp_path / "coco/val2017"
+  captions = ["a blue square .", "two shapes"] * 2
+  retrieval = json.loads((out / "coco_retrieval.json").read_text())
+  assert retrieval["metrics"] == pytest.approx(metrics.retrieval_multi_caption(
+      images([coco / "000000000000.jpg", coco / "000000000001.jpg"]), texts(captions), [0, 0, 1, 1]))
+  assert "zero_shot/zero_shot_accuracy" in tensorboard_scalars(out)
+
+
+def test_retrieval_with_several_captions_an_image():
+  images = np.eye(3)
+  # Image 0's captions: one far, one its best match; image 1's caption matches image 2 better; image 2 exact.
+  texts = np.array([[0, 0, 1.0], [1.0, 0, 0], [0, 0.6, 0.8], [0, 0, 1.0]])
+  scores = metrics.retrieval_multi_caption(images, texts / np.linalg.norm(texts, axis=1, keepdims=True),
+                                           [0, 0, 1, 2], ks=(1, 2))
+  # i2t: image 0 finds caption 1 first; image 1 its only caption; image 2's caption ties caption 0 (ties lose).
+  assert scores["i2t_R@1"] == pytest.approx(200 / 3) and scores["i2t_R@2"] == 100
+  # t2i: caption 0 (of image 0) is closest to image 2 and ties image 1; caption 2 (of image 1) prefers image 2.
+  assert scores["t2i_R@1"] == pytest.approx(50) and scores["t2i_R@2"] == pytest.approx(75)
+
+
+def test_mixing_siglip_and_pali_tasks_is_refused(tmp_path):
+  with pytest.raises(ValueError, match=r"EVAL_TASKS mixes SigLIP tasks \(zero_shot\) with PaLI tasks \(vqav2\)"):
+    transfer_eval.build(["zero_shot", "vqav2"], str(tmp_path))
+
+
+def test_siglip_tasks_without_a_tokenizer_say_which_to_set():
+  with pytest.raises(ValueError, match=r"set TOKENIZER \(transfer_eval.evaluate.tokenizer\) to 'scene_words'"):
+    transfer_eval.text_tokenizer(None, 16)

@@ -527,3 +527,29 @@ def rouge_l(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> 
     recall = max(n / len(ref) for n, ref in zip(lcs, ref_words))
     scores.append((1 + beta2) * precision * recall / (recall + beta2 * precision) if precision and recall else 0.0)
   return 100.0 * float(np.mean(scores))
+
+
+def retrieval_multi_caption(image_embeddings: np.ndarray, text_embeddings: np.ndarray, text_image: Sequence[int],
+                            ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
+  """Image->text and text->image R@k (percent) when each image has several captions (COCO, Flickr30k).
+
+  An image is right at k if any of its captions ranks in its top k; a caption if its image ranks in its top k.
+  Ties count against the query, as in recall_at_k.
+
+  Args:
+    image_embeddings: [N, D], L2-normalised; text_embeddings: [M, D], L2-normalised.
+    text_image: [M], the index of each caption's image.
+  """
+  sim = np.asarray(image_embeddings, np.float64) @ np.asarray(text_embeddings, np.float64).T  # [N, M]
+  text_image = np.asarray(text_image)
+  if text_image.shape != (sim.shape[1],) or not np.all((text_image >= 0) & (text_image < sim.shape[0])):
+    raise ValueError(f"text_image must give an image index in [0, {sim.shape[0]}) for each of {sim.shape[1]} texts")
+  own = text_image[None, :] == np.arange(sim.shape[0])[:, None]  # [N, M]
+  best_own = np.where(own, sim, -np.inf).max(axis=1, keepdims=True)  # an image's best-scored own caption
+  if np.any(np.isinf(best_own)):
+    raise ValueError("every image needs at least one caption for retrieval")
+  image_rank = np.sum(sim > best_own, axis=1) + np.sum((sim == best_own) & ~own, axis=1)
+  own_score = sim[text_image, np.arange(sim.shape[1])][None, :]
+  text_rank = np.sum(sim > own_score, axis=0) + np.sum(sim == own_score, axis=0) - 1
+  return {**{f"i2t_R@{k}": float(100.0 * np.mean(image_rank < k)) for k in ks},
+          **{f"t2i_R@{k}": float(100.0 * np.mean(text_rank < k)) for k in ks}}

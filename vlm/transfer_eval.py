@@ -1,17 +1,21 @@
-"""Transfer evaluations of a PaLI checkpoint on the benchmarks' own files, scored as their own scripts score them.
+"""Transfer evaluations of a checkpoint on the benchmarks' own files, scored as their own scripts score them.
 
-An evaluator reads one benchmark's file (tasks.benchmark_files), writes each example's PaLI prompt, and scores
-the decoded answers:
+A PaLI evaluator reads one benchmark's file (tasks.benchmark_files), writes each example's PaLI prompt, and
+scores the decoded answers:
   coco_captions, coco_karpathy  'caption en'                 CIDEr (vlm.metrics.cider), BLEU-4, ROUGE-L
   vqav2, textvqa                'answer en <question>'       VQA accuracy (official script)
   docvqa                        'answer en <question>'       ANLS
   chartqa                       'answer en <query>'          relaxed accuracy
   refcoco                       'refexp <phrase>'            accuracy at IoU >= 0.5 of the answer's location box,
                                                              and refexp_centre_baseline
+A SigLIP evaluator scores image and text embeddings (encoders.siglip.load):
+  zero_shot       an ImageNet-style folder, classes by a prompt-template ensemble (TEMPLATES)   accuracy
+  coco_retrieval  Karpathy's split, several captions an image                         R@1/5/10 both ways
 Each evaluator's files are gin parameters of its function below (e.g. `vqav2.questions`), relative to DATA_DIR.
-`evaluate` decodes every task with one loop (vlm.pali's generate, in batches) and writes, under the output
-directory: <task>.json (metrics, then every example's prediction and references), <task>.png (a grid of
-examples), results.md (a table of all tasks, also printed) and TensorBoard scalars at the checkpoint's step.
+`evaluate` runs every task with one loop per model kind (vlm.pali's generate, or the SigLIP towers, in
+batches) and writes, under the output directory: <task>.json (metrics; for PaLI tasks every example's
+prediction and references), <task>.png for PaLI tasks (a grid of examples), results.md (a table of all tasks,
+also printed) and TensorBoard scalars at the checkpoint's step.
 """
 
 from __future__ import annotations
@@ -129,8 +133,66 @@ def refcoco(data_dir: str, annotations: str | None = None, images: str | None = 
   return Evaluator("refcoco", examples, lambda ex: f"refexp {ex['question']}", score_refexp)
 
 
-TASKS: dict[str, Callable[[str], Evaluator]] = {f.__name__: f for f in (
-    coco_captions, coco_karpathy, vqav2, textvqa, docvqa, chartqa, refcoco)}
+# SigLIP tasks: embeddings of images and texts, scored without decoding.
+
+# CLIP-style prompt ensemble for zero-shot classification; `{}` is the class name. Swap by gin:
+# --gin.zero_shot.templates="['a photo of a {}.']".
+TEMPLATES = ("a photo of a {}.", "a photo of the {}.", "a picture of a {}.", "a close-up photo of a {}.",
+             "a cropped photo of the {}.", "a bright photo of a {}.", "a dark photo of a {}.",
+             "a rendering of a {}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class EmbeddingEvaluator:
+  """A SigLIP benchmark: images and texts to embed, and the scorer of their L2-normalised embeddings.
+
+  score(image_embeddings [n, D] of the images that exist, text_embeddings [M, D], their indices in images).
+  """
+  name: str
+  images: list[str]
+  texts: list[str]
+  score: Callable[[np.ndarray, np.ndarray, np.ndarray], dict[str, float]]
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+  return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+@gin.configurable(module="vlm.transfer_eval")
+def zero_shot(data_dir: str, images: str | None = None, templates=TEMPLATES) -> EmbeddingEvaluator:
+  """Classification of an ImageNet-style folder by each class's mean template embedding."""
+  if isinstance(templates, str) or not templates or not all(isinstance(t, str) and "{}" in t for t in templates):
+    raise ValueError(f"zero_shot.templates must be a list of strings with {{}} where the class name goes; "
+                     f"got {templates!r}")
+  paths, labels, classes = benchmark_files.image_folder(_path(data_dir, images, "zero_shot", "images"))
+  texts = [t.format(c) for c in classes for t in templates]
+
+  def score(image_embeddings, text_embeddings, present):
+    ensemble = _normalise(text_embeddings.reshape(len(classes), len(templates), -1).mean(axis=1))
+    return {"zero_shot_accuracy": metrics.zero_shot_accuracy(image_embeddings, ensemble,
+                                                             np.asarray(labels)[present])}
+  return EmbeddingEvaluator("zero_shot", paths, texts, score)
+
+
+@gin.configurable(module="vlm.transfer_eval")
+def coco_retrieval(data_dir: str, annotations: str | None = None, images: str | None = None,
+                   split: str = "test") -> EmbeddingEvaluator:
+  """Image-text retrieval on Karpathy's split (dataset_coco.json; several captions an image), R@1/5/10."""
+  examples = benchmark_files.coco_karpathy(_path(data_dir, annotations, "coco_retrieval", "annotations"),
+                                           _path(data_dir, images, "coco_retrieval", "images"), split)
+  text_image = np.array([i for i, ex in enumerate(examples) for _ in ex["references"]])
+
+  def score(image_embeddings, text_embeddings, present):
+    kept = np.isin(text_image, present)  # the captions of images that exist
+    return metrics.retrieval_multi_caption(image_embeddings, text_embeddings[kept],
+                                           np.searchsorted(present, text_image[kept]))
+  return EmbeddingEvaluator("coco_retrieval", [ex["image"] for ex in examples],
+                            [r for ex in examples for r in ex["references"]], score)
+
+
+TASKS: dict[str, Callable[[str], Evaluator | EmbeddingEvaluator]] = {f.__name__: f for f in (
+    coco_captions, coco_karpathy, vqav2, textvqa, docvqa, chartqa, refcoco, zero_shot, coco_retrieval)}
+SIGLIP_TASKS = frozenset({"zero_shot", "coco_retrieval"})  # the rest are PaLI tasks
 
 
 def target_box(ex: dict) -> tuple[float, float, float, float]:
@@ -169,7 +231,7 @@ def score_refexp(predictions: list[str], examples: list[dict]) -> dict[str, floa
           "refexp_centre_baseline": metrics.refexp_accuracy(centre_boxes(examples), targets)}
 
 
-def build(names, data_dir: str) -> list[Evaluator]:
+def build(names, data_dir: str) -> list[Evaluator | EmbeddingEvaluator]:
   """The evaluators of `names`, their files read and checked (before any model is loaded)."""
   if isinstance(names, str):
     names = [names]
@@ -178,10 +240,20 @@ def build(names, data_dir: str) -> list[Evaluator]:
     raise ValueError(f"unknown eval task {unknown[0]!r}; EVAL_TASKS may name {', '.join(TASKS)}")
   if not names:
     raise ValueError(f"EVAL_TASKS is empty; name at least one of {', '.join(TASKS)}")
+  siglip = [n for n in names if n in SIGLIP_TASKS]
+  if siglip and len(siglip) < len(names):
+    raise ValueError(f"EVAL_TASKS mixes SigLIP tasks ({', '.join(siglip)}) with PaLI tasks "
+                     f"({', '.join(n for n in names if n not in siglip)}); a checkpoint is one or the other: run "
+                     "them separately")
   return [TASKS[name](data_dir) for name in names]
 
 
 # ------------------------------------------------------------------------------------------------- decoding
+
+
+def _check_found(task: str, found: int, listed: int) -> None:
+  if not found:
+    raise ValueError(f"eval task {task}: none of its {listed} image files exist; check its images folder")
 
 
 def decode(pali, evaluator: Evaluator, batch_size: int, max_new_tokens: int | None, truncate_prompts: bool = True,
@@ -199,6 +271,7 @@ def decode(pali, evaluator: Evaluator, batch_size: int, max_new_tokens: int | No
   from tqdm import tqdm  # pylint: disable=import-outside-toplevel
   from vlm import infer  # pylint: disable=import-outside-toplevel
   present = [ex for ex in evaluator.examples if os.path.isfile(ex["image"])]
+  _check_found(evaluator.name, len(present), len(evaluator.examples))
   answered, answers, shown, truncated = [], [], [], 0
   with tqdm(total=len(present), desc=evaluator.name, unit="ex", disable=not progress, dynamic_ncols=True) as bar:
     for start in range(0, len(present), batch_size):
@@ -218,6 +291,42 @@ def decode(pali, evaluator: Evaluator, batch_size: int, max_new_tokens: int | No
       bar.update(len(chunk))
   counts = {"missing_images": len(evaluator.examples) - len(present), "truncated_prompts": truncated}
   return answered, answers, shown, counts
+
+
+def text_tokenizer(name: str | None, max_len: int) -> Callable[[list[str]], np.ndarray]:
+  """texts -> int [N, max_len] as the SigLIP was trained: 'scene_words' (the project's scene runs' word
+  vocabulary), or a HF tokenizer directory (padded to max_len, as HF SigLIP checkpoints expect)."""
+  if name == "scene_words":
+    from tasks import scene_pairs  # pylint: disable=import-outside-toplevel
+    return lambda texts: scene_pairs.vocabulary().encode_batch(texts, max_len)
+  if isinstance(name, str) and os.path.isdir(name):
+    import transformers  # pylint: disable=import-outside-toplevel
+    tokenizer = transformers.AutoTokenizer.from_pretrained(name)
+    return lambda texts: np.asarray(tokenizer(texts, padding="max_length", max_length=max_len,
+                                              truncation=True)["input_ids"], np.int32)
+  raise ValueError(f"SigLIP tasks need the texts' tokenizer: set TOKENIZER (transfer_eval.evaluate.tokenizer) to "
+                   "'scene_words' "
+                   f"(the project's scene runs) or a HF tokenizer directory; got {name!r}")
+
+
+def embed(encoder, tokenize, evaluator: EmbeddingEvaluator, batch_size: int,
+          progress: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(L2-normalised pooled embeddings of the images that exist, of every text; those images' indices)."""
+  from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+  from vlm import infer, pali as pali_lib  # pylint: disable=import-outside-toplevel
+  present = np.array([i for i, path in enumerate(evaluator.images) if os.path.isfile(path)], np.int64)
+  _check_found(evaluator.name, len(present), len(evaluator.images))
+  size = encoder.config.image.image_size
+  images, texts = [], []
+  with tqdm(total=len(present), desc=evaluator.name, unit="ex", disable=not progress, dynamic_ncols=True) as bar:
+    for start in range(0, len(present), batch_size):
+      pixels = [pali_lib.fit_square(infer.read_image(evaluator.images[i]), size, "squash")
+                for i in present[start:start + batch_size]]
+      images.append(encoder.encode_image(np.stack(pixels))["pooled"])
+      bar.update(len(pixels))
+  for start in range(0, len(evaluator.texts), batch_size):
+    texts.append(encoder.encode_text(tokenize(evaluator.texts[start:start + batch_size]))["pooled"])
+  return _normalise(np.concatenate(images)), _normalise(np.concatenate(texts)), present
 
 
 # ------------------------------------------------------------------------------------------------- outputs
@@ -268,7 +377,7 @@ def table(results: list[dict]) -> str:
            "|---|---|---:|---:|---:|---:|"]
   for r in results:
     lines += [f"| {r['task']} | {name} | {value:.2f} | {r['num_examples']} | {r['missing_images']} | "
-              f"{r['truncated_prompts']} |"
+              f"{r.get('truncated_prompts', '-')} |"
               for name, value in r["metrics"].items()]
   return "\n".join(lines) + "\n"
 
@@ -292,14 +401,24 @@ def _checked_output_dir(output_dir: str) -> str:
   return output_dir
 
 
+def _load_siglip(path: str):
+  from encoders import siglip  # pylint: disable=import-outside-toplevel
+  encoder = siglip.load(path)
+  if encoder.config.text is None:
+    raise ValueError(f"{path} holds an image tower only; zero-shot and retrieval need a two-tower SigLIP")
+  return encoder
+
+
 @gin.configurable(module="vlm.transfer_eval")
 def evaluate(checkpoint_path: str = gin.REQUIRED, tasks=gin.REQUIRED, data_dir: str = "",
              output_dir: str | None = None, batch_size: int = 32, max_new_tokens: int | None = None,
-             truncate_prompts: bool = True, progress: bool = True) -> tuple[list[dict], str]:
-  """Evaluates the latest checkpoint of a PaLI MODEL_DIR on `tasks` and writes the outputs.
+             truncate_prompts: bool = True, tokenizer: str | None = None,
+             progress: bool = True) -> tuple[list[dict], str]:
+  """Evaluates a checkpoint on `tasks` and writes the outputs.
 
   Args:
-    checkpoint_path: the MODEL_DIR (its latest checkpoint is evaluated).
+    checkpoint_path: PaLI tasks: a PaLI MODEL_DIR (its latest checkpoint); SigLIP tasks: any SigLIP checkpoint
+      encoders.siglip.load reads.
     tasks: names of TASKS.
     data_dir: what the tasks' relative file paths are relative to.
     output_dir: where the outputs go; default checkpoint_path/eval_transfer.
@@ -307,6 +426,7 @@ def evaluate(checkpoint_path: str = gin.REQUIRED, tasks=gin.REQUIRED, data_dir: 
     max_new_tokens: answer tokens at most; default the model's max_decode_len.
     truncate_prompts: cut prompts longer than the trained prompt length, as training does (they are counted);
       False refuses them.
+    tokenizer: SigLIP tasks: how texts are tokenised (text_tokenizer).
 
   Returns:
     (one dict a task: task, checkpoint, step, metrics, num_examples, missing_images, truncated_prompts; the
@@ -314,24 +434,29 @@ def evaluate(checkpoint_path: str = gin.REQUIRED, tasks=gin.REQUIRED, data_dir: 
   """
   from vlm import checkpoints, pali as pali_lib  # pylint: disable=import-outside-toplevel
   if not isinstance(checkpoint_path, str) or not checkpoint_path:  # a macro left %gin.REQUIRED arrives as an object
-    raise ValueError("CHECKPOINT_PATH is not set; add --gin.CHECKPOINT_PATH=\"'MODEL_DIR'\" (a PaLI training "
-                     "directory)")
+    raise ValueError("CHECKPOINT_PATH is not set; add --gin.CHECKPOINT_PATH=\"'MODEL_DIR'\" (a PaLI or SigLIP "
+                     "checkpoint)")
   if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
     raise ValueError(f"BATCH_SIZE must be an integer >= 1; got {batch_size!r}")
   evaluators = build(tasks, data_dir)
-  pali = pali_lib.load(checkpoint_path)
+  siglip = evaluators[0].name in SIGLIP_TASKS
+  model = _load_siglip(checkpoint_path) if siglip else pali_lib.load(checkpoint_path)
+  tokenize = text_tokenizer(tokenizer, model.config.text.max_len) if siglip else None
   step = max(checkpoints.complete_steps(checkpoint_path), default=0)
   output_dir = _checked_output_dir(output_dir or os.path.join(checkpoint_path, "eval_transfer"))
   results = []
   for evaluator in evaluators:
-    examples, answers, images, counts = decode(pali, evaluator, batch_size, max_new_tokens, truncate_prompts,
-                                               progress)
-    if not examples:
-      raise ValueError(f"eval task {evaluator.name}: none of its {counts['missing_images']} image files exist; "
-                       "check its images folder")
-    result = {"task": evaluator.name, "checkpoint": os.path.abspath(checkpoint_path), "step": step,
-              "metrics": evaluator.score(answers, examples), "num_examples": len(examples), **counts}
-    write_task(output_dir, evaluator, result, examples, answers, images)
+    result = {"task": evaluator.name, "checkpoint": os.path.abspath(checkpoint_path), "step": step}
+    if siglip:
+      images, texts, present = embed(model, tokenize, evaluator, batch_size, progress)
+      result.update(metrics=evaluator.score(images, texts, present), num_examples=len(present),
+                    missing_images=len(evaluator.images) - len(present))
+      _write_text(os.path.join(output_dir, f"{evaluator.name}.json"), json.dumps(result, indent=1))
+    else:
+      examples, answers, images, counts = decode(model, evaluator, batch_size, max_new_tokens, truncate_prompts,
+                                                 progress)
+      result.update(metrics=evaluator.score(answers, examples), num_examples=len(examples), **counts)
+      write_task(output_dir, evaluator, result, examples, answers, images)
     results.append(result)
   markdown = table(results)
   _write_text(os.path.join(output_dir, "results.md"), markdown)
