@@ -8,7 +8,8 @@ compiles). Batch size 1 is the baseline: one request at a time, as a serving loo
   python benchmarks/eval_throughput.py --checkpoint PALI_MODEL_DIR [--task coco_captions] [--examples 64]
       [--batch_sizes 1,8,32] [--repeats 3] [--data_dir DIR]
 
-The same files serve a real `python -m vlm.eval` run (README, "Transfer evaluation"):
+The same files serve a real `python -m vlm.eval` run (README, "Transfer evaluation"); --write_only also writes
+the SigLIP tasks' files (an ImageNet-style folder of single-object scenes, captioned scenes for retrieval):
   python benchmarks/eval_throughput.py --data_dir DIR --write_only
 """
 
@@ -23,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from timing import best_times, machine  # benchmarks/timing.py (scripts run from this folder)
-from tasks import locations, scene_tasks
+from tasks import locations, scene_tasks, scenes
 
 
 def _save(image: np.ndarray, path: str) -> None:
@@ -62,6 +63,23 @@ def write_scene_benchmarks(root: str, examples: int, image_size: int = 32, seed:
   _json(refs, f"{root}/refcoco/refcoco_val.json")
 
 
+def write_siglip_scene_benchmarks(root: str, per_class: int, image_size: int = 32, seed: int = 0) -> None:
+  """Single-object scenes of every (colour, shape) as an ImageNet-style folder (imagenet/val/<colour>_<shape>),
+  and held-out scenes with two captions each as Karpathy's dataset_coco.json (split "test")."""
+  combos = scenes.all_combos()
+  zero_shot = scenes.zero_shot_batch(seed, combos, per_class, image_size)
+  for i, (image, label) in enumerate(zip(zero_shot["image"], zero_shot["label"])):
+    _save(image, f"{root}/imagenet/val/{'_'.join(combos[label])}/{i}.png")
+  batch = scenes.sample_batch(seed, 0, per_class * 32, image_size, "eval", with_scenes=True)
+  rng = np.random.default_rng(seed)
+  records = []
+  for i, (image, text, objects) in enumerate(zip(batch["image"], batch["text"], batch["scenes"])):
+    _save(image, f"{root}/coco/val2014/scene_{i}.png")
+    records.append({"filepath": "val2014", "filename": f"scene_{i}.png", "split": "test", "cocoid": i,
+                    "sentences": [{"raw": text}, {"raw": scenes.caption(objects, rng)}]})
+  _json({"images": records}, f"{root}/coco/dataset_coco.json")
+
+
 def main() -> None:
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--checkpoint", help="a PaLI MODEL_DIR")
@@ -76,6 +94,7 @@ def main() -> None:
   data_dir = args.data_dir or tempfile.mkdtemp(prefix="eval_throughput_")
   write_scene_benchmarks(data_dir, args.examples, args.image_size)
   if args.write_only:
+    write_siglip_scene_benchmarks(data_dir, max(args.examples // 32, 1), args.image_size)
     print(f"benchmark files written under {data_dir}")
     return
   if not args.checkpoint:

@@ -340,3 +340,15 @@ def test_mixing_siglip_and_pali_tasks_is_refused(tmp_path):
 def test_siglip_tasks_without_a_tokenizer_say_which_to_set():
   with pytest.raises(ValueError, match=r"set TOKENIZER \(transfer_eval.evaluate.tokenizer\) to 'scene_words'"):
     transfer_eval.text_tokenizer(None, 16)
+
+
+def test_hf_tokenizer_pads_to_the_text_length(tmp_path):
+  import transformers  # pylint: disable=import-outside-toplevel
+  spm = os.path.join(REPO, "tasks/data/spm/pali_tiny.model")
+  transformers.SiglipTokenizer(vocab_file=spm).save_pretrained(str(tmp_path))
+  reference = transformers.SiglipTokenizer(vocab_file=spm)
+  ids = transfer_eval.text_tokenizer(str(tmp_path), 8)(["a photo of a cat", "a red circle at the top left of it"])
+  short = reference("a photo of a cat")["input_ids"]
+  assert ids.shape == (2, 8) and ids.dtype == np.int32
+  assert ids[0].tolist() == short + [reference.pad_token_id] * (8 - len(short))  # padded to max_len, as HF SigLIP
+  assert ids[1, -1] == reference.eos_token_id  # a long text is cut with its EOS kept
