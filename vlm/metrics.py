@@ -448,3 +448,108 @@ def relaxed_accuracy(predictions: Sequence[str], references: Sequence[str]) -> f
   """
   _check_pairs("relaxed_accuracy", predictions, references, nested=False)
   return float(100.0 * np.mean([_relaxed_match(p, r) for p, r in zip(predictions, references)]))
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Localisation: boxes (y0, x0, y1, x1) in pixels.
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
+  """Intersection over union of two boxes (y0, x0, y1, x1); 0 when the union is empty."""
+  inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+  union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+  return inter / union if union > 0 else 0.0
+
+
+def refexp_accuracy(predicted: Sequence[Sequence[float] | None], targets: Sequence[Sequence[float]]) -> float:
+  """RefCOCO accuracy: percent of expressions whose predicted box has IoU >= 0.5 with the target.
+
+  Args:
+    predicted: one box per expression, or None where the answer named no box (counted wrong).
+    targets: the referred boxes, in the same pixels.
+  """
+  if len(predicted) != len(targets) or not targets:
+    raise ValueError(f"refexp_accuracy got {len(predicted)} predicted boxes but {len(targets)} targets")
+  return float(100.0 * np.mean([p is not None and box_iou(p, t) >= 0.5 for p, t in zip(predicted, targets)]))
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# BLEU-4 and ROUGE-L as coco-caption's pycocoevalcap computes them (on `ptb_tokenize`d text, as CIDEr).
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def bleu4(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> float:
+  """Corpus BLEU-4 x100 as coco-caption's Bleu(4) prints it.
+
+  Clipped n-gram matches and candidate n-grams are summed over the corpus before the geometric mean; each
+  candidate's reference length is that of its closest reference (the shorter on a tie), and coco-caption's
+  1e-15 / 1e-9 guards keep a corpus without any 4-gram match at ~0 rather than failing.
+  """
+  _check_pairs("bleu4", predictions, references)
+  correct, guess, test_len, ref_len = np.zeros(4), np.zeros(4), 0, 0
+  for prediction, refs in zip(predictions, references):
+    words = ptb_tokenize(prediction).split()
+    ref_words = [ptb_tokenize(r).split() for r in refs]
+    most = collections.Counter()
+    for ref in ref_words:
+      most |= _ngram_counts(ref, 4)  # | keeps each n-gram's largest count over the references
+    for ngram, count in _ngram_counts(words, 4).items():
+      correct[len(ngram) - 1] += min(count, most[ngram])
+    guess += [max(len(words) - k, 0) for k in range(4)]
+    test_len += len(words)
+    ref_len += min((abs(len(ref) - len(words)), len(ref)) for ref in ref_words)[1]
+  bleu = float(np.prod((correct + 1e-15) / (guess + 1e-9)) ** 0.25)
+  ratio = (test_len + 1e-15) / (ref_len + 1e-9)
+  return 100.0 * (bleu * math.exp(1 - 1 / ratio) if ratio < 1 else bleu)
+
+
+def _lcs_length(a: list[str], b: list[str]) -> int:
+  row = [0] * (len(b) + 1)
+  for x in a:
+    diagonal = 0
+    for j, y in enumerate(b, 1):
+      diagonal, row[j] = row[j], diagonal + 1 if x == y else max(row[j], row[j - 1])
+  return row[-1]
+
+
+def rouge_l(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> float:
+  """Mean ROUGE-L x100 as coco-caption's Rouge prints it: per image the F-measure (beta 1.2) of the best
+  precision and the best recall of the longest common subsequence over its references."""
+  _check_pairs("rouge_l", predictions, references)
+  beta2 = 1.2 ** 2
+  scores = []
+  for prediction, refs in zip(predictions, references):
+    candidate = ptb_tokenize(prediction).split(" ")  # coco-caption splits on single spaces: "" is one token
+    ref_words = [ptb_tokenize(r).split(" ") for r in refs]
+    lcs = [_lcs_length(ref, candidate) for ref in ref_words]
+    precision = max(n / len(candidate) for n in lcs)
+    recall = max(n / len(ref) for n, ref in zip(lcs, ref_words))
+    scores.append((1 + beta2) * precision * recall / (recall + beta2 * precision) if precision and recall else 0.0)
+  return 100.0 * float(np.mean(scores))
+
+
+def retrieval_multi_caption(image_embeddings: np.ndarray, text_embeddings: np.ndarray, text_image: Sequence[int],
+                            ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
+  """Image->text and text->image R@k (percent) when each image has several captions (COCO, Flickr30k).
+
+  An image is right at k if any of its captions ranks in its top k; a caption if its image ranks in its top k.
+  Ties count against the query, as in recall_at_k.
+
+  Args:
+    image_embeddings: [N, D], L2-normalised; text_embeddings: [M, D], L2-normalised.
+    text_image: [M], the index of each caption's image.
+  """
+  sim = np.asarray(image_embeddings, np.float64) @ np.asarray(text_embeddings, np.float64).T  # [N, M]
+  text_image = np.asarray(text_image)
+  if text_image.shape != (sim.shape[1],) or not np.all((text_image >= 0) & (text_image < sim.shape[0])):
+    raise ValueError(f"text_image must give an image index in [0, {sim.shape[0]}) for each of {sim.shape[1]} texts")
+  own = text_image[None, :] == np.arange(sim.shape[0])[:, None]  # [N, M]
+  best_own = np.where(own, sim, -np.inf).max(axis=1, keepdims=True)  # an image's best-scored own caption
+  if np.any(np.isinf(best_own)):
+    raise ValueError("every image needs at least one caption for retrieval")
+  image_rank = np.sum(sim > best_own, axis=1) + np.sum((sim == best_own) & ~own, axis=1)
+  own_score = sim[text_image, np.arange(sim.shape[1])][None, :]
+  text_rank = np.sum(sim > own_score, axis=0) + np.sum(sim == own_score, axis=0) - 1
+  return {**{f"i2t_R@{k}": float(100.0 * np.mean(image_rank < k)) for k in ks},
+          **{f"t2i_R@{k}": float(100.0 * np.mean(text_rank < k)) for k in ks}}
