@@ -23,6 +23,12 @@ import numpy as np
 from vlm import decoding, model as model_lib
 
 METHODS = ("greedy", "beam", "sample")
+
+
+class PromptCutWarning(UserWarning):
+  """A prompt longer than the trained prompt length was cut (truncate_prompt=True); one per prompt."""
+
+
 RESIZE_MODES = ("squash", "pad", "none")
 
 
@@ -89,7 +95,7 @@ class LoadedPaLI:
         if not truncate:
           raise ValueError(f"{what} {text!r} is {len(ids)} tokens but the model was trained with {length}; "
                            "shorten it or pass --truncate_prompt (truncate_prompt=True in Python)")
-        warnings.warn(f"{what} {text!r} cut from {len(ids)} to {length} tokens", stacklevel=3)
+        warnings.warn(f"{what} {text!r} cut from {len(ids)} to {length} tokens", PromptCutWarning, stacklevel=3)
         ids = ids[:length - 1] + [ids[-1]]  # keep EOS last
       out[row, :len(ids)] = ids
     return out

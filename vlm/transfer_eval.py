@@ -269,7 +269,7 @@ def decode(pali, evaluator: Evaluator, batch_size: int, max_new_tokens: int | No
     "truncated_prompts": prompts cut}).
   """
   from tqdm import tqdm  # pylint: disable=import-outside-toplevel
-  from vlm import infer  # pylint: disable=import-outside-toplevel
+  from vlm import infer, pali as pali_lib  # pylint: disable=import-outside-toplevel
   present = [ex for ex in evaluator.examples if os.path.isfile(ex["image"])]
   _check_found(evaluator.name, len(present), len(evaluator.examples))
   answered, answers, shown, truncated = [], [], [], 0
@@ -282,7 +282,7 @@ def decode(pali, evaluator: Evaluator, batch_size: int, max_new_tokens: int | No
         answers += pali.generate(images, [evaluator.prompt(ex) for ex in chunk], max_new_tokens,
                                  batch_size=batch_size, truncate_prompt=truncate_prompts)
       for warning in caught:  # the cuts are counted; any other warning is shown as it would have been
-        if " cut from " in str(warning.message):
+        if issubclass(warning.category, pali_lib.PromptCutWarning):
           truncated += 1
         else:
           warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
