@@ -46,6 +46,8 @@ def test_unknown_size_name(tmp_path):
     ("--gin.TRAIN_STEPS='4'", "total_steps must be an integer >= 1; got '4'"),
     ("--gin.MIXTURE_OR_TASK_NAME='no_such_task'", "MIXTURE_OR_TASK_NAME='no_such_task' is neither"),
     ("--gin.TASK_FEATURE_LENGTHS={'inputs': 8}", "takes TASK_FEATURE_LENGTHS with the keys ['text']"),
+    ("--gin.vlm.optim.schedule.peak=-1.0", "schedule peak (the learning rate) must be a number > 0; got -1.0"),
+    ("--gin.vlm.optim.schedule.peak=0", "schedule peak (the learning rate) must be a number > 0; got 0"),
 ])
 def test_bad_macro_values_name_the_macro(tmp_path, flag, fragment):
   assert_one_line_error(train(f"--gin_file={RUN}", f"--gin.MODEL_DIR='{tmp_path}'", flag), fragment)
@@ -54,6 +56,11 @@ def test_bad_macro_values_name_the_macro(tmp_path, flag, fragment):
 def test_command_line_mistakes(tmp_path):
   assert_one_line_error(train(f"--gin_file={RUN}", f"--gin.MODEL_DIR={tmp_path}"),
                         f"--gin.MODEL_DIR={tmp_path}", f"a string needs quotes: --gin.MODEL_DIR=\"'{tmp_path}'\"")
+  result = train(f"--gin_file={RUN}", "--gin.MIXTURE_OR_TASK_NAME=scene")  # gin's error held an ast object's repr
+  assert_one_line_error(result, "not a gin value; a string needs quotes")
+  assert " object at 0x" not in result.stderr
+  assert_one_line_error(train(f"--gin_file={RUN}", "--gin.vlm.optim.schedule.peak=float('nan')"),
+                        "not a gin value; a gin value is a literal", "not a call")
   assert_one_line_error(train(f"--gin_file={RUN}", "--gin.TRAIN_STEPS"), "unrecognised argument '--gin.TRAIN_STEPS'")
   assert_one_line_error(train(), "at least one --gin_file is required")
   # T5X's spelling of a binding works too.
@@ -118,3 +125,13 @@ def test_each_program_names_itself_for_an_unknown_flag(program):
   result = subprocess.run([sys.executable, "-m", program, *task, "--bogus"], cwd=REPO, capture_output=True,
                           text=True, timeout=120)
   assert_one_line_error(result, "--bogus", f"python -m {program} --help")
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("vlm.trainer.train.seed = (\n", "a bracket is never closed"),  # was tokenize.TokenError's traceback
+    ("import no_such_module_at_all\n", "No module named 'no_such_module_at_all'"),  # was ModuleNotFoundError's
+])
+def test_a_broken_gin_file_is_named_in_one_line(tmp_path, text, fragment):
+  (tmp_path / "broken.gin").write_text(text)
+  assert_one_line_error(train(f"--gin_file={tmp_path / 'broken.gin'}"), f"gin file {tmp_path / 'broken.gin'}",
+                        fragment)

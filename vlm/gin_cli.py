@@ -20,6 +20,7 @@ import logging
 import os
 import re
 import sys
+import tokenize
 import warnings
 from typing import Iterator, Sequence
 
@@ -97,8 +98,9 @@ def parse(p: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> argp
   # gin logs an ERROR line for every search path an include is not under, even when a later one has it.
   logging.disable(logging.ERROR)
   try:
-    with user_errors(args.debug, "gin config"):
-      gin.parse_config_files_and_bindings(files, [], finalize_config=False)
+    for path in files:  # one at a time, so that an error gin does not place is named by its file
+      with user_errors(args.debug, f"gin file {path}"):
+        gin.parse_config_file(path)
     for flag, binding in bindings:  # one at a time, so that an error names its flag
       with user_errors(args.debug, flag, hint=_quoting_hint(binding)):
         gin.parse_config(binding)
@@ -115,8 +117,10 @@ def _quoting_hint(binding: str) -> str:
   try:
     ast.literal_eval(value)
   except (ValueError, SyntaxError):
-    if value and value[0] not in "@%'\"[{(":
+    if value and value[0] not in "@%'\"[{(" and "(" not in value:
       return f"a string needs quotes: --gin.{key}=\"'{value}'\""
+    if "(" in value and value[0] not in "@(":
+      return "a gin value is a literal (number, 'string', list, dict), @configurable or %MACRO, not a call"
   return ""
 
 
@@ -138,10 +142,12 @@ def user_errors(debug: bool, what: str = "", hint: str = "") -> Iterator[None]:
   """
   try:
     yield
-  except (ValueError, TypeError, OSError, KeyError, RuntimeError, SyntaxError, ArithmeticError) as e:
+  except (ValueError, TypeError, OSError, KeyError, RuntimeError, SyntaxError, ArithmeticError, ImportError,
+          tokenize.TokenError) as e:  # ImportError: a gin `import` line; TokenError: an unclosed bracket
     if debug:
       raise
-    lines = [line.strip() for line in str(e).strip().splitlines()]
+    text = "a bracket is never closed" if isinstance(e, tokenize.TokenError) else str(e)  # (msg, (line, col))
+    lines = [_without_reprs(line.strip()) for line in text.strip().splitlines()]
     message = _undefined_macro(lines) or (lines[0] if lines and lines[0] else type(e).__name__)
     where = next((line for line in lines[1:] if line.startswith("In file")), None)  # gin's file and line
     if where and where not in message:
@@ -153,6 +159,13 @@ def user_errors(debug: bool, what: str = "", hint: str = "") -> Iterator[None]:
     print(f"error: {message}" + (f"; {hint}" if hint else ""), file=sys.stderr)
     print("(run again with --debug for the full traceback)", file=sys.stderr)
     raise SystemExit(1) from None
+
+
+def _without_reprs(line: str) -> str:
+  """gin's parser reports a bad value as Python's ast error, '... malformed node or string on line 1: <ast.Name
+  object at 0x7f...>': the user gets what it means instead of the object's address."""
+  line = re.sub(r"malformed node or string on line \d+: <ast\.\w+ object at 0x[0-9a-f]+>", "not a gin value", line)
+  return re.sub(r"<([\w.]+) object at 0x[0-9a-f]+>", r"a \1", line)
 
 
 def _undefined_macro(lines: list[str]) -> str:

@@ -31,6 +31,11 @@ def schedule(peak: float = 1e-3, warmup_steps: int = 0, decay: str = "cosine", t
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
       raise ValueError(f"schedule {name} must be an integer >= {minimum}; got {value!r} (the run files bind "
                        "total_steps to TRAIN_STEPS)")
+  if isinstance(peak, bool) or not isinstance(peak, (int, float)) or not 0 < peak < float("inf"):
+    raise ValueError(f"schedule peak (the learning rate) must be a number > 0; got {peak!r} (a negative one "
+                     "climbs the loss; the run files bind it to PEAK_LEARNING_RATE)")
+  if not 0 <= end_fraction <= 1:
+    raise ValueError(f"schedule end_fraction must be in [0, 1] (of the peak); got {end_fraction!r}")
   warmup = optax.linear_schedule(0.0, peak, max(warmup_steps, 1))
   rest = max(total_steps - warmup_steps, 1)
   if decay == "cosine":
