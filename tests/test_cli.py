@@ -121,7 +121,7 @@ def test_tiny_run_trains_evaluates_and_resumes(tmp_path):
 
 @pytest.mark.parametrize("program", ["vlm.curriculum", "tasks.list", "tasks.show"])
 def test_each_program_names_itself_for_an_unknown_flag(program):
-  task = ["--task=scene_pairs_synthetic"] if program == "tasks.show" else []
+  task = ["--task=vqa_synthetic"] if program == "tasks.show" else []
   result = subprocess.run([sys.executable, "-m", program, *task, "--bogus"], cwd=REPO, capture_output=True,
                           text=True, timeout=120)
   assert_one_line_error(result, "--bogus", f"python -m {program} --help")
