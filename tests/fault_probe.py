@@ -317,10 +317,10 @@ def cases(paths: dict[str, str], work: str) -> list[Case]:
       said = result.stdout + result.stderr
       return None if f"resuming from step {step}" in said else f"did not resume from step {step}"
     return check
-  for how in ("truncate", "flip", "delete"):
+  for how, done in (("truncate", "truncated"), ("flip", "with flipped bytes"), ("delete", "missing a file")):
     directory = _copy_run(siglip, os.path.join(work, f"damaged_{how}"))
     damage(directory, how)
-    out.append(Case(f"resume: newest step {how}d", train(f"--gin.MODEL_DIR='{directory}'", "--gin.TRAIN_STEPS=6"),
+    out.append(Case(f"resume: newest step {done}", train(f"--gin.MODEL_DIR='{directory}'", "--gin.TRAIN_STEPS=6"),
                     expect="ok", check=resumed_from(2), timeout=600))
   # A second run on a MODEL_DIR that a live run holds is refused, naming the holder.
   held = fresh("held")
@@ -462,6 +462,21 @@ def cases(paths: dict[str, str], work: str) -> list[Case]:
            fragments=("/proc",)),
   ]
 
+  # --- vlm.eval
+  evaluate = lambda *a: ["vlm.eval", "--gin_file=gin_configs/runs/eval_transfer.gin", *a]  # noqa: E731
+  out += [
+      Case("eval: --help", ["vlm.eval", "--help"], expect="ok"),
+      Case("eval: no CHECKPOINT_PATH", evaluate(f"--gin.DATA_DIR='{paths['files']}'"), fragments=("CHECKPOINT_PATH",)),
+      Case("eval: unknown task", evaluate(f"--gin.CHECKPOINT_PATH='{pali}'", "--gin.EVAL_TASKS=['no_such_task']"),
+           fragments=("no_such_task",)),
+      Case("eval: missing benchmark files", evaluate(f"--gin.CHECKPOINT_PATH='{pali}'", "--gin.DATA_DIR='/nonexistent'",
+                                                     "--gin.EVAL_TASKS=['vqav2']"), fragments=("/nonexistent",)),
+      Case("eval: a SigLIP checkpoint on PaLI tasks", evaluate(f"--gin.CHECKPOINT_PATH='{siglip}'",
+                                                               "--gin.EVAL_TASKS=['vqav2']"), fragments=(siglip,)),
+      Case("eval: missing checkpoint", evaluate("--gin.CHECKPOINT_PATH='/nonexistent/run'",
+                                                "--gin.EVAL_TASKS=['vqav2']"), fragments=("/nonexistent/run",)),
+  ]
+
   # --- tasks.show / tasks.list
   show = lambda *a: ["tasks.show", *a]  # noqa: E731
   out += [
@@ -490,8 +505,13 @@ def cases(paths: dict[str, str], work: str) -> list[Case]:
       Case("api: siglip.load a PaLI dir", api(f"import encoders.siglip as s; s.load({pali!r})")),
       Case("api: encode_image wrong rank", api(f"import encoders.siglip as s, numpy as np; "
                                                 f"s.load({siglip!r}).encode_image(np.zeros((32, 32, 3), np.float32))")),
-      Case("api: encode_image wrong size", api(f"import encoders.siglip as s, numpy as np; "
-                                                f"s.load({siglip!r}).encode_image(np.zeros((1, 20, 20, 3), np.float32))")),
+      Case("api: encode_image at another resolution", api(
+          f"import encoders.siglip as s, numpy as np; "  # documented: the position embedding is resized
+          f"assert s.load({siglip!r}).encode_image(np.zeros((1, 20, 20, 3), np.float32))['tokens'].shape[1] == 25"),
+           expect="ok"),
+      Case("api: encode_image size not whole patches", api(
+          f"import encoders.siglip as s, numpy as np; "
+          f"s.load({siglip!r}).encode_image(np.zeros((1, 18, 18, 3), np.float32))")),
       Case("api: encode_image uint8", api(f"import encoders.siglip as s, numpy as np; "
                                            f"s.load({siglip!r}).encode_image(np.zeros((1, 32, 32, 3), np.uint8))")),
       Case("api: encode_image nan", api(f"import encoders.siglip as s, numpy as np; "
