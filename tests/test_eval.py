@@ -210,6 +210,14 @@ def test_siglip_checkpoint_is_one_line(data_dir, tmp_path):
   assert not (tmp_path / "eval_transfer").exists()  # nothing written for a run that could not start
 
 
+def test_the_checkpoint_is_checked_before_the_task_files(tmp_path):
+  """A wrong CHECKPOINT_PATH is named even when the task files are missing too (it is the cheaper mistake to
+  find; the files are still read before any parameter is)."""
+  for checkpoint in (tmp_path / "nope", tmp_path):
+    assert_one_line_error(run_eval(f"--gin.CHECKPOINT_PATH='{checkpoint}'", f"--gin.DATA_DIR='{tmp_path / 'none'}'",
+                                   "--gin.EVAL_TASKS=['vqav2']"), f"{checkpoint} is not a PaLI training directory")
+
+
 def test_unset_task_file_names_the_binding(tmp_path):
   with pytest.raises(ValueError, match=r"eval task docvqa needs docvqa.annotations: add --gin.docvqa.annotations="):
     transfer_eval.docvqa(str(tmp_path), None, "docvqa/val")

@@ -310,15 +310,22 @@ def _check_same_tree(loaded: Any, expected: Any, source: str) -> None:
   checkpoints.check_shapes(flat_expected, flat_loaded, source)
 
 
-def load(path: str | os.PathLike) -> tuple[PaLIModel, Any]:
-  """(model, params) of the latest checkpoint of a PaLI training MODEL_DIR."""
-  path = os.fspath(path)
+def read_model_config(path: str) -> dict:
+  """model_config.json of a PaLI MODEL_DIR, or one CheckpointError saying why `path` is not one (cheap: no
+  parameters are read, so callers check a checkpoint before slower work)."""
   config_path = os.path.join(path, checkpoints.MODEL_CONFIG_FILE)
   if not os.path.isfile(config_path):
     raise checkpoints.CheckpointError(f"{path} is not a PaLI training directory (no {checkpoints.MODEL_CONFIG_FILE})")
   meta = checkpoints.read_json(config_path)
   if meta.get("model") != "pali":
     raise checkpoints.CheckpointError(f"{path} holds a {meta.get('model')!r} model, not a PaLI")
+  return meta
+
+
+def load(path: str | os.PathLike) -> tuple[PaLIModel, Any]:
+  """(model, params) of the latest checkpoint of a PaLI training MODEL_DIR."""
+  path = os.fspath(path)
+  meta = read_model_config(path)
   config = PaLIConfig.from_json(meta)
   vocabulary = vocabulary_from_json(meta["vocabulary"]) if "vocabulary" in meta else None
   model = PaLIModel(vit=config.vit, ul2=config.ul2, vocabulary=vocabulary, prompt_length=meta.get("prompt_length"),

@@ -438,8 +438,14 @@ def evaluate(checkpoint_path: str = gin.REQUIRED, tasks=gin.REQUIRED, data_dir: 
                      "checkpoint)")
   if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
     raise ValueError(f"BATCH_SIZE must be an integer >= 1; got {batch_size!r}")
-  evaluators = build(tasks, data_dir)
-  siglip = evaluators[0].name in SIGLIP_TASKS
+  from vlm import model as model_lib  # pylint: disable=import-outside-toplevel
+  names = [tasks] if isinstance(tasks, str) else list(tasks)
+  siglip = any(name in SIGLIP_TASKS for name in names)
+  if not siglip:  # the checkpoint is checked first (cheap); the task files next, before the model loads
+    model_lib.read_model_config(checkpoint_path)
+  elif not os.path.exists(checkpoint_path):
+    raise ValueError(f"CHECKPOINT_PATH {checkpoint_path} does not exist")
+  evaluators = build(names, data_dir)
   model = _load_siglip(checkpoint_path) if siglip else pali_lib.load(checkpoint_path)
   tokenize = text_tokenizer(tokenizer, model.config.text.max_len) if siglip else None
   step = max(checkpoints.complete_steps(checkpoint_path), default=0)
