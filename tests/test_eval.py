@@ -12,13 +12,14 @@ import pytest
 from PIL import Image
 
 from encoders import vit as vit_lib
-from tasks import benchmark_files, locations, scene_pali, scene_tasks
+from tasks import benchmark_files, locations, scene_tasks
+from tests import tiny_models
 from tests.cli_errors import assert_one_line_error
-from vlm import metrics, model as model_lib, optim, partitioning, trainer, transfer_eval, ul2
+from vlm import metrics, optim, partitioning, trainer, transfer_eval
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GIN = "gin_configs/runs/eval_transfer.gin"
-SIZE = 16
+SIZE = tiny_models.PALI_IMAGE_SIZE
 PALI_TASKS = [name for name in transfer_eval.TASKS if name not in transfer_eval.SIGLIP_TASKS]
 CAPTION_METRICS = lambda p, r: {"cider": metrics.cider(p, r), "bleu4": metrics.bleu4(p, r),  # noqa: E731
                                  "rouge_l": metrics.rouge_l(p, r)}
@@ -35,13 +36,7 @@ SCORERS = {  # task -> how a human scores the json's predictions with vlm.metric
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
   directory = tmp_path_factory.mktemp("pali")
-  model = model_lib.PaLIModel(vit=vit_lib.config("pico/4", image_size=SIZE, pool_type="none"),
-                              ul2=ul2.config("pico", vocab_size=scene_pali.vocab_size()), max_decode_len=6,
-                              vocabulary=scene_pali.vocabulary(), prompt_length=12)
-  trainer.train(model, scene_pali.SceneTaskBatches(SIZE, {"inputs": 12, "targets": 6}, "vqa"),
-                model_dir=str(directory), train_steps=2, batch_size=8, optimizer=optim.adamw, learning_rate=1e-3,
-                partitioner=partitioning.Partitioner(devices=jax.devices()[:1]), checkpoint_period=2,
-                progress=False)
+  tiny_models.train_pali(str(directory), train_steps=2)
   return directory
 
 

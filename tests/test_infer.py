@@ -5,30 +5,22 @@ import os
 import subprocess
 import sys
 
-import jax
 import numpy as np
 import pytest
 from PIL import Image
 
-from encoders import vit as vit_lib
 from tasks import scene_pali, scene_tasks
+from tests import tiny_models
 from tests.cli_errors import assert_one_line_error
-from vlm import model as model_lib, optim, partitioning, trainer, ul2
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SIZE = 16
+SIZE = tiny_models.PALI_IMAGE_SIZE
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
   directory = tmp_path_factory.mktemp("pali")
-  model = model_lib.PaLIModel(vit=vit_lib.config("pico/4", image_size=SIZE, pool_type="none"),
-                              ul2=ul2.config("pico", vocab_size=scene_pali.vocab_size()), max_decode_len=6,
-                              vocabulary=scene_pali.vocabulary(), prompt_length=12)
-  trainer.train(model, scene_pali.SceneTaskBatches(SIZE, {"inputs": 12, "targets": 6}, "vqa"),
-                model_dir=str(directory), train_steps=3, batch_size=8, optimizer=optim.adamw, learning_rate=1e-3,
-                partitioner=partitioning.Partitioner(devices=jax.devices()[:1]), checkpoint_period=3,
-                progress=False)
+  tiny_models.train_pali(str(directory), train_steps=3)
   for i, name in enumerate(("a.png", "b.png")):
     image = scene_tasks.example(0, i, "validation", "caption", 48)["image"]
     Image.fromarray(((image + 1) * 127.5).astype(np.uint8)).save(directory / name)
