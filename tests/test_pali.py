@@ -264,3 +264,16 @@ def test_8_devices_match_one_device(tmp_path):
   eight = run(tmp_path / "eight", 8, num_partitions=2, parameter_partitioning_dims=2)
   assert len(one) == 3
   np.testing.assert_allclose(eight, one, rtol=1e-4)
+
+
+def test_the_refexp_centre_baseline_is_one_centre_box_of_the_mean_target_size():
+  """DESIGN.md's refexp_centre_baseline: a box at the image centre of the mean target size, IoU >= 0.5. Here
+  the mean target is 16 x 16 in a 32 px image: the centre box is (8, 8, 24, 24), the first target itself, and
+  a corner target overlaps it by 64 / 448 px, a miss."""
+  from vlm import evaluation
+  truth = [[(8.0, 8.0, 24.0, 24.0)], [(0.0, 0.0, 16.0, 16.0)]]
+  assert evaluation.centre_baseline(truth, 32) == 50.0
+  scene = evaluation.SceneTaskEvaluation(32, {"inputs": 12, "targets": 12}, ("refexp",), examples_per_task=8)
+  raw, _ = scene.batches["refexp"]
+  scores = scene._score("refexp", raw, list(raw["targets"]))  # pylint: disable=protected-access
+  assert scores["refexp_accuracy"] == 100.0 and 0.0 <= scores["refexp_centre_baseline"] < 100.0

@@ -199,10 +199,7 @@ def locca_metrics(model, params, data: dict, image_size: int, cache: dict, max_l
   # The same phrases over other scenes' images: what the decoder gets from the words alone ("the ring at the
   # bottom" says where to look), the bar its use of the image has to clear.
   out["refexp_shuffled_images_baseline"] = refexp_accuracy(np.roll(refexp["image"], 1, axis=0))
-  sizes = np.array([[b[0][2] - b[0][0], b[0][3] - b[0][1]] for b in truth]).mean(0)
-  centre = [[(image_size - sizes[0]) / 2, (image_size - sizes[1]) / 2, (image_size + sizes[0]) / 2,
-             (image_size + sizes[1]) / 2]]
-  out["refexp_centre_baseline"] = 100.0 * float(np.mean([_iou(centre, t) >= 0.5 for t in truth]))
+  out["refexp_centre_baseline"] = centre_baseline(truth, image_size)
   captions = data["caption"]
   answers = decode_texts(cache[id(model)], params, {"image": captions["image"], "prompt": captions["prompt"]},
                          detokenize)
@@ -256,10 +253,11 @@ class SceneTaskEvaluation:
     if task == "caption":
       return {"caption_cider": metrics.cider(answers, [[t] for t in targets])}
     if task == "refexp":
-      hits = [_iou(locations.tokens_to_boxes(a, self.image_size, self.image_size),
-                   locations.tokens_to_boxes(t, self.image_size, self.image_size)) >= 0.5
-              for a, t in zip(answers, targets)]
-      return {"refexp_accuracy": 100.0 * float(np.mean(hits))}
+      truth = [locations.tokens_to_boxes(t, self.image_size, self.image_size) for t in targets]
+      hits = [_iou(locations.tokens_to_boxes(a, self.image_size, self.image_size), t) >= 0.5
+              for a, t in zip(answers, truth)]
+      return {"refexp_accuracy": 100.0 * float(np.mean(hits)),
+              "refexp_centre_baseline": centre_baseline(truth, self.image_size)}
     kinds = np.array(raw["task"])
     correct = np.array([a == t for a, t in zip(answers, targets)])
     out = {f"{task}_accuracy": 100.0 * float(correct.mean())}
@@ -270,6 +268,15 @@ class SceneTaskEvaluation:
         out[f"vqa_{question_type}"] = 100.0 * float(correct[selected].mean())
         out[f"vqa_{question_type}_majority"] = self.majority[question_type]["accuracy"]
     return out
+
+
+def centre_baseline(truth: list[list], image_size: int) -> float:
+  """refexp_centre_baseline: percent of targets (each a list of boxes, its first scored) that one box at the
+  image centre, of the targets' mean size, hits at IoU >= 0.5: what a decoder scores without looking."""
+  sizes = np.array([[b[0][2] - b[0][0], b[0][3] - b[0][1]] for b in truth]).mean(0)
+  centre = [[(image_size - sizes[0]) / 2, (image_size - sizes[1]) / 2, (image_size + sizes[0]) / 2,
+             (image_size + sizes[1]) / 2]]
+  return 100.0 * float(np.mean([_iou(centre, t) >= 0.5 for t in truth]))
 
 
 def _iou(predicted: list, target: list) -> float:
