@@ -221,7 +221,7 @@ def test_a_truncated_newest_checkpoint_is_skipped_and_the_run_resumes_exactly(tm
 
   second = train(model_dir)  # the same command again
   assert second.returncode == 0, second.stderr
-  warned = [line for line in second.stderr.splitlines() if "CheckpointWarning" in line]
+  warned = [line for line in second.stderr.splitlines() if line.startswith("warning: checkpoint ")]
   assert len(warned) == 1 and f"{newest} is damaged ({biggest} has" in warned[0], second.stderr
   assert f"resuming from step {STEPS - PERIOD};" in second.stdout
   assert_same_run(model_dir, reference)
