@@ -312,6 +312,12 @@ def check_step(step_dir: str) -> str | None:
   return None
 
 
+def _warn_damaged(model_dir: str, step: int, problem: str, done: str = "") -> None:
+  """The one warning a skipped damaged step gets; `done`: what was done with it, if anything."""
+  warnings.warn(f"checkpoint {os.path.join(model_dir, CHECKPOINTS_DIR, str(step))} is damaged ({problem}); "
+                f"skipping it{done}", CheckpointWarning, stacklevel=3)
+
+
 def newest_intact_step(model_dir: str) -> tuple[int | None, list[tuple[int, str]]]:
   """(the newest complete step whose files check out or None, [(step, what is wrong) of newer damaged steps]).
 
@@ -379,9 +385,7 @@ class Checkpointer:
     if jax.process_index() == 0:
       found, damaged = newest_intact_step(self.model_dir)
       for bad, problem in damaged:
-        moved = self._move_aside(bad)
-        warnings.warn(f"checkpoint {os.path.join(self.directory, str(bad))} is damaged ({problem}); skipping it "
-                      f"(moved to {moved})", CheckpointWarning, stacklevel=2)
+        _warn_damaged(self.model_dir, bad, problem, f" (moved to {self._move_aside(bad)})")
       if damaged:
         self.manager.reload()
       step = -1 if found is None else found
@@ -506,8 +510,7 @@ def restore_params(model_dir: str, abstract_params: Any, leave_out: Sequence[str
   _filter_orbax_logs()
   step, damaged = newest_intact_step(model_dir)
   for bad, problem in damaged:
-    warnings.warn(f"checkpoint {os.path.join(model_dir, CHECKPOINTS_DIR, str(bad))} is damaged ({problem}); "
-                  "skipping it", CheckpointWarning, stacklevel=2)
+    _warn_damaged(model_dir, bad, problem)
   if step is None:
     raise CheckpointError(f"{model_dir}: every checkpoint is damaged (the newest, step {damaged[0][0]}: "
                           f"{damaged[0][1]})")

@@ -81,6 +81,9 @@ class LoadedPaLI:
 
     A text longer than `length` is refused, or with truncate=True cut (EOS kept last) with a warning.
     """
+    return _pad(texts, self._encode_all(texts, what), length or self.model.prompt_length, truncate, what)
+
+  def _encode_all(self, texts: Sequence[str], what: str) -> list[list[int]]:
     encoded = []
     for text in texts:
       if not isinstance(text, str):
@@ -88,17 +91,7 @@ class LoadedPaLI:
       if what == "prompt" and not text.strip():
         raise ValueError("a prompt is empty; PaLI prompts look like 'caption en', 'answer en <question>', 'ocr'")
       encoded.append(_encode(self.model.vocabulary, text))
-    length = length or self.model.prompt_length or max(map(len, encoded), default=1)
-    out = np.zeros((len(encoded), length), np.int32)
-    for row, (text, ids) in enumerate(zip(texts, encoded)):
-      if len(ids) > length:
-        if not truncate:
-          raise ValueError(f"{what} {text!r} is {len(ids)} tokens but the model was trained with {length}; "
-                           "shorten it or pass --truncate_prompt (truncate_prompt=True in Python)")
-        warnings.warn(f"{what} {text!r} cut from {len(ids)} to {length} tokens", PromptCutWarning, stacklevel=3)
-        ids = ids[:length - 1] + [ids[-1]]  # keep EOS last
-      out[row, :len(ids)] = ids
-    return out
+    return encoded
 
   # ------------------------------------------------------------------------------------------- queries
 
@@ -144,8 +137,8 @@ class LoadedPaLI:
       return np.zeros([0], np.float32)
     batch = {**self.image_features(images, resize, patch_budget),
              "encoder_input_tokens": self.tokenize(prompts, truncate=truncate_prompt),
-             "decoder_target_tokens": self.tokenize(targets, length=max(len(_encode(self.model.vocabulary, t))
-                                                                        for t in targets), what="target")}
+             # padded to the longest target, so none is cut
+             "decoder_target_tokens": _pad(targets, self._encode_all(targets, "target"), None, False, "target")}
     return np.asarray(self._score(self.params, batch), np.float32)
 
   @staticmethod
@@ -237,6 +230,22 @@ def _pad_rows(batch: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
   """Each feature padded to `rows` by repeating its last row (one compiled shape for every batch)."""
   pad = rows - len(batch["encoder_input_tokens"])
   return {k: np.concatenate([v, np.repeat(v[-1:], pad, 0)]) if pad else v for k, v in batch.items()}
+
+
+def _pad(texts: Sequence[str], encoded: list[list[int]], length: int | None, truncate: bool,
+         what: str) -> np.ndarray:
+  """The encoded texts 0-padded to `length` (default: the longest), longer ones refused or cut (EOS kept)."""
+  length = length or max(map(len, encoded), default=1)
+  out = np.zeros((len(encoded), length), np.int32)
+  for row, (text, ids) in enumerate(zip(texts, encoded)):
+    if len(ids) > length:
+      if not truncate:
+        raise ValueError(f"{what} {text!r} is {len(ids)} tokens but the model was trained with {length}; "
+                         "shorten it or pass --truncate_prompt (truncate_prompt=True in Python)")
+      warnings.warn(f"{what} {text!r} cut from {len(ids)} to {length} tokens", PromptCutWarning, stacklevel=4)
+      ids = ids[:length - 1] + [ids[-1]]  # keep EOS last
+    out[row, :len(ids)] = ids
+  return out
 
 
 def _check_positive_int(value, name: str) -> int:
