@@ -100,10 +100,10 @@ def main() -> None:
   if not args.checkpoint:
     p.error("--checkpoint is required unless --write_only")
   import gin  # pylint: disable=import-outside-toplevel
-  from vlm import pali as pali_lib, transfer_eval  # pylint: disable=import-outside-toplevel
+  from vlm import pali as pali_lib, transfer_eval, transfer_tasks  # pylint: disable=import-outside-toplevel
   gin.parse_config_file(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                      "gin_configs/runs/eval_transfer.gin"), skip_unknown=False)
-  evaluator = transfer_eval.TASKS[args.task](data_dir)
+  evaluator = transfer_tasks.TASKS[args.task](data_dir)
   pali = pali_lib.load(args.checkpoint)
   print(machine())
   print(f"{args.task}: {len(evaluator.examples)} examples, {args.image_size} px scenes, checkpoint {args.checkpoint}")

@@ -15,12 +15,12 @@ from encoders import vit as vit_lib
 from tasks import benchmark_files, locations, scene_tasks
 from tests import tiny_models
 from tests.cli_errors import assert_one_line_error
-from vlm import metrics, optim, partitioning, trainer, transfer_eval
+from vlm import metrics, optim, partitioning, trainer, transfer_eval, transfer_tasks
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GIN = "gin_configs/runs/eval_transfer.gin"
 SIZE = tiny_models.PALI_IMAGE_SIZE
-PALI_TASKS = [name for name in transfer_eval.TASKS if name not in transfer_eval.SIGLIP_TASKS]
+PALI_TASKS = [name for name in transfer_tasks.TASKS if name not in transfer_tasks.SIGLIP_TASKS]
 CAPTION_METRICS = lambda p, r: {"cider": metrics.cider(p, r), "bleu4": metrics.bleu4(p, r),  # noqa: E731
                                  "rouge_l": metrics.rouge_l(p, r)}
 SCORERS = {  # task -> how a human scores the json's predictions with vlm.metrics
@@ -157,7 +157,7 @@ def test_refexp_scores_location_boxes_and_the_centre_baseline(data_dir):
   # The first answer is the target box itself; the second a box a quarter of its size; the third names none.
   predictions = [locations.box_to_tokens((4, 8, 20, 28), 40, 64) + " circle",
                  locations.box_to_tokens((4, 8, 12, 18), 40, 64), "square"]
-  scores = transfer_eval.score_refexp(predictions, examples)
+  scores = transfer_tasks.score_refexp(predictions, examples)
   assert scores["refexp_accuracy"] == pytest.approx(100 / 3)
   # By hand: the mean target size relative to its image, centred in each image.
   rel_h, rel_w = np.mean([16 / 40, 16 / 40, 24 / 48]), np.mean([20 / 64, 20 / 64, 24 / 48])
@@ -195,7 +195,7 @@ def test_empty_references_is_one_line(tmp_path):
   _json(f"{tmp_path}/docvqa/val/val_v1.0.json", {"data": [
       {"question": "what is the total?", "answers": [], "image": "documents/d0.png", "questionId": 7}]})
   with pytest.raises(ValueError, match="example 7 has an empty references list"):
-    transfer_eval.docvqa(str(tmp_path), "docvqa/val/val_v1.0.json", "docvqa/val")
+    transfer_tasks.docvqa(str(tmp_path), "docvqa/val/val_v1.0.json", "docvqa/val")
 
 
 def test_siglip_checkpoint_is_one_line(data_dir, tmp_path):
@@ -215,7 +215,7 @@ def test_the_checkpoint_is_checked_before_the_task_files(tmp_path):
 
 def test_unset_task_file_names_the_binding(tmp_path):
   with pytest.raises(ValueError, match=r"eval task docvqa needs docvqa.annotations: add --gin.docvqa.annotations="):
-    transfer_eval.docvqa(str(tmp_path), None, "docvqa/val")
+    transfer_tasks.docvqa(str(tmp_path), None, "docvqa/val")
 
 
 @pytest.mark.parametrize("record, message", [
@@ -337,7 +337,7 @@ def test_retrieval_with_several_captions_an_image():
 
 def test_mixing_siglip_and_pali_tasks_is_refused(tmp_path):
   with pytest.raises(ValueError, match=r"EVAL_TASKS mixes SigLIP tasks \(zero_shot\) with PaLI tasks \(vqav2\)"):
-    transfer_eval.build(["zero_shot", "vqav2"], str(tmp_path))
+    transfer_tasks.build(["zero_shot", "vqav2"], str(tmp_path))
 
 
 def test_siglip_tasks_without_a_tokenizer_say_which_to_set():

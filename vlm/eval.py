@@ -3,7 +3,7 @@
   python -m vlm.eval --gin_file=gin_configs/runs/eval_transfer.gin --gin.CHECKPOINT_PATH="'runs/pali'" \
       --gin.DATA_DIR="'/data'" [--gin.EVAL_TASKS="['vqav2', 'refcoco']"] [--gin.OUTPUT_DIR="'/tmp/eval'"]
 
-Evaluates the latest checkpoint of a PaLI MODEL_DIR on each task of EVAL_TASKS (vlm.transfer_eval lists them
+Evaluates the latest checkpoint of a PaLI MODEL_DIR on each task of EVAL_TASKS (vlm.transfer_tasks lists them
 and the files each reads) and writes under OUTPUT_DIR (default CHECKPOINT_PATH/eval_transfer): <task>.json,
 <task>.png, results.md (the table printed at the end) and TensorBoard scalars.
 """
