@@ -20,6 +20,7 @@ import statistics
 import time
 
 import gin
+from tasks import quiet_tensorflow  # noqa: F401  first: TensorFlow without its start-up lines (seqio imports it)
 import seqio
 
 from tasks import pipeline

@@ -35,8 +35,8 @@ def batches(mixture_or_task_name: str = gin.REQUIRED, task_feature_lengths: Mapp
   if mixture_or_task_name == "scene_tasks":
     from tasks import scene_pali  # pylint: disable=import-outside-toplevel
     return scene_pali.SceneTaskBatches(task_feature_lengths=task_feature_lengths, split=split, seed=seed)
-  import seqio  # pylint: disable=import-outside-toplevel
   from tasks import pipeline  # pylint: disable=import-outside-toplevel  (registers the synthetic tasks)
+  import seqio  # pylint: disable=import-outside-toplevel
   if not isinstance(mixture_or_task_name, str) or mixture_or_task_name not in (
       set(seqio.TaskRegistry.names()) | set(seqio.MixtureRegistry.names())):
     raise ValueError(f"MIXTURE_OR_TASK_NAME={mixture_or_task_name!r} is neither a generated source "

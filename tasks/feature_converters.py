@@ -39,8 +39,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import gin
+from tasks.quiet_tensorflow import tf  # first: TensorFlow without its start-up lines (seqio imports it)
 import seqio
-import tensorflow as tf
 
 FeatureSpec = seqio.FeatureConverter.FeatureSpec
 _CHANNELS = 3

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 
+from tasks import quiet_tensorflow  # noqa: F401  first: TensorFlow without its start-up lines (seqio imports it)
 import seqio
 
 from tasks import registry  # registers the synthetic tasks and mixtures

@@ -52,8 +52,8 @@ from collections.abc import Mapping
 
 import gin
 import numpy as np
+from tasks.quiet_tensorflow import tf  # first: TensorFlow without its start-up lines (seqio imports it)
 import seqio
-import tensorflow as tf
 
 from tasks import data_health
 from tasks import feature_converters

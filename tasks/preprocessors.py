@@ -38,8 +38,8 @@ import functools
 from collections.abc import Sequence
 
 import numpy as np
+from tasks.quiet_tensorflow import tf  # first: TensorFlow without its start-up lines (seqio imports it)
 import seqio
-import tensorflow as tf
 
 from tasks import locations
 from tasks import masks as masks_lib

@@ -62,8 +62,8 @@ from collections.abc import Callable, Mapping, Sequence
 
 import gin
 import numpy as np
+from tasks.quiet_tensorflow import tf  # first: TensorFlow without its start-up lines (seqio imports it)
 import seqio
-import tensorflow as tf
 
 from tasks import charts
 from tasks import documents

@@ -26,6 +26,7 @@ import warnings
 
 import gin
 import numpy as np
+from tasks import quiet_tensorflow  # noqa: F401  first: TensorFlow without its start-up lines (seqio imports it)
 import seqio
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure

@@ -114,8 +114,8 @@ from typing import Any
 
 import gin
 import numpy as np
+from tasks.quiet_tensorflow import tf  # first: TensorFlow without its start-up lines (seqio imports it)
 import seqio
-import tensorflow as tf
 from google.protobuf import message as protobuf_message
 from PIL import Image
 

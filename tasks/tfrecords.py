@@ -13,7 +13,8 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Iterator
 
-import tensorflow as tf
+from tasks.quiet_tensorflow import tf
+
 
 _HEADER = 12  # length (8) and its CRC (4)
 _FOOTER = 4  # the data's CRC

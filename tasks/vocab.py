@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 
 import gin
+from tasks import quiet_tensorflow  # noqa: F401  first: TensorFlow without its start-up lines (seqio imports it)
 import seqio
 import sentencepiece
 

@@ -135,3 +135,27 @@ def test_a_broken_gin_file_is_named_in_one_line(tmp_path, text, fragment):
   (tmp_path / "broken.gin").write_text(text)
   assert_one_line_error(train(f"--gin_file={tmp_path / 'broken.gin'}"), f"gin file {tmp_path / 'broken.gin'}",
                         fragment)
+
+
+def test_tensorflow_starts_without_printing_its_native_start_up_lines():
+  """The seqio pipeline's TensorFlow loads and runs an op with nothing on stderr (tasks.quiet_tensorflow)."""
+  script = ("import tasks.pipeline\nimport tensorflow as tf\nimport sys\n"
+            "print(int(tf.constant(1) + 1))\nsys.stderr.write('a line of our own\\n')\n")
+  result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr
+  assert result.stdout == "2\n"
+  assert result.stderr == "a line of our own\n"
+
+
+def test_only_the_known_start_up_lines_are_dropped():
+  from tasks import quiet_tensorflow  # pylint: disable=import-outside-toplevel
+  noise = ["WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+           "I0000 00:00:1796471181.792038   17668 port.cc:153] oneDNN custom operations are on.",
+           "I0000 00:00:1796471181.792374   17668 cudart_stub.cc:31] Could not find cuda drivers on your machine",
+           "E0000 00:00:1796471211.498651   18117 cuda_platform.cc:52] failed call to cuInit: INTERNAL",
+           "To enable the following instructions: AVX2 FMA, in other operations, rebuild TensorFlow with the "
+           "appropriate compiler flags."]
+  kept = ["E0000 00:00:1796471211.498651   18117 op_kernel.cc:1857] OP_REQUIRES failed",
+          "Traceback (most recent call last):", "ImportError: libcudart.so.12: cannot open shared object file"]
+  assert all(quiet_tensorflow.START_UP_NOISE.match(line) for line in noise)
+  assert not any(quiet_tensorflow.START_UP_NOISE.match(line) for line in kept)
