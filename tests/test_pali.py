@@ -88,6 +88,7 @@ def test_warm_start_from_siglip_and_t5(tmp_path):
   model = model_lib.PaLIModel(vit=vit_lib.config("pico/4", image_size=IMAGE_SIZE, pool_type="none"),
                               ul2=dataclass_replace(pali_ul2, tie_embeddings=True),
                               siglip_checkpoint=str(siglip_dir), ul2_checkpoint=str(t5_dir))
+  assert model.warm_start_sources() == {"ViT": str(siglip_dir), "UL2": str(t5_dir)}  # the trainer prints them
   params = model.init_variables(jax.random.key(0), batch())["params"]
   warm = model.warm_start(jax.tree.map(np.asarray, nn_unbox(params)))
   jax.tree.map(np.testing.assert_array_equal, warm["ul2"], t5_params)

@@ -188,6 +188,11 @@ class PaLIModel:
       params["ul2"] = ul2_params_from_checkpoint(self.ul2_checkpoint, self.config.ul2, params["ul2"])
     return params
 
+  def warm_start_sources(self) -> dict[str, str]:
+    """{part: checkpoint} of what warm_start loads: 'PaLI', 'ViT' and/or 'UL2' (the trainer names them)."""
+    sources = {"PaLI": self.pali_checkpoint, "ViT": self.siglip_checkpoint, "UL2": self.ul2_checkpoint}
+    return {part: str(path) for part, path in sources.items() if path}
+
   def detokenize(self, ids) -> str:
     """Text of decoded ids (0 padding dropped, stops at EOS); ids of the padded embedding table beyond the
     vocabulary read as unknown."""

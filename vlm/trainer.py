@@ -353,6 +353,9 @@ def _initial_state(model: Model, fns: StepFunctions, partitioner: partitioning.P
     state = fns.init(jax.random.key(seed))
   if not hasattr(model, "warm_start"):
     return state
+  sources = model.warm_start_sources() if hasattr(model, "warm_start_sources") else {}
+  if sources and jax.process_index() == 0:
+    print("warm start: " + "; ".join(f"{part} from {path}" for part, path in sources.items()), flush=True)
   # Gather to host: a parameter may be spread over other processes' devices in a multi-host run.
   params = model.warm_start(multihost_utils.process_allgather(state.params, tiled=True))
   params = jax.device_put(params, jax.tree.map(lambda x: x.sharding, fns.abstract_state.params))
