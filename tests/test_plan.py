@@ -38,7 +38,7 @@ def tiny_siglip():
 
 def plan_of(model, mesh=None, *, batch_size=8, lengths=None, dims=1, optimizer=None, frozen=None, microbatches=1):
   return plan.plan(model, batch_size=batch_size, feature_lengths=lengths or LENGTHS,
-                   mesh=mesh or {"data": 1, "model": 1}, rules=partitioning.standard_logical_axis_rules(dims),
+                   mesh=mesh or {"data": 1, "model": 1}, rules=partitioning.standard_logical_axis_rules(parameter_partitioning_dims=dims),
                    optimizer=optimizer or optim.adamw(1e-3), frozen_params=frozen, microbatches=microbatches)
 
 

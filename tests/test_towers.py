@@ -136,3 +136,10 @@ def test_vit_g14_train_step_compiles_ahead_of_time_with_scan():
 def test_an_image_size_without_whole_patches_is_refused(image_size, message):
   with pytest.raises(ValueError, match=message):
     vit_lib.config("pico/4", image_size=image_size)
+
+
+def test_standard_rules_take_t5x_arguments_in_t5x_order_and_append_additional_rules():
+  rules = partitioning.standard_logical_axis_rules(2, 1, additional_rules=[("frames", "data")])
+  assert ("embed", "model") in rules and ("embed", "data") not in rules  # the first argument is the activations'
+  assert rules[-1] == ("frames", "data")
+  assert nn.logical_to_mesh_axes(("frames", "mlp"), rules) == jax.sharding.PartitionSpec("data", "model")

@@ -97,9 +97,10 @@ def _multi_process_launch() -> bool:
 
 
 @gin.configurable(module="vlm.partitioning")
-def standard_logical_axis_rules(parameter_partitioning_dims: int = 1,
-                                activation_partitioning_dims: int = 1) -> list[tuple[str, str | None]]:
-  """T5X's standard rules.
+def standard_logical_axis_rules(activation_partitioning_dims: int = 1, parameter_partitioning_dims: int = 1,
+                                additional_rules: Sequence[tuple[str, str | None]] | None = None
+                                ) -> list[tuple[str, str | None]]:
+  """T5X's standard rules, with T5X's arguments in T5X's order; `additional_rules` are appended to them.
 
   1 / 1: data parallel on 'data', tensor parallel (mlp, heads, vocab) on 'model'.
   parameter_partitioning_dims=2 also shards `embed` of the parameters over 'data' (FSDP / ZeRO-3); an
@@ -117,7 +118,7 @@ def standard_logical_axis_rules(parameter_partitioning_dims: int = 1,
     rules.append(("embed", "data"))
   if activation_partitioning_dims == 1 and parameter_partitioning_dims == 1:
     rules.append(("embed", None))
-  return rules + [(name, None) for name in _REPLICATED_AXES]
+  return rules + [(name, None) for name in _REPLICATED_AXES] + [tuple(rule) for rule in additional_rules or ()]
 
 
 @gin.configurable(module="vlm.partitioning")
@@ -143,8 +144,9 @@ class Partitioner:
   def __post_init__(self):
     self.mesh = make_mesh(self.num_partitions, self.devices)
     if self.logical_axis_rules is None:
-      self.logical_axis_rules = standard_logical_axis_rules(self.parameter_partitioning_dims,
-                                                            self.activation_partitioning_dims)
+      self.logical_axis_rules = standard_logical_axis_rules(
+          activation_partitioning_dims=self.activation_partitioning_dims,
+          parameter_partitioning_dims=self.parameter_partitioning_dims)
 
   @property
   def data_parallel_size(self) -> int:

@@ -750,7 +750,8 @@ def plan_from_gin(mesh: dict[str, int], frames: int = 1) -> tuple[list[Plan], li
   # vlm.trainer.train's Partitioner() takes its gin bindings; so do the plan's rules.
   part = gin.get_bindings("vlm.partitioning.Partitioner")
   dims = (part.get("parameter_partitioning_dims", 1), part.get("activation_partitioning_dims", 1))
-  rules = part.get("logical_axis_rules") or partitioning.standard_logical_axis_rules(*dims)
+  rules = part.get("logical_axis_rules") or partitioning.standard_logical_axis_rules(
+      activation_partitioning_dims=dims[1], parameter_partitioning_dims=dims[0])
   rules_text = ("the gin config's logical_axis_rules" if part.get("logical_axis_rules") else
                 f"parameter_partitioning_dims={dims[0]}{' (FSDP)' if dims[0] == 2 else ''}, "
                 f"activation_partitioning_dims={dims[1]}")
