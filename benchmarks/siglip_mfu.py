@@ -21,11 +21,7 @@ import numpy as np
 from encoders import siglip
 from encoders import text as text_lib
 from encoders import vit as vit_lib
-from vlm import optim, partitioning, trainer
-
-# Dense bf16 peak FLOP/s by device kind (vendor figures, no sparsity).
-PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
-
+from vlm import mfu, optim, partitioning, trainer
 
 def encoder_macs(length: int, width: int, mlp_dim: int, depth: int) -> float:
   """Multiply-adds of a pre-LN transformer encoder's forward pass on one sequence."""
@@ -68,7 +64,7 @@ def main():
   p.add_argument("--steps", type=int, default=10)
   args = p.parse_args()
   device = jax.devices()[0]
-  peak = next((v for k, v in PEAK_FLOPS.items() if k in device.device_kind), None)
+  peak = mfu.device_peak_flops(device.device_kind)
 
   fns, partitioner, batch, flops = build(args, args.remat, scan=bool(args.scan))
   with partitioner.context():

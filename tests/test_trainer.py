@@ -15,7 +15,7 @@ from encoders import siglip
 from encoders import text as text_lib
 from encoders import vit as vit_lib
 from tasks import scene_pairs
-from vlm import checkpoints, optim, partitioning, summaries, trainer
+from vlm import checkpoints, mfu, optim, partitioning, summaries, trainer
 
 IMAGE_SIZE, TEXT_LENGTH = 16, 40
 LENGTHS = {"text": TEXT_LENGTH}
@@ -316,7 +316,7 @@ def test_flops_are_counted_from_the_program():
   jaxpr = jax.make_jaxpr(grad_fn)(params, {"x": x, "y": jax.ShapeDtypeStruct((32,), jnp.float32)}).jaxpr
   # Forward: 2*B*8*16 + 2*B*16*1. Backward: both kernels' gradients, and the gradient into the hidden layer
   # (none into the inputs, which are not parameters).
-  assert trainer.matmul_flops(jaxpr) == 2 * 32 * (8 * 16 + 16) + 2 * 32 * (8 * 16 + 16) + 2 * 32 * 16
+  assert mfu.matmul_flops(jaxpr) == 2 * 32 * (8 * 16 + 16) + 2 * 32 * (8 * 16 + 16) + 2 * 32 * 16
 
 
 @pytest.mark.parametrize("remat", ["none", "full"])
@@ -330,7 +330,7 @@ def test_model_flops_count_every_scanned_layer_and_no_recomputation(remat):
         text=text_lib.config("pico", vocab_size=scene_pairs.vocab_size(), max_len=TEXT_LENGTH, scan=scan,
                              remat=remat), chunked=False)
     params = nn.meta.unbox(jax.eval_shape(model.init_variables, jax.random.key(0), batch)["params"])
-    return trainer.model_flops_per_step(model, params, batch, microbatches)
+    return mfu.model_flops_per_step(model, params, batch, microbatches)
 
   unrolled = flops(scan=False)
   assert flops(scan=True, remat=remat) == pytest.approx(unrolled, rel=1e-9)
@@ -341,4 +341,4 @@ def test_model_flops_count_every_scanned_layer_and_no_recomputation(remat):
 @pytest.mark.parametrize("kind, peak", [("NVIDIA H100 80GB HBM3", 989e12), ("NVIDIA H100 PCIe", 756e12),
                                         ("TPU v4", 275e12), ("TPU v5 lite", 197e12), ("cpu", None)])
 def test_peak_flops_by_device_kind(kind, peak):
-  assert trainer.device_peak_flops(kind) == peak
+  assert mfu.device_peak_flops(kind) == peak

@@ -76,18 +76,7 @@ from vlm import optim
 from vlm import partitioning
 from vlm import trainer
 from vlm import ul2
-
-# name -> (memory GiB, peak dense bfloat16 TFLOP/s), as the vendors state them; --device_memory overrides the
-# memory. GPUs: XLA preallocates 75% of it unless XLA_PYTHON_CLIENT_MEM_FRACTION says otherwise.
-DEVICES = {
-    "tpu-v4": (32, 275),
-    "tpu-v5e": (16, 197),
-    "tpu-v5p": (95, 459),
-    "a100-40g": (40, 312),
-    "a100-80g": (80, 312),
-    "h100": (80, 989),
-    "h200": (141, 989),
-}
+from vlm.mfu import DEVICES
 
 GIB = 2 ** 30
 
@@ -702,8 +691,8 @@ def _flops_text(result: Plan, device: str | None) -> str:
           f"{_flops_unit(result.recompute_flops)} = {_flops_unit(executed)} executed, "
           f"{_flops_unit(executed / result.num_devices)} per device")
   if device in DEVICES:
-    peak = DEVICES[device][1] * 1e12
-    text += (f"\n{'':<11}at the {device}'s {DEVICES[device][1]} TFLOP/s bf16 peak: >= "
+    peak = DEVICES[device].peak_tflops * 1e12
+    text += (f"\n{'':<11}at the {device}'s {DEVICES[device].peak_tflops:g} TFLOP/s bf16 peak: >= "
              f"{executed / result.num_devices / peak:.3g} s per step")
   return text
 
@@ -819,7 +808,7 @@ def device_memory(device: str | None, memory_gib: float | None) -> float | None:
     if not 0 < memory_gib < math.inf:  # nan and inf too
       raise ValueError(f"--device_memory={memory_gib:g} GiB: give a positive, finite size")
     return memory_gib
-  return None if device is None else float(DEVICES[device][0])
+  return None if device is None else float(DEVICES[device].memory_gib)
 
 
 def _count(text: str) -> int:

@@ -63,6 +63,7 @@ from jax.experimental import multihost_utils
 
 from vlm import checkpoints
 from vlm import ema
+from vlm import mfu
 from vlm import optim
 from vlm import partitioning
 from vlm import run_lock
@@ -92,22 +93,6 @@ class _NoSummaries:
 # Features holding the token ids a model reads; padding is id 0 (seqio's convention). Decoder inputs are the
 # targets shifted by one, so counting them too would count each target twice.
 TOKEN_FEATURES = ("text", "encoder_input_tokens", "decoder_target_tokens")
-
-# Dense (not sparse) bf16 peak FLOP/s of one JAX device, from the vendors' data sheets, by the start of its
-# `device_kind` (the longest match wins). A TPU v2 / v3 device is one core, half a chip; from v4 on, a chip.
-PEAK_BF16_FLOPS = {
-    "NVIDIA A100": 312e12,
-    "NVIDIA H100": 989e12,  # SXM
-    "NVIDIA H100 PCIe": 756e12,
-    "NVIDIA H200": 989e12,
-    "TPU v2": 22.5e12,
-    "TPU v3": 61.5e12,
-    "TPU v4": 275e12,
-    "TPU v5 lite": 197e12,  # v5e
-    "TPU v5": 459e12,  # v5p
-    "TPU v6 lite": 918e12,  # v6e (Trillium)
-}
-
 
 class TrainingHalted(RuntimeError):
   """Training stopped on purpose (non-finite loss); the message says at which step and what was kept."""
@@ -403,80 +388,6 @@ def _remove_empty_dirs(path: str, top: str) -> None:
     path = os.path.dirname(path)
 
 
-def device_peak_flops(device_kind: str) -> float | None:
-  """Peak bf16 FLOP/s of one device of this kind (PEAK_BF16_FLOPS); None for CPUs and unknown kinds."""
-  matches = [kind for kind in PEAK_BF16_FLOPS if device_kind.startswith(kind)]
-  return PEAK_BF16_FLOPS[max(matches, key=len)] if matches else None
-
-
-def matmul_flops(jaxpr: jax.extend.core.Jaxpr) -> float:
-  """FLOPs of the matrix products and convolutions of a jaxpr: all but a few percent of a transformer's.
-
-  Counted from the program itself, so a loop counts as often as it runs: a scan `length` times (XLA's cost
-  analysis counts a loop's body once, which makes a model with scanned layers look depth times cheaper), a
-  shard_map body once per shard, one branch of a cond; a while loop, whose trip count is not known before it
-  runs, once.
-  """
-  total = 0.0
-  for eqn in jaxpr.eqns:
-    name = eqn.primitive.name
-    if name == "dot_general":
-      (contracting, _), _ = eqn.params["dimension_numbers"]
-      lhs = eqn.invars[0].aval.shape
-      total += 2 * math.prod(eqn.outvars[0].aval.shape) * math.prod(lhs[d] for d in contracting)
-    elif name == "conv_general_dilated":  # each output element: one product per kernel weight of its feature
-      kernel = eqn.invars[1].aval.shape
-      features = kernel[eqn.params["dimension_numbers"].rhs_spec[0]]
-      total += 2 * math.prod(eqn.outvars[0].aval.shape) * math.prod(kernel) / features
-    inner = [matmul_flops(sub) for sub in jax.extend.core.jaxprs_in_params(eqn.params)]
-    if name == "cond":
-      total += max(inner)
-    elif name == "scan":
-      total += eqn.params["length"] * sum(inner)
-    elif name == "shard_map":
-      total += math.prod(eqn.params["mesh"].shape[a] for a in eqn.params["newly_manual_axes"]) * sum(inner)
-    else:
-      total += sum(inner)
-  return total
-
-
-def model_flops_per_step(model: Model, abstract_params: Any, example: dict, microbatches: int = 1) -> float:
-  """Model FLOPs of one train step, as MFU counts them: 3 x the forward pass's (a backward pass costs two), so
-  rematerialised recomputation is not counted. Traced on ShapeDtypeStructs: nothing is allocated or compiled.
-  A frozen tower counts as if trained, though the step skips its backward (`frozen_params`): MFU reads high by
-  that share (`python -m vlm.plan` prints it), or pass the run's own `flops_per_example`.
-
-  Args:
-    example: the global batch's ShapeDtypeStructs; the step runs the forward pass on `microbatches` slices.
-  """
-  micro = {k: jax.ShapeDtypeStruct((v.shape[0] // microbatches,) + v.shape[1:], v.dtype) for k, v in example.items()}
-  forward = jax.make_jaxpr(model.loss_fn)(abstract_params, micro, jax.random.key(0)).jaxpr
-  return 3 * microbatches * matmul_flops(forward)
-
-
-@dataclasses.dataclass
-class Throughput:
-  """Turns a logging window of step metrics into a run's numbers: means, rates and, given FLOPs and a peak, MFU.
-
-  tokens_per_sec: from the steps' `num_tokens`, for batches with token features. mfu: model FLOPs utilisation,
-  the FLOP/s the steps achieved over the devices' peak.
-  """
-  batch_size: int
-  flops_per_step: float | None = None  # every device's together
-  peak_flops: float | None = None  # every device's together
-
-  def summarise(self, window: list[dict], elapsed: float) -> dict[str, float]:
-    steps = len(window)
-    out = {k: float(np.mean([m[k] for m in window])) for k in window[0] if k != "num_tokens"}
-    out.update(steps_per_sec=steps / elapsed, examples_per_sec=steps * self.batch_size / elapsed)
-    if "num_tokens" in window[0]:
-      out["tokens_per_sec"] = float(sum(m["num_tokens"] for m in window)) / elapsed
-    if self.flops_per_step and self.peak_flops:
-      out["mfu"] = steps * self.flops_per_step / elapsed / self.peak_flops
-    out.update(_data_health())
-    return out
-
-
 def _data_health() -> dict[str, float]:
   """Bad records the input pipeline skipped or truncated so far, as 'data/<source>/<reason>' counts.
 
@@ -489,20 +400,20 @@ def _data_health() -> dict[str, float]:
 
 def _throughput(model: Model, fns: StepFunctions, example: dict, batch_size: int, microbatches: int,
                 partitioner: partitioning.Partitioner, flops_per_example: float | None,
-                peak_flops_per_device: float | None) -> Throughput:
+                peak_flops_per_device: float | None) -> mfu.Throughput:
   """What the run reports on speed: MFU only where the devices' peak is known (given, or an accelerator of
-  PEAK_BF16_FLOPS), with the step's FLOPs from `flops_per_example` or else counted in the model's forward pass."""
-  peak = peak_flops_per_device or device_peak_flops(partitioner.mesh.devices.flat[0].device_kind)
+  mfu.DEVICES), with the step's FLOPs from `flops_per_example` or else counted in the model's forward pass."""
+  peak = peak_flops_per_device or mfu.device_peak_flops(partitioner.mesh.devices.flat[0].device_kind)
   if not peak:
-    return Throughput(batch_size)
+    return mfu.Throughput(batch_size)
   if flops_per_example:
     flops = flops_per_example * batch_size
   else:
     with partitioner.context():
-      flops = model_flops_per_step(model, fns.abstract_state.params, example, microbatches)
+      flops = mfu.model_flops_per_step(model, fns.abstract_state.params, example, microbatches)
   if jax.process_index() == 0:
     print(f"MFU against a peak of {peak / 1e12:g} TFLOP/s per device; {flops / 1e9:.4g} GFLOPs a step", flush=True)
-  return Throughput(batch_size, flops, peak * partitioner.mesh.size)
+  return mfu.Throughput(batch_size, flops, peak * partitioner.mesh.size)
 
 
 @gin.configurable(module="vlm.trainer")
@@ -527,9 +438,9 @@ def train(model: Model = gin.REQUIRED, train_data: Dataset = gin.REQUIRED, *, mo
     frozen_params: regex over parameter paths ('img/.*' freezes PaLI's ViT): no updates, no optimizer state.
     microbatches: accumulate each step's gradient over this many slices of the batch (less activation memory).
     flops_per_example: training FLOPs (forward and backward) of one example, for MFU; None: counted in the
-      model's forward pass (`model_flops_per_step`).
+      model's forward pass (`vlm.mfu.model_flops_per_step`).
     peak_flops_per_device: the devices' peak FLOP/s, for MFU; None: looked up by device kind
-      (PEAK_BF16_FLOPS), and no MFU where unknown (CPUs).
+      (vlm.mfu.DEVICES), and no MFU where unknown (CPUs).
     on_start: called once the state is initialised or restored, before the first step (vlm.train records
       config.gin there, so that a run which cannot start leaves an earlier run's record alone).
   Returns:
@@ -723,7 +634,7 @@ def _loop(state, start, train_steps, batch_size, fns, partitioner, train_data, c
         bar.update(1)
         bar.set_postfix(loss=f"{float(metrics['loss']):.4f}")
         if done % log_period == 0 or done == train_steps:
-          means = throughput.summarise(window, time.perf_counter() - tic)
+          means = {**throughput.summarise(window, time.perf_counter() - tic), **_data_health()}
           # learning_rate: the rate this step's update used (optax counts updates from 0).
           writer.write(done, {**means, "learning_rate": float(schedule(done - 1))})
           window, tic = [], time.perf_counter()
