@@ -201,6 +201,11 @@ class SeqioBatches:
       return self.process_batch(step, batch_size, start // len(rows), count)
     return {k: v[rows] for k, v in self.batch(step, batch_size).items()}
 
+  def health(self) -> dict[str, int]:
+    """Records the sources have skipped or cut so far, {"<source>/<reason>": n} (tasks.data_health): the
+    trainer logs them as 'data/...' beside the loss."""
+    return data_health.counts()
+
   def close(self) -> None:
     """Stops the live pipelines (their worker threads and prefetched batches); the next call rebuilds them."""
     self._streams = {}

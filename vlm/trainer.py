@@ -47,7 +47,6 @@ import math
 import os
 import re
 import shutil
-import sys
 import time
 from typing import Any, Callable, Iterator, Protocol
 
@@ -78,6 +77,8 @@ class Model(Protocol):
 
 class Dataset(Protocol):
   def batch(self, step: int, batch_size: int) -> dict[str, np.ndarray]: ...
+  # Optional: batch_rows(step, batch_size, rows) (vlm.partitioning.read_batch), state_dict() and
+  # load_state_dict(state) (a position of its own, saved in checkpoints), health() -> {"<source>/<reason>": n}.
 
 
 class _NoSummaries:
@@ -388,14 +389,11 @@ def _remove_empty_dirs(path: str, top: str) -> None:
     path = os.path.dirname(path)
 
 
-def _data_health() -> dict[str, float]:
-  """Bad records the input pipeline skipped or truncated so far, as 'data/<source>/<reason>' counts.
-
-  Read only when tasks.data_health is already loaded (a seqio run): the trainer never imports the input
-  pipeline (and TensorFlow) itself.
-  """
-  health = sys.modules.get("tasks.data_health")
-  return {f"data/{key}": float(n) for key, n in health.counts().items()} if health else {}
+def _data_health(train_data: Dataset) -> dict[str, float]:
+  """Bad records the dataset's sources skipped or cut so far, as 'data/<source>/<reason>' counts: a dataset
+  that reads files reports them by `health()` (tasks.pipeline.SeqioBatches); generated data has none."""
+  health = train_data.health() if hasattr(train_data, "health") else {}
+  return {f"data/{key}": float(n) for key, n in health.items()}
 
 
 def _throughput(model: Model, fns: StepFunctions, example: dict, batch_size: int, microbatches: int,
@@ -634,7 +632,7 @@ def _loop(state, start, train_steps, batch_size, fns, partitioner, train_data, c
         bar.update(1)
         bar.set_postfix(loss=f"{float(metrics['loss']):.4f}")
         if done % log_period == 0 or done == train_steps:
-          means = {**throughput.summarise(window, time.perf_counter() - tic), **_data_health()}
+          means = {**throughput.summarise(window, time.perf_counter() - tic), **_data_health(train_data)}
           # learning_rate: the rate this step's update used (optax counts updates from 0).
           writer.write(done, {**means, "learning_rate": float(schedule(done - 1))})
           window, tic = [], time.perf_counter()
