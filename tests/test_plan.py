@@ -37,8 +37,10 @@ def tiny_siglip():
 
 
 def plan_of(model, mesh=None, *, batch_size=8, lengths=None, dims=1, optimizer=None, frozen=None, microbatches=1):
-  return plan.plan(model, batch_size=batch_size, feature_lengths=lengths or LENGTHS,
-                   mesh=mesh or {"data": 1, "model": 1}, rules=partitioning.standard_logical_axis_rules(parameter_partitioning_dims=dims),
+  mesh = mesh or {"data": 1, "model": 1}
+  partitioner = partitioning.Partitioner(num_partitions=mesh["model"], parameter_partitioning_dims=dims,
+                                         abstract_mesh=mesh)
+  return plan.plan(model, batch_size=batch_size, feature_lengths=lengths or LENGTHS, partitioner=partitioner,
                    optimizer=optimizer or optim.adamw(1e-3), frozen_params=frozen, microbatches=microbatches)
 
 
@@ -303,3 +305,14 @@ def test_a_run_with_an_ema_teacher_counts_its_copy(capsys):
   copied = int(heads.split()[4].replace(",", ""))
   assert f"an EMA copy of {copied:,} parameters" in out and "+ teacher (EMA)" in out
   assert "fits in 16 GiB" in out and "the teacher's forward add to them" in out
+
+
+def test_the_plan_shards_with_the_trainers_partitioner_on_a_virtual_mesh():
+  real = partitioning.Partitioner(num_partitions=2, parameter_partitioning_dims=2)  # 8 devices: data 4 x model 2
+  virtual = partitioning.Partitioner(num_partitions=2, parameter_partitioning_dims=2,
+                                     abstract_mesh={"data": 4, "model": 2})
+  assert dict(virtual.mesh.shape) == dict(real.mesh.shape) == {"data": 4, "model": 2}
+  for logical in [("embed", "mlp"), ("batch", "length", "embed"), ("vocab", "embed"), ("layers", "embed", "heads")]:
+    assert virtual.sharding(logical).spec == real.sharding(logical).spec
+  sharder = plan.Sharder(virtual)
+  assert sharder.local_shape((64, 256), sharder.mesh_axes(("embed", "mlp"))) == (16, 128)

@@ -140,9 +140,16 @@ class Partitioner:
   activation_partitioning_dims: int = 1
   logical_axis_rules: LogicalRules | None = None  # None: the standard rules for the dims above
   devices: Sequence[jax.Device] | None = None  # None: every device of every process
+  # {'data': N, 'model': M} of a virtual mesh (jax.sharding.AbstractMesh): shardings to plan with, no devices
+  # (vlm.plan); 'model' must equal num_partitions.
+  abstract_mesh: dict[str, int] | None = None
 
   def __post_init__(self):
-    self.mesh = make_mesh(self.num_partitions, self.devices)
+    if self.abstract_mesh is None:
+      self.mesh = make_mesh(self.num_partitions, self.devices)
+    else:
+      self.mesh = jax.sharding.AbstractMesh((self.abstract_mesh["data"], self.abstract_mesh["model"]),
+                                            ("data", "model"))
     if self.logical_axis_rules is None:
       self.logical_axis_rules = standard_logical_axis_rules(
           activation_partitioning_dims=self.activation_partitioning_dims,

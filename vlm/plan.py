@@ -328,13 +328,14 @@ def _itemsize(dtype) -> int:
 # -------------------------------------------------------------------------------------------- sharding
 
 class Sharder:
-  """Per-device shapes on a virtual ('data', 'model') mesh under logical axis rules."""
+  """Per-device shapes on a Partitioner's virtual mesh (jax.sharding.AbstractMesh), under its rules."""
 
-  def __init__(self, mesh: dict[str, int], rules):
-    self.mesh, self.rules = dict(mesh), list(rules)
+  def __init__(self, partitioner: partitioning.Partitioner):
+    self.partitioner, self.mesh = partitioner, dict(partitioner.mesh.shape)
 
   def mesh_axes(self, logical: Sequence[str | None]) -> tuple:
-    spec = nn.logical_to_mesh_axes(tuple(logical), self.rules)
+    """The mesh axes of each dimension, as the trainer's Partitioner.sharding maps the logical ones."""
+    spec = self.partitioner.sharding(tuple(logical)).spec
     return tuple(spec) + (None,) * (len(logical) - len(tuple(spec)))
 
   def ways(self, ndim: int, mesh_axes: Sequence, *, skip: Sequence[str] = ()) -> tuple[int, ...]:
@@ -355,7 +356,7 @@ class Sharder:
 
 # ------------------------------------------------------------------------------------------------ plan
 
-def plan(model: Any, *, batch_size: int, feature_lengths: dict[str, int], mesh: dict[str, int], rules,
+def plan(model: Any, *, batch_size: int, feature_lengths: dict[str, int], partitioner: partitioning.Partitioner,
          optimizer: Any, frozen_params: str | None = None, frames: int = 1, microbatches: int = 1) -> Plan:
   """Plans one train step of `model` as `vlm.trainer.train` would run it, on a virtual mesh.
 
@@ -363,8 +364,7 @@ def plan(model: Any, *, batch_size: int, feature_lengths: dict[str, int], mesh: 
     model: a PaLIModel, SigLIPModel or UL2Model.
     batch_size: the global batch.
     feature_lengths: TASK_FEATURE_LENGTHS ({'inputs', 'targets'}, or {'text'} for SigLIP).
-    mesh: {'data': N, 'model': M}; nothing is built on it.
-    rules: logical axis rules (vlm.partitioning.standard_logical_axis_rules).
+    partitioner: the run's, on a virtual mesh: Partitioner(abstract_mesh={'data': N, 'model': M}, ...).
     optimizer: the optax transformation before freezing (what the trainer's `optimizer(learning_rate=...)` makes).
     frozen_params: the trainer's regex over parameter paths.
     frames: images per example (PaLI).
@@ -373,12 +373,13 @@ def plan(model: Any, *, batch_size: int, feature_lengths: dict[str, int], mesh: 
   # The checks vlm.trainer.train makes, with its words: a batch of 0 would otherwise plan (and fit).
   trainer._check_counts(BATCH_SIZE=batch_size, microbatches=microbatches,  # pylint: disable=protected-access
                         **{f"TASK_FEATURE_LENGTHS[{k!r}]": v for k, v in feature_lengths.items()})
+  mesh = dict(partitioner.mesh.shape)
   if batch_size % (mesh["data"] * microbatches):
     raise ValueError(f"BATCH_SIZE={batch_size} is not divisible by data={mesh['data']} x microbatches="
                      f"{microbatches}; the trainer refuses it")
   slice_size = batch_size // microbatches
   geo = geometry(model, feature_lengths, batch_size, frames)
-  sharder = Sharder(mesh, rules)
+  sharder = Sharder(partitioner)
   init_batch = {k: jax.ShapeDtypeStruct((1,) + v.shape[1:], v.dtype) for k, v in geo.batch.items()}
   boxed = jax.eval_shape(model.init_variables, jax.random.key(0), init_batch)["params"]
   params = nn.meta.unbox(boxed)
@@ -736,17 +737,16 @@ def plan_from_gin(mesh: dict[str, int], frames: int = 1) -> tuple[list[Plan], li
   microbatches = _resolve(bindings.get("microbatches", 1))
   factory = _resolve(bindings["optimizer"])
   frozen = _resolve(bindings.get("frozen_params"))
-  # vlm.trainer.train's Partitioner() takes its gin bindings; so do the plan's rules.
+  # vlm.trainer.train's Partitioner() takes its gin bindings; the plan's takes them too, on a virtual mesh.
   part = gin.get_bindings("vlm.partitioning.Partitioner")
-  dims = (part.get("parameter_partitioning_dims", 1), part.get("activation_partitioning_dims", 1))
-  rules = part.get("logical_axis_rules") or partitioning.standard_logical_axis_rules(
-      activation_partitioning_dims=dims[1], parameter_partitioning_dims=dims[0])
+  partitioner = partitioning.Partitioner(num_partitions=mesh["model"], abstract_mesh=mesh)
+  dims = (partitioner.parameter_partitioning_dims, partitioner.activation_partitioning_dims)
   rules_text = ("the gin config's logical_axis_rules" if part.get("logical_axis_rules") else
                 f"parameter_partitioning_dims={dims[0]}{' (FSDP)' if dims[0] == 2 else ''}, "
                 f"activation_partitioning_dims={dims[1]}")
   choices = [dict(zip(lengths, combo)) for combo in itertools.product(
       *(sorted(v) if isinstance(v, (tuple, list)) else (v,) for v in lengths.values()))]
-  results = [plan(model, batch_size=batch_size, feature_lengths=choice, mesh=mesh, rules=rules,
+  results = [plan(model, batch_size=batch_size, feature_lengths=choice, partitioner=partitioner,
                   optimizer=factory(learning_rate=_resolve(bindings["learning_rate"])), frozen_params=frozen,
                   frames=frames, microbatches=microbatches) for choice in choices]
   if part.get("num_partitions", 1) != mesh["model"]:
