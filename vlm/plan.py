@@ -4,9 +4,9 @@
 
 It reads what `vlm.trainer.train` would train (the model, BATCH_SIZE, TASK_FEATURE_LENGTHS, the optimizer
 factory, frozen_params and the Partitioner's rules) and allocates nothing: parameters and optimizer state come
-from `jax.eval_shape`, and the mesh is virtual, so a 256-device plan runs on one CPU. Each array's shard is
-its shape divided, dimension by dimension, by the product of the mesh axes its logical axes map to under the
-run's rules (`flax.linen.logical_to_mesh_axes`, as `Partitioner.sharding` maps them).
+from `jax.eval_shape`, and the mesh is virtual (the run's own Partitioner on a jax.sharding.AbstractMesh), so a
+256-device plan runs on one CPU. Each array's shard is its shape divided, dimension by dimension, by the
+product of the mesh axes `Partitioner.sharding` maps its logical axes to under the run's rules.
 
 Exact: parameter counts; per-device bytes of parameters and optimizer state (frozen parameters have none,
 factored Adafactor statistics are row/column vectors and replicate, as the trainer shards them); gradients
