@@ -24,6 +24,7 @@ from jax.sharding import PartitionSpec as P
 from encoders import text as text_lib
 from encoders import vit as vit_lib
 from encoders.objectives import heads as heads_lib
+from vlm import base_model
 from vlm import ema as vlm_ema
 from vlm import layers
 
@@ -191,8 +192,8 @@ LOSSES = ("sigmoid", "softmax")
 
 
 @gin.configurable(module="encoders.siglip")
-class SigLIPModel:
-  """The trainer's view of a SigLIP model (see vlm.trainer.Model).
+class SigLIPModel(base_model.BaseModel):
+  """The trainer's view of a SigLIP model (vlm.base_model.BaseModel).
 
   Batches are {'image': float32 [B, H, W, 3] in [-1, 1], 'text': int32 [B, L]}, or NaFlex batches with
   'patches', 'patch_mask' and 'spatial_shapes' (encoders.vit.PATCH_FEATURES) in place of 'image'; runs with
@@ -209,6 +210,8 @@ class SigLIPModel:
     teacher_momentum: the EMA momentum schedule (vlm.ema.momentum_schedule).
     train_steps: the run's TRAIN_STEPS, which the objectives' start fractions are of.
   """
+
+  FEATURE_CONVERTER_CLS = base_model.LazyClass("tasks.feature_converters", "TwoTowerFeatureConverter")
 
   def __init__(self, image: vit_lib.ViTConfig = gin.REQUIRED, text: text_lib.TextConfig = gin.REQUIRED,
                loss: str = "sigmoid", chunked: bool = True, t_init: float = math.log(10.0),

@@ -15,7 +15,7 @@ from encoders import siglip
 from encoders import text as text_lib
 from encoders import vit as vit_lib
 from tasks import scene_pairs
-from vlm import checkpoints, mfu, optim, partitioning, summaries, trainer
+from vlm import base_model, checkpoints, mfu, optim, partitioning, summaries, trainer
 
 IMAGE_SIZE, TEXT_LENGTH = 16, 40
 LENGTHS = {"text": TEXT_LENGTH}
@@ -257,7 +257,7 @@ class _MLP(nn.Module):
     return nn.Dense(1)(jnp.tanh(nn.Dense(16)(x)))[:, 0]
 
 
-class Regression:
+class Regression(base_model.BaseModel):
   """A loss that averages over examples (squared error of a small MLP): microbatches must not change it."""
 
   def __init__(self):
@@ -342,3 +342,31 @@ def test_model_flops_count_every_scanned_layer_and_no_recomputation(remat):
                                         ("TPU v4", 275e12), ("TPU v5 lite", 197e12), ("cpu", None)])
 def test_peak_flops_by_device_kind(kind, peak):
   assert mfu.device_peak_flops(kind) == peak
+
+
+def test_every_model_is_a_base_model_naming_its_feature_converter():
+  from encoders import siglip  # pylint: disable=import-outside-toplevel
+  from tasks import feature_converters  # pylint: disable=import-outside-toplevel
+  from vlm import model as model_lib, ul2  # pylint: disable=import-outside-toplevel
+  import seqio  # pylint: disable=import-outside-toplevel
+  assert siglip.SigLIPModel.FEATURE_CONVERTER_CLS is feature_converters.TwoTowerFeatureConverter
+  assert model_lib.PaLIModel.FEATURE_CONVERTER_CLS is feature_converters.MultimodalEncDecFeatureConverter
+  assert ul2.UL2Model.FEATURE_CONVERTER_CLS is seqio.EncDecFeatureConverter
+  for cls in (siglip.SigLIPModel, model_lib.PaLIModel, ul2.UL2Model):
+    assert issubclass(cls, base_model.BaseModel)
+  assert Regression().warm_start_sources() == {} and Regression().num_tokens({"x": jnp.ones((2, 3))}) is None
+  assert int(Regression().num_tokens({"text": jnp.array([[5, 6, 0], [7, 0, 0]])})) == 3
+
+
+def test_seqio_batches_of_another_feature_converter_are_refused_in_one_line(tmp_path):
+  from tasks import pipeline  # pylint: disable=import-outside-toplevel
+  from vlm import model as model_lib  # pylint: disable=import-outside-toplevel
+  data = pipeline.SeqioBatches("webli_pairs_synthetic", {"text": 16})  # two-tower batches
+  pali = model_lib.PaLIModel.__new__(model_lib.PaLIModel)  # only its class matters here
+  with pytest.raises(ValueError, match="made by TwoTowerFeatureConverter but a PaLIModel takes "
+                                       "MultimodalEncDecFeatureConverter's"):
+    trainer.train(pali, data, model_dir=str(tmp_path / "run"), train_steps=1, batch_size=2,
+                  optimizer=optim.adamw, learning_rate=1e-3)
+  with pytest.raises(TypeError, match="not a vlm.base_model.BaseModel"):
+    trainer.train(object(), data, model_dir=str(tmp_path / "run"), train_steps=1, batch_size=2,
+                  optimizer=optim.adamw, learning_rate=1e-3)

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from encoders import vit as vit_lib
+from vlm import base_model
 from vlm import checkpoints
 from vlm import decoding
 from vlm import layers
@@ -99,8 +100,8 @@ class PaLI(nn.Module):
 
 
 @gin.configurable(module="vlm.model")
-class PaLIModel:
-  """The trainer's interface over PaLI.
+class PaLIModel(base_model.BaseModel):
+  """The trainer's interface over PaLI (vlm.base_model.BaseModel).
 
   Batches hold 'image' and T5X's encoder-decoder features: encoder_input_tokens (the prompt),
   decoder_target_tokens, optionally decoder_input_tokens and decoder_loss_weights (see ul2.decoder_features).
@@ -122,6 +123,8 @@ class PaLIModel:
     patch_budget: for a NaFlex model, the patches an image gets (TASK_FEATURE_LENGTHS['patches'], the largest
       if it varies); recorded so that inference cuts images the same way. None: images are squashed squares.
   """
+
+  FEATURE_CONVERTER_CLS = base_model.LazyClass("tasks.feature_converters", "MultimodalEncDecFeatureConverter")
 
   def __init__(self, vit: vit_lib.ViTConfig = gin.REQUIRED, ul2: ul2_lib.UL2Config = gin.REQUIRED,
                label_smoothing: float = 0.0, z_loss: float = 1e-4, siglip_checkpoint: str | None = None,

@@ -1,11 +1,7 @@
 """One trainer for every model: train state, the jitted step, the loop, checkpoints and summaries.
 
-The trainer sees a model only through a small interface (T5X's idea), so SigLIP, PaLI and the UL2 share it:
-
-  model.init_variables(rng, batch) -> {'params': ...}   boxed with logical axis names
-  model.loss_fn(params, batch, rng) -> (loss, metrics)   scalars
-  model.config_json() -> dict                             written to MODEL_DIR/model_config.json
-
+The trainer sees a model only through vlm.base_model.BaseModel (T5X's idea), so SigLIP, PaLI and the UL2
+share it: init_variables, loss_fn, config_json, and the defaults it inherits (warm_start, num_tokens, ...);
 and a dataset through `dataset.batch(step, batch_size) -> dict[str, np.ndarray]`, deterministic in `step`,
 so a resumed run reads exactly the batches the uninterrupted one would have. In a multi-host run every
 process computes and feeds its own rows of each batch (`partitioning.read_batch`); process 0 alone prints
@@ -18,10 +14,6 @@ iterator over files, say) gives `state_dict()` -> JSON-serialisable and `load_st
 is saved inside each checkpoint and restored with it (vlm.checkpoints.Checkpointer). A run resumes from the
 newest step whose files match the manifest written at its save (vlm.manifests), and holds MODEL_DIR alone
 while it runs (vlm.run_lock).
-
-Optional extras of a model: `warm_start(params) -> params` (pretrained towers loaded into a fresh state) and
-`num_tokens(batch) -> scalar` (the tokens a batch holds, for tokens_per_sec; by default the non-padding ids of
-its token features, TOKEN_FEATURES).
 
 Models that learn from a teacher (SigLIP with the dense objectives, encoders/objectives) add:
 
@@ -61,18 +53,13 @@ import optax
 from jax.experimental import multihost_utils
 
 from vlm import checkpoints
+from vlm.base_model import BaseModel
 from vlm import ema
 from vlm import mfu
 from vlm import optim
 from vlm import partitioning
 from vlm import run_lock
 from vlm import summaries
-
-
-class Model(Protocol):
-  def init_variables(self, rng: jax.Array, batch: dict) -> dict: ...
-  def loss_fn(self, params: Any, batch: dict, rng: jax.Array) -> tuple[jax.Array, dict]: ...
-  def config_json(self) -> dict: ...
 
 
 class Dataset(Protocol):
@@ -91,9 +78,6 @@ class _NoSummaries:
     pass
 
 
-# Features holding the token ids a model reads; padding is id 0 (seqio's convention). Decoder inputs are the
-# targets shifted by one, so counting them too would count each target twice.
-TOKEN_FEATURES = ("text", "encoder_input_tokens", "decoder_target_tokens")
 
 class TrainingHalted(RuntimeError):
   """Training stopped on purpose (non-finite loss); the message says at which step and what was kept."""
@@ -120,12 +104,12 @@ class StepFunctions:
   abstract_state: TrainState  # ShapeDtypeStructs carrying shardings: the restore target
 
 
-def learns_from_teacher(model) -> bool:
+def learns_from_teacher(model: BaseModel) -> bool:
   """Whether the model takes the extended interface of the module docstring (teacher, aux state, phases)."""
-  return bool(getattr(model, "learns_from_teacher", False))
+  return bool(model.learns_from_teacher)
 
 
-def build_step_functions(model: Model, optimizer: optax.GradientTransformation,
+def build_step_functions(model: BaseModel, optimizer: optax.GradientTransformation,
                          partitioner: partitioning.Partitioner, example_batch: dict[str, np.ndarray],
                          seed: int = 0, microbatches: int = 1, frozen_params: str | None = None) -> StepFunctions:
   """Shapes and shardings of the train state (without allocating it), its init, and the train step.
@@ -168,8 +152,6 @@ def build_step_functions(model: Model, optimizer: optax.GradientTransformation,
 
   base_rng = jax.random.key(seed + 1)
 
-  count_tokens = getattr(model, "num_tokens", _count_tokens)
-
   def train_step(state: TrainState, batch: dict, phase=None):
     rng = jax.random.fold_in(base_rng, state.step)
     frozen = optim.frozen_mask(state.params, frozen_params)
@@ -195,7 +177,7 @@ def build_step_functions(model: Model, optimizer: optax.GradientTransformation,
       momentum = model.teacher_momentum(state.step)
       teacher = ema.update(teacher, ema.select(params, teacher_pattern), momentum)
       metrics["teacher_momentum"] = momentum
-    tokens = count_tokens(batch)
+    tokens = model.num_tokens(batch)
     if tokens is not None:
       metrics["num_tokens"] = tokens
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state, teacher=teacher,
@@ -270,12 +252,6 @@ def _merge(frozen, trained: list, fixed: list):
   return treedef.unflatten([next(fixed) if is_frozen else next(trained) for is_frozen in mask])
 
 
-def _count_tokens(batch: dict) -> jax.Array | None:
-  """Non-padding ids of the batch's token features (TOKEN_FEATURES); None for a batch without any."""
-  present = [batch[name] for name in TOKEN_FEATURES if name in batch]
-  return sum(jnp.sum(ids != 0) for ids in present) if present else None
-
-
 def _opt_state_shardings(abstract_opt, abstract_params, param_shardings, replicated):
   """Optimizer moments shaped like their parameter are sharded like it; factored or scalar stats replicate.
 
@@ -328,19 +304,19 @@ def _check_counts(**counts) -> None:
       raise ValueError(f"{name} must be an integer >= 1; got {value!r}")
 
 
-def _initial_state(model: Model, fns: StepFunctions, partitioner: partitioning.Partitioner,
+def _initial_state(model: BaseModel, fns: StepFunctions, partitioner: partitioning.Partitioner,
                    seed: int) -> TrainState:
-  """A fresh state; a model with `warm_start(params) -> params` (PaLI) loads its pretrained towers into it.
+  """A fresh state; a model with warm-start sources (PaLI) loads its pretrained towers into it.
 
   The warm start runs outside the mesh context: reading a checkpoint traces other models, whose logical
   axes must not pick up this run's mesh.
   """
   with partitioner.context():
     state = fns.init(jax.random.key(seed))
-  if not hasattr(model, "warm_start"):
+  sources = model.warm_start_sources()
+  if not sources:
     return state
-  sources = model.warm_start_sources() if hasattr(model, "warm_start_sources") else {}
-  if sources and jax.process_index() == 0:
+  if jax.process_index() == 0:
     print("warm start: " + "; ".join(f"{part} from {path}" for part, path in sources.items()), flush=True)
   # Gather to host: a parameter may be spread over other processes' devices in a multi-host run.
   params = model.warm_start(multihost_utils.process_allgather(state.params, tiled=True))
@@ -396,7 +372,7 @@ def _data_health(train_data: Dataset) -> dict[str, float]:
   return {f"data/{key}": float(n) for key, n in health.items()}
 
 
-def _throughput(model: Model, fns: StepFunctions, example: dict, batch_size: int, microbatches: int,
+def _throughput(model: BaseModel, fns: StepFunctions, example: dict, batch_size: int, microbatches: int,
                 partitioner: partitioning.Partitioner, flops_per_example: float | None,
                 peak_flops_per_device: float | None) -> mfu.Throughput:
   """What the run reports on speed: MFU only where the devices' peak is known (given, or an accelerator of
@@ -415,7 +391,7 @@ def _throughput(model: Model, fns: StepFunctions, example: dict, batch_size: int
 
 
 @gin.configurable(module="vlm.trainer")
-def train(model: Model = gin.REQUIRED, train_data: Dataset = gin.REQUIRED, *, model_dir: str = gin.REQUIRED,
+def train(model: BaseModel = gin.REQUIRED, train_data: Dataset = gin.REQUIRED, *, model_dir: str = gin.REQUIRED,
           train_steps: int = gin.REQUIRED, batch_size: int = gin.REQUIRED,
           optimizer: Callable[..., optax.GradientTransformation] = gin.REQUIRED,
           learning_rate: optax.Schedule | float = gin.REQUIRED,
@@ -448,6 +424,7 @@ def train(model: Model = gin.REQUIRED, train_data: Dataset = gin.REQUIRED, *, mo
                 log_period=log_period, microbatches=microbatches,
                 **({} if eval_period is None else {"EVAL_PERIOD": eval_period}))
   check_model_dir(model_dir)
+  _check_model_and_data(model, train_data)
   _check_frozen_params(frozen_params)
   partitioner = partitioner or partitioning.Partitioner()
   partitioner.check_batch_size(batch_size)
@@ -547,6 +524,16 @@ def _run_lock(model_dir: str) -> Iterator[None]:
   finally:
     if lock is not None:
       lock.release()
+
+
+def _check_model_and_data(model: BaseModel, train_data: Dataset) -> None:
+  """The model is a BaseModel, and seqio batches are made by the feature converter it names."""
+  if not isinstance(model, BaseModel):
+    raise TypeError(f"the model is a {type(model).__name__}, not a vlm.base_model.BaseModel; subclass it")
+  converter, wanted = getattr(train_data, "converter", None), model.FEATURE_CONVERTER_CLS
+  if converter is not None and wanted is not None and not isinstance(converter, wanted):
+    raise ValueError(f"the data's batches are made by {type(converter).__name__} but a {type(model).__name__} "
+                     f"takes {wanted.__name__}'s (bind tasks.pipeline.SeqioBatches.feature_converter to it)")
 
 
 def _check_frozen_params(frozen_params: str | None) -> None:

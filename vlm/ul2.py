@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vlm import base_model
 from vlm import decoding
 from vlm import layers
 
@@ -349,12 +350,14 @@ def sequence_log_likelihood(logits: jax.Array, targets: jax.Array, weights: jax.
 # --------------------------------------------------------------------------------- the trainer's model
 
 @gin.configurable(module="vlm.ul2")
-class UL2Model:
+class UL2Model(base_model.BaseModel):
   """The trainer interface over a text-only UL2 (the UL2 stage-0 denoising run, T5 fine-tuning).
 
   Batches hold T5X's encoder-decoder features: encoder_input_tokens, decoder_target_tokens and optionally
   decoder_input_tokens (else the targets shifted right) and decoder_loss_weights (else targets != 0).
   """
+
+  FEATURE_CONVERTER_CLS = base_model.LazyClass("seqio", "EncDecFeatureConverter")  # (packing allowed)
 
   def __init__(self, ul2: UL2Config = gin.REQUIRED, label_smoothing: float = 0.0, z_loss: float = 1e-4):
     self.config = ul2
