@@ -263,6 +263,10 @@ def test_siglip_xm3600_retrieval_and_fewshot(siglip_checkpoint, tmp_path, gin_bi
                                        np.array([c for c, _ in chosen]), test_x, test_y, 2.0**10))
     assert results["fewshot"]["metrics"][f"fewshot_{k}shot"] == pytest.approx(np.mean(accuracies), abs=1e-6)
   assert results["fewshot"]["num_examples"] == 9 + 4  # every train image is drawn at 3 shots
+  # Few-shot alone embeds no text: it runs without a TOKENIZER.
+  alone, _ = transfer_eval.evaluate(str(siglip_checkpoint), ["fewshot"], str(tmp_path), str(tmp_path / "alone"),
+                                    batch_size=4, progress=False)
+  assert alone[0]["metrics"] == pytest.approx(results["fewshot"]["metrics"])
 
 
 def test_fewshot_with_too_few_images_or_an_unknown_test_class_is_named(tmp_path):

@@ -177,8 +177,9 @@ def refcocog(data_dir: str, annotations: str | None = None, images: str | None =
 
 # XM3600 (Thapliyal et al., 2022): captions in 36 languages of the same 3,600 images.
 
-# Its languages written without spaces between words. The file's "caption/tokenized" segments them into words,
-# but by a segmenter that is not published, so predictions could not be segmented alike: CIDEr counts characters.
+# Its languages written without spaces between words. The file's "caption/tokenized" splits them into words, by a
+# segmenter the release does not document (google/crossmodal-3600 issue #4), so predictions could not be split
+# alike: CIDEr counts their characters instead.
 UNSPACED_LANGUAGES = frozenset({"ja", "th", "zh"})
 
 
