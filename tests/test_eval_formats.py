@@ -5,12 +5,14 @@ as vlm.metrics scores the same predictions (or embeddings) by hand."""
 import json
 
 import gin
+import jax
 import numpy as np
 import pytest
 
+from encoders import vit as vit_lib
 from tasks import benchmark_files
-from tests.test_eval import SIZE, _image, _json, checkpoint, run_eval, siglip_checkpoint  # noqa: F401 (fixtures)
-from vlm import metrics, transfer_eval, transfer_tasks
+from tests.test_eval import SIZE, _image, _json, run_eval
+from vlm import checkpoints, metrics, transfer_eval, transfer_tasks
 
 NEW_PALI_TASKS = ["xm3600", "okvqa", "stvqa", "infovqa", "refcoco_plus", "refcocog"]
 KEYS = ["0a1b", "2c3d", "4e5f"]
@@ -19,6 +21,38 @@ CAPTIONS = {  # per language, each image's captions ("caption/tokenized" as the 
     "th": [["วงกลมสีแดง"], ["สี่เหลี่ยมสีน้ำเงินสองอัน"], ["สามเหลี่ยมสีเขียว"]],
     "zh": [["一个红色的圆"], ["两个蓝色的正方形", "两个方块"], ["一个绿色的小三角形"]],
 }
+
+
+def _untrained(directory, model, batch) -> str:
+  """A MODEL_DIR of `model`'s initial parameters (step 0): the metrics are checked against the outputs of the same
+  model, which any weights give, and initialising skips tests/test_eval.py's compile of a train step."""
+  import flax.linen as nn  # pylint: disable=import-outside-toplevel
+  params = nn.meta.unbox(jax.jit(lambda rng: model.init_variables(rng, batch))(jax.random.key(0))["params"])
+  checkpoints.write_model_dir(str(directory), model.config_json(), jax.tree.map(np.asarray, params))
+  return directory
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+  """tests.tiny_models' pico PaLI (16 px, scene word vocabulary, prompts of 12 tokens, answers of 6), untrained."""
+  from tasks import scene_pali  # pylint: disable=import-outside-toplevel
+  from vlm import model as model_lib, ul2  # pylint: disable=import-outside-toplevel
+  model = model_lib.PaLIModel(vit=vit_lib.config("pico/4", image_size=SIZE, pool_type="none"),
+                              ul2=ul2.config("pico", vocab_size=scene_pali.vocab_size()), max_decode_len=6,
+                              vocabulary=scene_pali.vocabulary(), prompt_length=12)
+  batch = scene_pali.SceneTaskBatches(SIZE, {"inputs": 12, "targets": 6}, "vqa").batch(0, 2)
+  return _untrained(tmp_path_factory.mktemp("pali"), model, batch)
+
+
+@pytest.fixture(scope="module")
+def siglip_checkpoint(tmp_path_factory):
+  """tests/test_eval.py's pico SigLIP (scene word vocabulary, texts of 16 tokens), untrained."""
+  from encoders import siglip, text as text_lib  # pylint: disable=import-outside-toplevel
+  from tasks import scene_pairs  # pylint: disable=import-outside-toplevel
+  model = siglip.SigLIPModel(image=vit_lib.config("pico/4", image_size=SIZE),
+                             text=text_lib.config("pico", vocab_size=scene_pairs.vocab_size(), max_len=16))
+  batch = scene_pairs.SceneCaptionPairs(SIZE, {"text": 16}).batch(0, 2)
+  return _untrained(tmp_path_factory.mktemp("siglip"), model, batch)
 
 
 def _jsonl(path, records):
@@ -81,7 +115,7 @@ SCORERS = {  # task -> how a human scores the json's predictions with vlm.metric
 }
 
 
-def test_new_pali_tasks_end_to_end_score_as_vlm_metrics(checkpoint, tmp_path):  # noqa: F811
+def test_new_pali_tasks_end_to_end_score_as_vlm_metrics(checkpoint, tmp_path):
   write_format_benchmarks(tmp_path)
   out = tmp_path / "out"
   result = run_eval(f"--gin.CHECKPOINT_PATH='{checkpoint}'", f"--gin.DATA_DIR='{tmp_path}'",
@@ -216,7 +250,7 @@ def _probe_by_hand(train, train_labels, test, test_labels, l2):
   return metrics.linear_probe((train - mean) / std, train_labels, (test - mean) / std, test_labels, l2)
 
 
-def test_siglip_xm3600_retrieval_and_fewshot(siglip_checkpoint, tmp_path, gin_bindings):  # noqa: F811
+def test_siglip_xm3600_retrieval_and_fewshot(siglip_checkpoint, tmp_path, gin_bindings):
   from encoders import siglip  # pylint: disable=import-outside-toplevel
   from tasks import scene_pairs  # pylint: disable=import-outside-toplevel
   from vlm import infer, pali  # pylint: disable=import-outside-toplevel

@@ -349,10 +349,11 @@ def fewshot(data_dir: str, train_images: str | None = None, test_images: str | N
   shots 1/5/10/25, 3 draws, ridge strength 2^10, fixed rather than tuned on the test set).
 
   For each k of `shots` and each of `draws` random draws of k train images a class (seeds 0, 1, ...), a ridge
-  regression (probe_accuracy) on their embeddings classifies every test image; `fewshot_<k>shot` is the mean
-  accuracy over the draws. Train and test folders are ImageNet-style; test classes are matched to train classes
-  by folder name. Only the drawn train images are embedded. A class with fewer train images than the largest k
-  is an error (big_vision would quietly train on fewer).
+  regression (probe_accuracy) on their embeddings (the L2-normalised pooled ones every SigLIP task uses)
+  classifies every test image; `fewshot_<k>shot` is the mean accuracy over the draws. Train and test folders are
+  ImageNet-style; test classes are matched to train classes by folder name. Only the drawn train images are
+  embedded. A class with fewer train images than the largest k is an error (big_vision would quietly train on
+  fewer).
   """
   shots = _check_shots(shots, draws)
   train_root = _path(data_dir, train_images, "fewshot", "train_images")
