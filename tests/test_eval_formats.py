@@ -16,14 +16,14 @@ from vlm import checkpoints, metrics, transfer_eval, transfer_tasks
 
 NEW_PALI_TASKS = ["xm3600", "okvqa", "stvqa", "infovqa", "refcoco_plus", "refcocog"]
 KEYS = ["0a1b", "2c3d", "4e5f"]
-CAPTIONS = {  # per language, each image's captions ("caption/tokenized" as the release segments them)
+CAPTIONS = {  # per language, each image's "caption"s (written again as the file's tokenized fields, never read)
     "en": [["a red circle", "one red circle ."], ["two blue squares"], ["a small green triangle"]],
     "th": [["วงกลมสีแดง"], ["สี่เหลี่ยมสีน้ำเงินสองอัน"], ["สามเหลี่ยมสีเขียว"]],
     "zh": [["一个红色的圆"], ["两个蓝色的正方形", "两个方块"], ["一个绿色的小三角形"]],
 }
 
 
-def _untrained(directory, model, batch) -> str:
+def _untrained(directory, model, batch):
   """A MODEL_DIR of `model`'s initial parameters (step 0): the metrics are checked against the outputs of the same
   model, which any weights give, and initialising skips tests/test_eval.py's compile of a train step."""
   import flax.linen as nn  # pylint: disable=import-outside-toplevel
