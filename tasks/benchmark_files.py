@@ -2,7 +2,8 @@
 
 Each reader returns the examples of one benchmark file in file order, as dicts
   {"id": str, "image": path, "references": [str, ...]}
-plus "question" (VQA, ChartQA; the referring phrase for RefCOCO) and, for RefCOCO, "bbox" [x, y, w, h] in pixels.
+plus "question" (VQA, ChartQA; the referring phrase for RefCOCO), for RefCOCO "bbox" [x, y, w, h] in pixels and for
+XM3600 "language".
 Layouts:
   coco_captions  annotations/captions_val2017.json: {"images": [{"id", "file_name"}], "annotations":
                  [{"image_id", "caption"}]}
@@ -10,10 +11,15 @@ Layouts:
                  "cocoid"}]}; the images of one split (Karpathy's "test" by default)
   vqav2          the questions json and the annotations json (tasks.sources.parse_vqav2 describes them)
   vqa_json       TextVQA / DocVQA: {"data": [{"question", "answers", "image" or "image_name" or "image_id"}]}
+  named_vqa_json ST-VQA task 3 / InfographicVQA: {"data": [{"question", "answers", <image field>}]}, the image
+                 field "file_path" (ST-VQA) or "image_local_name" (InfographicVQA)
   chartqa        [{"imgname", "query", "label"}]
   refcoco        [{"file_name", "bbox": [x, y, w, h], "sentences": [str or {"sent": str}, ...]}], one example a
                  sentence (every referring expression is scored, as papers count them)
-  image_folder   root/<class name>/<image>, ImageNet-style (for SigLIP zero-shot classification)
+  xm3600         Crossmodal-3600's captions.jsonl, one image a line: {"image/key", "image/locale", "<lang>":
+                 {"caption": [...], "caption/tokenized": [...], ...} for each language}; images/<image/key>.jpg;
+                 one example an (image, language), "language" the language code
+  image_folder   root/<class name>/<image>, ImageNet-style (for SigLIP zero-shot classification and few-shot probes)
 The COCO, VQAv2 and TextVQA / DocVQA layouts are parsed by tasks.sources, as training reads them. A file of
 another layout is a ValueError naming the file and the field; so is an example without references, since
 nothing could score it.
@@ -21,7 +27,9 @@ nothing could score it.
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Sequence
 from typing import Any
 
 from tasks import data_health, sources
@@ -95,6 +103,17 @@ def vqa_json(path: str, images: str, image_pattern: str | None = None) -> list[d
   return _examples(sources.parse_vqa_json(path, images, image_pattern, SOURCE, need_text=False), path)
 
 
+def named_vqa_json(path: str, images: str, image_field: str) -> list[dict]:
+  """One example a record of a {"data": [...]} file whose image path (relative to `images`) is the record's
+  `image_field`: ST-VQA task 3 ("file_path") and InfographicVQA ("image_local_name"); its answers the references."""
+  layout = f'{{"data": [{{"question", "answers", "{image_field}"}}]}}'
+  records = sources._json_list(sources._load_json(path), "data", path)  # pylint: disable=protected-access
+  for number, record in enumerate(records):
+    for field in ("question", "answers", image_field):
+      _field(record, field, path, f"data[{number}]", layout)
+  return vqa_json(path, images, f"{{{image_field}}}")
+
+
 def chartqa(path: str, images: str) -> list[dict]:
   """One example a record of a ChartQA file; its label the one reference."""
   data = sources._load_json(path)  # pylint: disable=protected-access
@@ -136,6 +155,59 @@ def refcoco(path: str, images: str) -> list[dict]:
   return examples
 
 
+def _jsonl(path: str) -> list[tuple[int, Any]]:
+  """(line number, object) of each non-blank line of a jsonl file; a missing file or a bad line is an error."""
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"annotations file {path!r} not found")
+  records = []
+  with open(path, encoding="utf-8") as f:
+    for number, line in enumerate(f, 1):
+      if line.strip():
+        try:
+          records.append((number, json.loads(line)))
+        except ValueError:
+          raise ValueError(f"{path}: line {number} is not valid json (expected one JSON object a line)") from None
+  if not records:
+    raise ValueError(f"{path} is empty; expected one JSON object an image")
+  return records
+
+
+def xm3600(path: str, images: str, languages: Sequence[str] | None = None) -> list[dict]:
+  """One example an (image, language) of Crossmodal-3600's captions.jsonl; the language's captions the references.
+
+  Args:
+    path: captions.jsonl.
+    images: the folder of <image/key>.jpg.
+    languages: the language codes to read; None: every language of the file (its first line's), sorted.
+
+  Returns:
+    The examples language by language (in `languages` order), each language's in file order; "id" is
+    "<image/key>/<language>", "references" the raw "caption"s (transfer_tasks.xm3600 tokenises them).
+  """
+  layout = 'one JSON object an image: {"image/key", "<language>": {"caption": [...]}, ...}'
+  records = _jsonl(path)
+  first = records[0][1]
+  known = sorted(k for k in first if not k.startswith("image/")) if isinstance(first, dict) else []
+  if not known:
+    raise ValueError(f"{path}: line {records[0][0]} names no language (expected {layout})")
+  languages = known if languages is None else list(languages)
+  unknown = [lang for lang in languages if lang not in known]
+  if unknown:
+    raise ValueError(f"{path} has no captions in language {unknown[0]!r}; its languages are {', '.join(known)}")
+  examples = {lang: [] for lang in languages}
+  for number, record in records:
+    where = f"line {number}"
+    key = _field(record, "image/key", path, where, layout)
+    for lang in languages:
+      captions = _field(_field(record, lang, path, where, layout), "caption", path, f"{where} {lang!r}", layout)
+      captions = captions if isinstance(captions, list) else []
+      references = [c.strip() for c in captions if isinstance(c, str) and c.strip()]
+      _check_references(references, f"{key} ({lang})", path)
+      examples[lang].append({"id": f"{key}/{lang}", "image": os.path.join(images, f"{key}.jpg"),
+                             "references": references, "language": lang})
+  return [ex for lang in languages for ex in examples[lang]]
+
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
 
@@ -163,4 +235,5 @@ def _box_text(box: list[float]) -> str:
   return f"[{x:g}, {y:g}, {w:g}, {h:g}]"
 
 
-__all__ = ["coco_captions", "coco_karpathy", "vqav2", "vqa_json", "chartqa", "refcoco", "image_folder"]
+__all__ = ["coco_captions", "coco_karpathy", "vqav2", "vqa_json", "named_vqa_json", "chartqa", "refcoco", "xm3600",
+           "image_folder"]

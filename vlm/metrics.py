@@ -210,6 +210,21 @@ def ptb_tokenize(text: str) -> str:
   return " ".join(t for t in tokens if t not in _PTB_FILTERED)
 
 
+# Scripts written without spaces between words (Thai, kana, Han): no tokenizer here can find their words, so CIDEr
+# counts their characters, each with the combining marks that follow it (a Thai vowel sign, a kana voicing mark).
+_UNSPACED = ("\u0e00-\u0e7f"  # Thai
+             "\u3040-\u30ff\u31f0-\u31ff\uff66-\uff9f"  # hiragana, katakana (and its half-width forms)
+             "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f")  # Han
+_UNSPACED_CHARACTER = re.compile(rf"[{_UNSPACED}][{_MARKS}]*")
+
+
+def segment_characters(text: str) -> str:
+  """`text` with each character of a script written without spaces (Thai, kana, Han) set apart by spaces, its
+  combining marks kept with it; words of other scripts ("4k", "tv") stay whole. ptb_tokenize then splits on them.
+  """
+  return _UNSPACED_CHARACTER.sub(lambda match: f" {match.group()} ", text)
+
+
 def _ngram_counts(tokens: list[str], max_n: int) -> collections.Counter:
   return collections.Counter(tuple(tokens[i:i + n]) for n in range(1, max_n + 1) for i in range(len(tokens) - n + 1))
 

@@ -83,7 +83,8 @@ def text_tokenizer(name: str | None, max_len: int) -> Callable[[list[str]], np.n
 
 def embed(encoder, tokenize, evaluator: EmbeddingEvaluator, batch_size: int,
           progress: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """(L2-normalised pooled embeddings of the images that exist, of every text; those images' indices)."""
+  """(L2-normalised pooled embeddings of the images that exist, of every text ([0, D] for none); those images'
+  indices)."""
   from tqdm import tqdm  # pylint: disable=import-outside-toplevel
   from vlm import infer, pali as pali_lib  # pylint: disable=import-outside-toplevel
   present = np.array([i for i, path in enumerate(evaluator.images) if os.path.isfile(path)], np.int64)
@@ -98,7 +99,9 @@ def embed(encoder, tokenize, evaluator: EmbeddingEvaluator, batch_size: int,
       bar.update(len(pixels))
   for start in range(0, len(evaluator.texts), batch_size):
     texts.append(encoder.encode_text(tokenize(evaluator.texts[start:start + batch_size]))["pooled"])
-  return _normalise(np.concatenate(images)), _normalise(np.concatenate(texts)), present
+  images = _normalise(np.concatenate(images))
+  texts = _normalise(np.concatenate(texts)) if texts else np.zeros((0, images.shape[1]), images.dtype)
+  return images, texts, present
 
 
 # ------------------------------------------------------------------------------------------------- outputs
@@ -173,10 +176,10 @@ def _checked_output_dir(output_dir: str) -> str:
   return output_dir
 
 
-def _load_siglip(path: str):
+def _load_siglip(path: str, needs_text: bool):
   from encoders import siglip  # pylint: disable=import-outside-toplevel
   encoder = siglip.load(path)
-  if encoder.config.text is None:
+  if needs_text and encoder.config.text is None:
     raise ValueError(f"{path} holds an image tower only; zero-shot and retrieval need a two-tower SigLIP")
   return encoder
 
@@ -218,8 +221,9 @@ def evaluate(checkpoint_path: str = gin.REQUIRED, tasks=gin.REQUIRED, data_dir: 
   elif not os.path.exists(checkpoint_path):
     raise ValueError(f"CHECKPOINT_PATH {checkpoint_path} does not exist")
   evaluators = build(names, data_dir)
-  model = _load_siglip(checkpoint_path) if siglip else pali_lib.load(checkpoint_path)
-  tokenize = text_tokenizer(tokenizer, model.config.text.max_len) if siglip else None
+  texts = siglip and any(evaluator.texts for evaluator in evaluators)  # fewshot alone needs no text tower
+  model = _load_siglip(checkpoint_path, texts) if siglip else pali_lib.load(checkpoint_path)
+  tokenize = text_tokenizer(tokenizer, model.config.text.max_len) if texts else None
   step = max(checkpoints.complete_steps(checkpoint_path), default=0)
   output_dir = _checked_output_dir(output_dir or os.path.join(checkpoint_path, "eval_transfer"))
   results = []
