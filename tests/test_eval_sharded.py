@@ -44,6 +44,7 @@ def data_dir(tmp_path_factory):
 def task_files():
   """The benchmarks' file paths, as vlm.eval binds them."""
   gin.clear_config()
+  gin.add_config_file_search_path(REPO)  # for its include
   gin.parse_config_file(GIN)
   yield
   gin.clear_config()
@@ -186,8 +187,13 @@ def test_transfer_evaluation_runs_every_eval_period_in_training(data_dir, tmp_pa
   model = model_lib.PaLIModel(vit=vit_lib.config("pico/4", image_size=size, pool_type="none"),
                               ul2=ul2.config("pico", vocab_size=scene_pali.vocab_size()), max_decode_len=6,
                               vocabulary=scene_pali.vocabulary(), prompt_length=12)
-  evaluator = transfer_eval.TransferEvaluation(["vqav2", "refcoco"], data_dir, batch_size=8,
-                                               decoding={"refcoco": {"method": "beam", "beam_size": 2}})
+  gin.clear_config()
+  gin.parse_config_file(os.path.join(REPO, "gin_configs/runs/transfer_eval_in_training.gin"))
+  gin.parse_config("\n".join(["BATCH_SIZE = 8", f"TRANSFER_DATA_DIR = '{data_dir}'",
+                               "TRANSFER_TASKS = ['vqav2', 'refcoco']",
+                               "TRANSFER_DECODING = {'refcoco': {'method': 'beam', 'beam_size': 2}}"]))
+  evaluator = gin.get_bindings("vlm.trainer.train")["evaluator"]  # the file's evaluator, built by gin
+  assert isinstance(evaluator, transfer_eval.TransferEvaluation)
   trainer.train(model, scene_pali.SceneTaskBatches(size, {"inputs": 12, "targets": 6}, "vqa"),
                 model_dir=str(tmp_path), train_steps=2, batch_size=8, optimizer=optim.adamw, learning_rate=1e-3,
                 partitioner=partitioning.Partitioner(num_partitions=2), checkpoint_period=2, progress=False,

@@ -1,13 +1,32 @@
 """Runs transfer evaluations of a checkpoint (vlm.transfer_tasks' benchmarks) and writes their outputs.
 
-`evaluate` runs every task with one loop per model kind (vlm.pali's generate, or the SigLIP towers, in
+`evaluate` runs every task with one loop per model kind (a PaLI's decoding, or the SigLIP towers, in
 batches) and writes, under the output directory: <task>.json (metrics; for PaLI tasks every example's
 prediction and references), <task>.png for PaLI tasks (a grid of examples), results.md (a table of all tasks,
 also printed) and TensorBoard scalars at the checkpoint's step.
-"""
 
+PaLI tasks are decoded by `Decoder`, as training shards a model: the parameters lie on the Partitioner's mesh
+(gin: vlm.partitioning.Partitioner, e.g. NUM_PARTITIONS), split by training's logical axis rules; every
+global batch is split along 'data', each process reading and feeding only its rows; the answers stay on the
+devices until a task ends and are then gathered to every process at once; process 0 alone writes. Prompts
+are grouped by length (`bucket_length`: 8, 16, 32, ... up to the trained prompt length), so short prompts
+run a short encoder input in a few compiled shapes; answers come back in file order. Decoding is greedy
+unless `decoding` names a task: {'coco_karpathy': {'method': 'beam', 'beam_size': 4, 'alpha': 0.6}}.
+
+The same evaluations run inside training, every EVAL_PERIOD steps, on the live sharded parameters
+(`TransferEvaluation`, the same Decoder), writing '<task>/<metric>' to metrics.jsonl's eval lines:
+
+  python -m vlm.train --gin_file=<the PaLI run's gin file> \
+      --gin_file=gin_configs/runs/transfer_eval_in_training.gin --gin.TRANSFER_DATA_DIR="'/data'" \
+      [--gin.TRANSFER_TASKS="['vqav2', 'refcoco']"] [--gin.EVAL_PERIOD=500]
+
+that is, vlm.trainer.train.evaluator = @vlm.transfer_eval.TransferEvaluation() with its tasks, data_dir,
+batch_size (the run's BATCH_SIZE) and decoding bound, and the benchmarks' paths of transfer_task_files.gin.
+"""
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import dataclasses
 import functools
 import json
@@ -147,13 +166,14 @@ class Decoder:
     import jax  # pylint: disable=import-outside-toplevel
     from tqdm import tqdm  # pylint: disable=import-outside-toplevel
     from vlm import partitioning  # pylint: disable=import-outside-toplevel
-    predict = self._predict_fn(options)
+    predict = self.predict_fn(options)
     outputs = []
+    read = lambda number: self.features(plan, number, plan.batches[number][1][self.rows])  # noqa: E731
     with tqdm(total=len(plan.examples), desc=plan.evaluator.name, unit="ex", dynamic_ncols=True,
               disable=not progress or jax.process_index() != 0) as bar, self.partitioner.context():
-      for number, (length, indices) in enumerate(plan.batches):
+      for number, (features, sizes) in enumerate(_prefetched(read, len(plan.batches))):
+        length, indices = plan.batches[number]
         local = indices[self.rows]
-        features, sizes = self._features(plan, number, local)
         batch = partitioning.global_batch(
             self.partitioner, {**features, "encoder_input_tokens": plan.tokens[local, :length]}, self.batch_size)
         outputs.append((local, sizes, predict(params, batch).tokens))  # left on the devices: no wait here
@@ -162,7 +182,8 @@ class Decoder:
     examples = [{**ex, "height": int(h), "width": int(w)} for ex, (h, w) in zip(plan.examples, sizes)]
     return examples, [self.inputs.model.detokenize(row) for row in tokens]
 
-  def _predict_fn(self, options: dict):
+  def predict_fn(self, options: dict):
+    """The jitted predict_batch of these decoding options (compiled once a prompt length)."""
     key = tuple(sorted(options.items()))
     if key not in self._predict:
       from vlm import decoding  # pylint: disable=import-outside-toplevel
@@ -170,15 +191,17 @@ class Decoder:
                                                           max_decode_len=self.max_new_tokens, **options))
     return self._predict[key]
 
-  def _features(self, plan: Plan, number: int, local: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+  def features(self, plan: Plan, number: int, local: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """This process's rows of batch `number`: the fitted images (as vlm.pali fits them), and int [rows, 2] their
     heights and widths."""
     from vlm import infer  # pylint: disable=import-outside-toplevel
     key = (plan.evaluator.name, number)
     if self._images is not None and key in self._images:
       return self._images[key]
-    images = [infer.read_image(plan.examples[i]["image"]) for i in local]
-    out = self.inputs.image_features(images), np.array([image.shape[:2] for image in images], np.int32)
+    unique, inverse = np.unique(local, return_inverse=True)  # a filled-up batch repeats its last example
+    images = [infer.read_image(plan.examples[i]["image"]) for i in unique]
+    features = {k: v[inverse] for k, v in self.inputs.image_features(images).items()}
+    out = features, np.array([images[i].shape[:2] for i in inverse], np.int32)
     if self._images is not None:
       self._images[key] = out
     return out
@@ -310,6 +333,18 @@ def _load_siglip(path: str):
   if encoder.config.text is None:
     raise ValueError(f"{path} holds an image tower only; zero-shot and retrieval need a two-tower SigLIP")
   return encoder
+
+
+def _prefetched(read: Callable[[int], Any], count: int, depth: int = 2):
+  """read(0), ..., read(count - 1) in order, each started `depth` ahead in threads: the images of the next
+  batches are read and fitted (PIL releases the GIL) while the devices decode this one."""
+  with concurrent.futures.ThreadPoolExecutor(depth) as pool:
+    pending = collections.deque(pool.submit(read, i) for i in range(min(depth, count)))
+    for i in range(count):
+      result = pending.popleft().result()
+      if i + depth < count:
+        pending.append(pool.submit(read, i + depth))
+      yield result
 
 
 def sharded_params(model, params, partitioner) -> Any:
