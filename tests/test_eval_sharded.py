@@ -145,6 +145,11 @@ def test_a_batch_the_data_axis_cannot_split_is_refused(checkpoint, data_dir):
     transfer_eval.evaluate(checkpoint, ["vqav2"], data_dir, batch_size=6, progress=False)
 
 
+def test_a_bad_max_new_tokens_is_one_line(checkpoint, data_dir):
+  with pytest.raises(ValueError, match="max_new_tokens must be an integer >= 1 .*; got 0"):
+    transfer_eval.evaluate(checkpoint, ["vqav2"], data_dir, batch_size=8, max_new_tokens=0, progress=False)
+
+
 def launch_eval(checkpoint, data_dir, output_dir, processes):
   """`python -m vlm.eval` as `processes` processes of 8 / processes CPU devices each, on localhost."""
   env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_COORDINATOR_ADDRESS")}

@@ -23,6 +23,7 @@ The same evaluations run inside training, every EVAL_PERIOD steps, on the live s
 that is, vlm.trainer.train.evaluator = @vlm.transfer_eval.TransferEvaluation() with its tasks, data_dir,
 batch_size (the run's BATCH_SIZE) and decoding bound, and the benchmarks' paths of transfer_task_files.gin.
 """
+
 from __future__ import annotations
 
 import collections
@@ -62,6 +63,7 @@ def decoding_options(tasks: list[str], decoding: dict | None) -> dict[str, dict]
   if unknown:
     raise ValueError(f"transfer_eval decoding names task {unknown[0]!r}, which is not evaluated here "
                      f"({', '.join(tasks)}); drop it or add it to the tasks")
+  toy = lambda ids, step, state: (jnp.zeros(ids.shape + (2,)), state)  # noqa: E731  (a 2-token model)
   out = {}
   for task in tasks:
     options = decoding.get(task, {})
@@ -72,7 +74,6 @@ def decoding_options(tasks: list[str], decoding: dict | None) -> dict[str, dict]
     if options["method"] not in DECODING_METHODS:
       raise ValueError(f"decoding of eval task {task}: method {options['method']!r} is not one of "
                        f"{', '.join(DECODING_METHODS)}")
-    toy = lambda ids, step, state: (jnp.zeros(ids.shape + (2,)), state)  # noqa: E731  (a 2-token model)
     try:  # traced only: vlm.decoding checks the options' names and values
       jax.eval_shape(lambda: decoding_lib.decode(toy, jnp.zeros([1, 1]), max_decode_len=1, **options))
     except (ValueError, TypeError) as e:
@@ -124,6 +125,9 @@ class Decoder:
   def __init__(self, inputs, partitioner, batch_size: int, max_new_tokens: int | None = None,
                bucket_prompts: bool = True, cache_images: bool = False):
     partitioner.check_batch_size(batch_size)
+    if max_new_tokens is not None and (isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int)
+                                       or max_new_tokens < 1):
+      raise ValueError(f"max_new_tokens must be an integer >= 1 (answer tokens at most); got {max_new_tokens!r}")
     self.inputs, self.partitioner, self.batch_size = inputs, partitioner, batch_size
     self.max_new_tokens = max_new_tokens or inputs.max_decode_len
     self.bucket_prompts = bucket_prompts
