@@ -1,12 +1,19 @@
-"""Transfer-evaluation speed: examples/s of `vlm.eval`'s decode loop (read images, vlm.pali generate, in batches).
+"""Transfer-evaluation speed: examples/s of vlm.eval's PaLI decoding against the decode loop alone.
 
 Writes held-out generated scenes (tasks.scene_tasks, validation split) as benchmark files in their own layouts
-(COCO captions, VQAv2, RefCOCO; the paths gin_configs/runs/eval_transfer.gin names, under --data_dir), then
-times vlm.transfer_eval.decode on one task at each batch size, best of --repeats after a warm-up (which
-compiles). Batch size 1 is the baseline: one request at a time, as a serving loop without batching runs.
+(COCO captions, VQAv2, RefCOCO; the paths gin_configs/runs/transfer_task_files.gin names, under --data_dir),
+then times, on one task, best of --repeats after a warm-up (which compiles):
+  - eval: what vlm.eval runs for a PaLI task (vlm.transfer_eval.Decoder: plan = prompts tokenised and
+    bucketed; decode = images read and fitted, this process's rows fed to the mesh, answers gathered and
+    detokenised);
+  - loop: the jitted predict_batch alone, on the same global batches (same batch size and shapes), built on
+    the devices beforehand;
+  - eval with the plan and images kept (TransferEvaluation from its second call): the evaluator's machinery;
+and prints the ratios: what the evaluator costs beyond decoding; and, for scale, the time to read and fit the
+images alone (which eval overlaps with decoding, in two threads), a cost no evaluator of image files avoids.
 
-  python benchmarks/eval_throughput.py --checkpoint PALI_MODEL_DIR [--task coco_captions] [--examples 64]
-      [--batch_sizes 1,8,32] [--repeats 3] [--data_dir DIR]
+  python benchmarks/eval_throughput.py --checkpoint PALI_MODEL_DIR [--task coco_captions] [--examples 128]
+      [--batch_size 32] [--num_partitions 1] [--repeats 3] [--data_dir DIR]
 
 The same files serve a real `python -m vlm.eval` run (README, "Transfer evaluation"); --write_only also writes
 the SigLIP tasks' files (an ImageNet-style folder of single-object scenes, captioned scenes for retrieval):
@@ -84,9 +91,10 @@ def main() -> None:
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--checkpoint", help="a PaLI MODEL_DIR")
   p.add_argument("--task", default="coco_captions", choices=("coco_captions", "vqav2", "refcoco"))
-  p.add_argument("--examples", type=int, default=64)
+  p.add_argument("--examples", type=int, default=128)
   p.add_argument("--image_size", type=int, default=32, help="side of the generated scenes")
-  p.add_argument("--batch_sizes", default="1,8,32")
+  p.add_argument("--batch_size", type=int, default=32)
+  p.add_argument("--num_partitions", type=int, default=1, help="the 'model' mesh axis")
   p.add_argument("--repeats", type=int, default=3)
   p.add_argument("--data_dir", help="where the files go (default: a temporary folder)")
   p.add_argument("--write_only", action="store_true", help="write the files and stop")
@@ -100,22 +108,56 @@ def main() -> None:
   if not args.checkpoint:
     p.error("--checkpoint is required unless --write_only")
   import gin  # pylint: disable=import-outside-toplevel
-  from vlm import pali as pali_lib, transfer_eval, transfer_tasks  # pylint: disable=import-outside-toplevel
+  import jax  # pylint: disable=import-outside-toplevel
+  from vlm import model as model_lib, pali as pali_lib, partitioning, transfer_eval, transfer_tasks  # pylint: disable=import-outside-toplevel
   gin.parse_config_file(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                     "gin_configs/runs/eval_transfer.gin"), skip_unknown=False)
+                                     "gin_configs/runs/transfer_task_files.gin"), skip_unknown=False)
   evaluator = transfer_tasks.TASKS[args.task](data_dir)
-  pali = pali_lib.load(args.checkpoint)
+  partitioner = partitioning.Partitioner(num_partitions=args.num_partitions)
+  model, params = model_lib.load(args.checkpoint)
+  params = transfer_eval.sharded_params(model, params, partitioner)
+  decoder = transfer_eval.Decoder(pali_lib.PaLIInputs(model, args.checkpoint), partitioner, args.batch_size)
+  greedy = {"method": "greedy"}
+  plan = decoder.plan(evaluator)
+  # The loop alone: the same global batches, on the devices before the clock starts.
+  predict = decoder.predict_fn(greedy)  # the very function eval runs
+  with partitioner.context():
+    batches = [partitioning.global_batch(partitioner, {**decoder.features(plan, i, indices[decoder.rows])[0],
+                                                       "encoder_input_tokens": plan.tokens[indices[decoder.rows], :length]},
+                                         args.batch_size) for i, (length, indices) in enumerate(plan.batches)]
+
+  def loop():
+    with partitioner.context():
+      jax.block_until_ready([predict(params, batch).tokens for batch in batches])
+
+  def run_eval():
+    decoder.decode(params, decoder.plan(evaluator), greedy)
+
+  cached = transfer_eval.Decoder(decoder.inputs, partitioner, args.batch_size, cache_images=True)
+
+  cached_plan = cached.plan(evaluator)
+
+  def run_cached():  # as TransferEvaluation runs in training from its second call: plan and images kept
+    cached.decode(params, cached_plan, greedy)
+
+  def images():  # what eval must do beyond the loop, in one thread: read and fit every batch's images
+    for i, (_, indices) in enumerate(plan.batches):
+      decoder.features(plan, i, indices[decoder.rows])
+
   print(machine())
-  print(f"{args.task}: {len(evaluator.examples)} examples, {args.image_size} px scenes, checkpoint {args.checkpoint}")
-  batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
-  runs = [lambda b=b: transfer_eval.decode(pali, evaluator, b, None, progress=False) for b in batch_sizes]
-  for run in runs:  # warm-up: compiles each batch size's decode
+  print(f"{args.task}: {len(plan.examples)} examples, {args.image_size} px scenes, batch {args.batch_size}, "
+        f"mesh {dict(partitioner.mesh.shape)}, prompt lengths {sorted({n for n, _ in plan.batches})}, "
+        f"{len(plan.batches)} batches; checkpoint {args.checkpoint}")
+  for run in (run_eval, loop, run_cached):  # warm-up: compiles every prompt length, fills the cache
     run()
-  times = best_times(runs, args.repeats)
-  base = len(evaluator.examples) / times[0]
-  for batch_size, seconds in zip(batch_sizes, times):
-    rate = len(evaluator.examples) / seconds
-    print(f"  batch {batch_size:3d}: {rate:8.1f} examples/s  ({rate / base:.2f}x batch {batch_sizes[0]})")
+  eval_s, loop_s, cached_s, images_s = best_times([run_eval, loop, run_cached, images], args.repeats)
+  n = len(plan.examples)
+  print(f"  vlm.eval decoding:          {n / eval_s:8.1f} examples/s")
+  print(f"  decode loop alone:          {n / loop_s:8.1f} examples/s")
+  print(f"  eval, plan + images kept:   {n / cached_s:8.1f} examples/s (TransferEvaluation from its 2nd call)")
+  print(f"  images read + fitted alone: {n / images_s:8.1f} examples/s (one thread)")
+  print(f"  eval / loop time:           {eval_s / loop_s:.3f}")
+  print(f"  eval kept / loop time:      {cached_s / loop_s:.3f}")
 
 
 if __name__ == "__main__":

@@ -32,19 +32,17 @@ class PromptCutWarning(UserWarning):
 RESIZE_MODES = ("squash", "pad", "none")
 
 
-class LoadedPaLI:
-  """A PaLI MODEL_DIR's latest parameters with its vocabulary: `generate(images, prompts)`, `score(...)`."""
+class PaLIInputs:
+  """A PaLI's inputs, without its parameters: images fitted and prompts tokenised as training made them.
 
-  def __init__(self, model: model_lib.PaLIModel, params: Any, path: str):
+  vlm.transfer_eval feeds sharded parameters through this; LoadedPaLI adds one device's parameters to it.
+  """
+
+  def __init__(self, model: model_lib.PaLIModel, path: str):
     if model.vocabulary is None:
       raise ValueError(f"{path} does not record its vocabulary (model_config.json has no 'vocabulary'); "
                        "retrain with vlm.model.PaLIModel.vocabulary set")
     self.model, self.path = model, path
-    self.params = jax.device_put(params)  # on the device once, not copied in on every call
-    self._predict = decoding.jit(
-        lambda p, batch, opts, rng: model.predict_batch(p, batch, **dict(opts), **({} if rng is None else {"rng": rng})),
-        static_argnums=(2,))
-    self._score = jax.jit(model.score_batch)
 
   @property
   def max_decode_len(self) -> int:
@@ -92,6 +90,18 @@ class LoadedPaLI:
         raise ValueError("a prompt is empty; PaLI prompts look like 'caption en', 'answer en <question>', 'ocr'")
       encoded.append(_encode(self.model.vocabulary, text))
     return encoded
+
+
+class LoadedPaLI(PaLIInputs):
+  """A PaLI MODEL_DIR's latest parameters with its vocabulary: `generate(images, prompts)`, `score(...)`."""
+
+  def __init__(self, model: model_lib.PaLIModel, params: Any, path: str):
+    super().__init__(model, path)
+    self.params = jax.device_put(params)  # on the device once, not copied in on every call
+    self._predict = decoding.jit(
+        lambda p, batch, opts, rng: model.predict_batch(p, batch, **dict(opts), **({} if rng is None else {"rng": rng})),
+        static_argnums=(2,))
+    self._score = jax.jit(model.score_batch)
 
   # ------------------------------------------------------------------------------------------- queries
 

@@ -238,5 +238,24 @@ def read_batch(partitioner: Partitioner, dataset: Any, step: int, batch_size: in
   return global_batch(partitioner, local, batch_size)
 
 
+def place(tree: Any, shardings: Any) -> Any:
+  """Arrays every process holds whole (numpy or one-device arrays) as global arrays with `shardings`; each
+  process copies in only the pieces its own devices hold."""
+  def put(x, sharding):
+    host = np.asarray(x)
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+  return jax.tree.map(put, tree, shardings)
+
+
+def local_rows(x: jax.Array, rows: np.ndarray) -> np.ndarray:
+  """Rows `rows` (`Partitioner.process_rows`, sorted) of a global array split along 'data', as numpy, read from
+  this process's own devices: no communication."""
+  out = np.empty((len(rows),) + x.shape[1:], x.dtype)
+  for shard in x.addressable_shards:
+    start, stop, _ = shard.index[0].indices(x.shape[0])
+    out[np.searchsorted(rows, np.arange(start, stop))] = np.asarray(shard.data)
+  return out
+
+
 def count_params(tree: Any) -> int:
   return sum(math.prod(x.shape) for x in jax.tree.leaves(tree))
