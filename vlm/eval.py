@@ -22,8 +22,10 @@ def main(argv=None) -> None:
   from vlm import transfer_eval  # pylint: disable=import-outside-toplevel
   with gin_cli.user_errors(args.debug):
     results, output_dir = transfer_eval.evaluate()
-  print(f"\nresults in {output_dir}:\n")
-  print(transfer_eval.table(results))
+  import jax  # pylint: disable=import-outside-toplevel
+  if jax.process_index() == 0:  # every process has the results; one prints them
+    print(f"\nresults in {output_dir}:\n")
+    print(transfer_eval.table(results))
 
 
 if __name__ == "__main__":
