@@ -116,28 +116,29 @@ def _pali(ul2_scan: bool, **kw):
                              ul2=ul2.config("pico", vocab_size=scene_pali.vocab_size(), scan=ul2_scan), **kw)
 
 
-def _pali_params(model):
+def _pali_params(model, abstract=False):
+  """Parameters of a pico PaLI (abstract: their shapes only)."""
   batch = {"image": jnp.zeros((1, 16, 16, 3)), "encoder_input_tokens": jnp.ones((1, 4), jnp.int32),
            "decoder_target_tokens": jnp.ones((1, 3), jnp.int32)}
-  return jax.tree.map(np.asarray, nn.meta.unbox(jax.jit(model.init_variables)(jax.random.key(1), batch)["params"]))
+  init = functools.partial(jax.eval_shape, model.init_variables) if abstract else jax.jit(model.init_variables)
+  return nn.meta.unbox(init(jax.random.key(1), batch)["params"])
 
 
 @pytest.mark.parametrize("source_scan", [False, True], ids=["from-unscanned", "from-scanned"])
 def test_pali_warm_starts_convert_the_ul2_layout(tmp_path, source_scan):
   """From a UL2 MODEL_DIR, a HF T5 export and an earlier PaLI, each of the other layout."""
   previous = _pali(source_scan)
-  previous_params = _pali_params(previous)
+  previous_params = jax.tree.map(np.asarray, _pali_params(previous))
   source_ul2 = previous_params["ul2"]
-  unscanned = checkpoints.unstack_layers(source_ul2, "layers")
   checkpoints.write_model_dir(str(tmp_path / "pali"), previous.config_json(), previous_params)
   checkpoints.write_model_dir(str(tmp_path / "ul2"), previous.config.ul2.to_json(), source_ul2)
   ul2_checkpoints.write_hf(previous.config.ul2, source_ul2, str(tmp_path / "hf"))  # always unscanned
+  params = _pali_params(_pali(not source_scan), abstract=True)
   for option, directory in [("pali_checkpoint", "pali"), ("ul2_checkpoint", "ul2"), ("ul2_checkpoint", "hf")]:
-    model = _pali(not source_scan, **{option: str(tmp_path / directory)})
-    params = _pali_params(model)
-    warm = model.warm_start(params)
+    warm = _pali(not source_scan, **{option: str(tmp_path / directory)}).warm_start(params)
     assert jax.tree.structure(warm) == jax.tree.structure(params), directory  # the PaLI's own layout
-    _assert_trees_equal(checkpoints.unstack_layers(warm["ul2"], "layers"), unscanned, rtol=0, atol=0)
+    _assert_trees_equal(checkpoints.unstack_layers(warm["ul2"], "layers"),
+                        checkpoints.unstack_layers(source_ul2, "layers"), rtol=0, atol=0)
 
 
 def test_the_layers_axis_is_replicated_by_every_rule_set():
@@ -169,3 +170,16 @@ def test_vlm_plan_counts_a_scanned_ul2_as_the_unscanned_one():
   assert scanned.forward_flops == pytest.approx(plain.forward_flops, rel=1e-12)
   assert scanned.activations == plain.activations
   assert scanned.total_bytes == plain.total_bytes
+
+
+def test_ul2_3b_gradient_compiles_ahead_of_time_as_scanned_stacks():
+  """MaxText's smoke test on PaLI-3's UL2: the scanned 24+24 layers' gradient compiles, nothing allocated."""
+  cfg = ul2.config("3B", dtype="bfloat16", remat="full", scan=True)
+  params = ul2.abstract_params(cfg)
+  assert params["encoder"]["layers"]["mlp"]["wi_0"]["kernel"].shape == (24, 2048, 5120)
+  assert params["decoder"]["layers"]["self_attention"]["query"]["kernel"].shape == (24, 2048, 32, 64)
+  assert 2.8e9 < partitioning.count_params(params) < 3.0e9
+  module = ul2.UL2(cfg)
+  tokens = jax.ShapeDtypeStruct((1, 8), jnp.int32)
+  grad = jax.jit(jax.grad(lambda p, e, d: jnp.sum(module.apply({"params": p}, e, d)[..., :4])))
+  assert grad.lower(params, tokens, tokens).compile().cost_analysis()["flops"] > 0
