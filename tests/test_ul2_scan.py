@@ -183,3 +183,10 @@ def test_ul2_3b_gradient_compiles_ahead_of_time_as_scanned_stacks():
   tokens = jax.ShapeDtypeStruct((1, 8), jnp.int32)
   grad = jax.jit(jax.grad(lambda p, e, d: jnp.sum(module.apply({"params": p}, e, d)[..., :4])))
   assert grad.lower(params, tokens, tokens).compile().cost_analysis()["flops"] > 0
+
+
+def test_a_scanned_ul2_without_encoder_layers_has_no_empty_stacked_parameters():
+  """LocCa's decoder-only UL2: zero-length stacked arrays would not convert from an unscanned checkpoint."""
+  params = ul2.abstract_params(ul2.config("pico", vocab_size=50, num_encoder_layers=0, scan=True))
+  assert set(params["encoder"]) == {"relpos_bias", "encoder_norm"}
+  assert params["decoder"]["layers"]["mlp"]["wo"]["kernel"].shape == (2, 64, 32)

@@ -9,8 +9,8 @@ first, since the table's entries are O(1); `scale_decoder_outputs`).
 
 Parameter names follow T5X / flaxformer (token_embedder, encoder/layers_0/attention/query/kernel, ...);
 vlm.ul2_checkpoints maps HF's names onto them. With `scan` each stack's layers are one subtree `layers` whose
-parameters lead with a layer axis (vlm.checkpoints.stack_layers(tree, "layers") converts). `load(path)` gives the DESIGN contract's `logits` and
-`generate`.
+parameters lead with a layer axis (vlm.checkpoints.stack_layers(tree, "layers") converts). `load(path)` gives
+the DESIGN contract's `logits` and `generate`.
 """
 
 from __future__ import annotations
@@ -203,7 +203,7 @@ class Encoder(nn.Module):
                                        name="relpos_bias")(length, length)
     key_mask = mask[:, None, None, :]
     layer_cls = layers.remat_block(EncoderLayer, cfg.remat, cfg.scan)
-    if cfg.scan:
+    if cfg.scan and cfg.num_encoder_layers:  # LocCa's has none: no empty stacked arrays in its checkpoints
       stack = _scanned(layer_cls, cfg.num_encoder_layers, in_axes=nn.broadcast)
       x, _ = stack(cfg, scanned=True, name="layers")(x, key_mask, bias)
     else:
