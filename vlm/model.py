@@ -179,8 +179,8 @@ class PaLIModel(base_model.BaseModel):
     """Replaces the ViT and/or UL2 parameters with the configured checkpoints' (host arrays, same tree).
 
     A checkpoint is refused, in one line naming the field, if its config computes another function with the
-    same shapes (see `_VIT_FUNCTION_FIELDS`, `_UL2_FUNCTION_FIELDS`); its ViT blocks are stacked or unstacked
-    to this ViT's `scan` layout and its position embedding resized to this ViT's grid.
+    same shapes (see `_VIT_FUNCTION_FIELDS`, `_UL2_FUNCTION_FIELDS`); its ViT blocks and UL2 layers are stacked
+    or unstacked to this PaLI's `scan` layouts and its position embedding resized to this ViT's grid.
     """
     params = dict(params)
     if self.pali_checkpoint:
@@ -260,21 +260,23 @@ def _check_same_function(theirs: Any, ours: Any, fields: tuple[str, ...], bindin
           f"{binding}.{field} = {their!r} in the run's gin file, or warm-start from a matching checkpoint")
 
 
-def _vit_layout(img: dict, scanned: bool, scan: bool) -> dict:
-  """A ViT tree whose blocks are stacked (scanned) or not, in the layout of a ViT built with `scan`."""
+def _layout(tree: dict, scanned: bool, scan: bool, name: str) -> dict:
+  """A tower whose layers `name`_i are stacked (scanned) or not, in the layout of a tower built with `scan`."""
   if scanned == scan:
-    return img
-  return checkpoints.stack_layers(img) if scan else checkpoints.unstack_layers(img)
+    return tree
+  return checkpoints.stack_layers(tree, name) if scan else checkpoints.unstack_layers(tree, name)
 
 
 def pali_params_from_pali(path: str, config: PaLIConfig, current: Any) -> Any:
-  """An earlier stage's PaLI parameters for this one: ViT layout converted, posemb resized to this grid."""
+  """An earlier stage's PaLI parameters for this one: ViT and UL2 layouts converted, posemb resized to this
+  grid."""
   previous, loaded = load(path)
   _check_same_function(previous.config.vit, config.vit, _VIT_FUNCTION_FIELDS, "encoders.vit.config", path)
   _check_same_function(previous.config.ul2, config.ul2, _UL2_FUNCTION_FIELDS, "vlm.ul2.config", path)
   loaded = dict(loaded)
-  img = _vit_layout(dict(loaded["img"]), previous.config.vit.scan, config.vit.scan)
+  img = _layout(dict(loaded["img"]), previous.config.vit.scan, config.vit.scan, "encoderblock")
   loaded["img"] = _resize_posemb(img, previous.config.vit.grid, config.vit.grid)
+  loaded["ul2"] = _layout(loaded["ul2"], previous.config.ul2.scan, config.ul2.scan, "layers")
   _check_same_tree(loaded, current, path)
   return loaded
 
@@ -287,17 +289,19 @@ def vit_params_from_siglip(path: str, vit: vit_lib.ViTConfig, current: Any) -> A
   _check_same_function(siglip_config.image, vit, _VIT_FUNCTION_FIELDS, "encoders.vit.config", path)
   # The pooling head, and the mask token of masked prediction (a pretraining device), stay behind.
   img = {k: v for k, v in siglip_params["img"].items() if k not in ("MAPHead_0", "head", "mask_token")}
-  img = _vit_layout(img, siglip_config.image.scan, vit.scan)
+  img = _layout(img, siglip_config.image.scan, vit.scan, "encoderblock")
   img = _resize_posemb(img, siglip_config.image.grid, vit.grid)
   _check_same_tree(img, current, path)
   return img
 
 
 def ul2_params_from_checkpoint(path: str, ul2: ul2_lib.UL2Config, current: Any) -> Any:
-  """The parameters of a T5 / UL2 checkpoint (HF directory or MODEL_DIR) as PaLI's 'ul2'."""
+  """The parameters of a T5 / UL2 checkpoint (HF directory or MODEL_DIR) as PaLI's 'ul2', in its `scan`
+  layout."""
   from vlm import ul2_checkpoints  # pylint: disable=import-outside-toplevel
   config, params = ul2_checkpoints.read(path)
   _check_same_function(config, ul2, _UL2_FUNCTION_FIELDS, "vlm.ul2.config", path)
+  params = _layout(params, config.scan, ul2.scan, "layers")
   _check_same_tree(params, current, path)
   return params
 

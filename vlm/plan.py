@@ -285,13 +285,13 @@ def _ul2_parts(u, prefix: str, encoder_tokens: int, decoder_tokens: int):
   p = re.escape(prefix)
   layer = dict(width=u.d_model, mlp_dim=u.d_ff, heads=u.num_heads, head_dim=u.head_dim, gated=True,
                remat=u.remat, dtype_bytes=_itemsize(u.dtype))
-  stacks = (Stack(name="ul2 encoder", tower=p + "encoder/.*", layer_params=p + r"encoder/layers_\d+/.*",
+  stacks = (Stack(name="ul2 encoder", tower=p + "encoder/.*", layer_params=p + r"encoder/layers(_\d+)?/.*",
                   layers=u.num_encoder_layers, sequences=1, length=encoder_tokens, **layer),
-            Stack(name="ul2 decoder", tower=p + "decoder/.*", layer_params=p + r"decoder/layers_\d+/.*",
+            Stack(name="ul2 decoder", tower=p + "decoder/.*", layer_params=p + r"decoder/layers(_\d+)?/.*",
                   layers=u.num_decoder_layers, sequences=1, length=decoder_tokens, cross_length=encoder_tokens,
                   **layer))
   kernels = ((p + r"encoder/.*", encoder_tokens),
-             (p + r"decoder/layers_\d+/encoder_decoder_attention/(key|value)/.*", encoder_tokens),
+             (p + r"decoder/layers(_\d+)?/encoder_decoder_attention/(key|value)/.*", encoder_tokens),
              (p + r"decoder/.*", decoder_tokens),
              # A lookup is no matmul; tied, the table is also the output projection.
              (p + r"token_embedder/.*", decoder_tokens if u.tie_embeddings else 0))

@@ -8,8 +8,9 @@ or, when tied, the embedding table itself (the original T5 also scales the decod
 first, since the table's entries are O(1); `scale_decoder_outputs`).
 
 Parameter names follow T5X / flaxformer (token_embedder, encoder/layers_0/attention/query/kernel, ...);
-vlm.ul2_checkpoints maps HF's names onto them. `load(path)` gives the DESIGN contract's `logits` and
-`generate`.
+vlm.ul2_checkpoints maps HF's names onto them. With `scan` each stack's layers are one subtree `layers` whose
+parameters lead with a layer axis (vlm.checkpoints.stack_layers(tree, "layers") converts). `load(path)` gives
+the DESIGN contract's `logits` and `generate`.
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ class UL2Config:
   eps: float = 1e-6
   dtype: str = "float32"  # compute dtype; parameters stay float32
   remat: str = "none"  # 'none' | 'full' | 'dots', per layer
+  scan: bool = False  # each stack one nn.scan over its layers (parameters stacked along 'layers'): compile
+                      # time flat in depth
   eos_id: int = EOS_ID  # where decoding stops (HF's eos_token_id)
   start_id: int = PAD_ID  # the token decoding starts from (HF's decoder_start_token_id)
 
@@ -114,8 +117,15 @@ def _mlp(cfg: UL2Config, name: str | None = None) -> layers.GatedMlp:
   return layers.GatedMlp(cfg.d_ff, ACTIVATIONS[cfg.activation], dtype=cfg.dtype, name=name)
 
 
+def _scanned(layer_cls: type[nn.Module], depth: int, **scan_kw) -> type[nn.Module]:
+  """layer_cls as one nn.scan over `depth` layers whose parameters stack along a leading 'layers' axis."""
+  return nn.scan(layer_cls, variable_axes={"params": 0}, split_rngs={"params": True}, length=depth,
+                 metadata_params={nn.PARTITION_NAME: "layers"}, **scan_kw)
+
+
 class EncoderLayer(nn.Module):
   config: UL2Config
+  scanned: bool = False  # under nn.scan the layer returns (x, None)
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: jax.Array, bias: jax.Array) -> jax.Array:
@@ -124,7 +134,8 @@ class EncoderLayer(nn.Module):
     x = layers.constrain(x, ("batch", "length", "embed"))
     y = _norm(cfg, "pre_attention_layer_norm")(x)
     x = x + _attention(cfg, "attention")(y, y, mask=mask, bias=bias)
-    return x + _mlp(cfg, "mlp")(_norm(cfg, "pre_mlp_layer_norm")(x))
+    x = x + _mlp(cfg, "mlp")(_norm(cfg, "pre_mlp_layer_norm")(x))
+    return (x, None) if self.scanned else x
 
 
 class DecoderLayer(nn.Module):
@@ -162,6 +173,24 @@ class DecoderLayer(nn.Module):
     return x + self.mlp(self.pre_mlp_layer_norm(x)), self_cache
 
 
+class ScannedDecoderLayer(DecoderLayer):
+  """A DecoderLayer in nn.scan's form: every method maps (carry, per-layer inputs, shared inputs) to (carry,
+  per-layer outputs), so one scan (per-layer arguments along axis 1, behind the batch) serves all three."""
+
+  def __call__(self, x, per_layer, shared):
+    del per_layer  # teacher forcing reads only the shared (encoded, self_mask, cross_mask, bias)
+    return super().__call__(x, *shared), None
+
+  def scan_cross_kv(self, carry, per_layer, encoded):
+    del per_layer
+    return carry, self.cross_kv(encoded)
+
+  def scan_decode_step(self, x, per_layer, shared):
+    self_cache, cross_kv = per_layer
+    index, self_mask, cross_mask, bias = shared
+    return self.decode_step(x, index, self_cache, cross_kv, self_mask, cross_mask, bias)
+
+
 class Encoder(nn.Module):
   """Relative-position-biased bidirectional stack over input embeddings (tokens or PaLI's image+text)."""
   config: UL2Config
@@ -174,22 +203,34 @@ class Encoder(nn.Module):
     bias = layers.RelativePositionBias(cfg.num_heads, cfg.num_buckets, cfg.max_distance, bidirectional=True,
                                        name="relpos_bias")(length, length)
     key_mask = mask[:, None, None, :]
-    layer_cls = layers.remat_block(EncoderLayer, cfg.remat)
-    for i in range(cfg.num_encoder_layers):
-      x = layer_cls(cfg, name=f"layers_{i}")(x, key_mask, bias)
+    layer_cls = layers.remat_block(EncoderLayer, cfg.remat, cfg.scan)
+    if cfg.scan and cfg.num_encoder_layers:  # LocCa's has none: no empty stacked arrays in its checkpoints
+      stack = _scanned(layer_cls, cfg.num_encoder_layers, in_axes=nn.broadcast)
+      x, _ = stack(cfg, scanned=True, name="layers")(x, key_mask, bias)
+    else:
+      for i in range(cfg.num_encoder_layers):
+        x = layer_cls(cfg, name=f"layers_{i}")(x, key_mask, bias)
     return _norm(cfg, "encoder_norm")(x)
 
 
 class Decoder(nn.Module):
-  """The causal stack and the output logits; `__call__` for teacher forcing, `decode_step` for one token."""
+  """The causal stack and the output logits; `__call__` for teacher forcing, `decode_step` for one token.
+
+  Scanned, the decoding state stacks the layers' caches along axis 1 (decoding wants the batch first).
+  """
   config: UL2Config
 
   def setup(self):
     cfg = self.config
     self.relpos_bias = layers.RelativePositionBias(cfg.num_heads, cfg.num_buckets, cfg.max_distance,
                                                    bidirectional=False)
-    layer_cls = layers.remat_block(DecoderLayer, cfg.remat)
-    self.layers = [layer_cls(cfg) for _ in range(cfg.num_decoder_layers)]  # named layers_0, layers_1, ...
+    if cfg.scan:
+      layer_cls = layers.remat_block(ScannedDecoderLayer, cfg.remat, under_scan=True)
+      self.layers = _scanned(layer_cls, cfg.num_decoder_layers, in_axes=(1, nn.broadcast), out_axes=1,
+                             methods=["__call__", "scan_cross_kv", "scan_decode_step"])(cfg)
+    else:
+      layer_cls = layers.remat_block(DecoderLayer, cfg.remat)
+      self.layers = [layer_cls(cfg) for _ in range(cfg.num_decoder_layers)]  # named layers_0, layers_1, ...
     self.decoder_norm = _norm(cfg)
     if not cfg.tie_embeddings:
       self.logits_dense = layers.dense(cfg.vocab_size, ("embed", "vocab"), use_bias=False, dtype=cfg.dtype,
@@ -204,8 +245,11 @@ class Decoder(nn.Module):
     bias = self.relpos_bias(length, length)
     self_mask = jnp.tril(jnp.ones((length, length), bool))[None, None] if causal else None
     cross_mask = encoder_mask[:, None, None, :]
-    for layer in self.layers:
-      y = layer(y, encoded, self_mask, cross_mask, bias)
+    if self.config.scan:
+      y, _ = self.layers(y, None, (encoded, self_mask, cross_mask, bias))
+    else:
+      for layer in self.layers:
+        y = layer(y, encoded, self_mask, cross_mask, bias)
     return self._logits(self.decoder_norm(y), embedder)
 
   def _logits(self, y: jax.Array, embedder: nn.Embed, tied_head: jax.Array | None = None) -> jax.Array:
@@ -223,6 +267,10 @@ class Decoder(nn.Module):
     """Decoding state: per layer the cross-attention keys/values and an empty self-attention cache."""
     cfg = self.config
     batch = encoded.shape[0]
+    if cfg.scan:  # (keys, values), each [batch, layers, heads, len, head_dim]
+      empty = jnp.zeros((batch, cfg.num_decoder_layers, cfg.num_heads, max_decode_len, cfg.head_dim), cfg.dtype)
+      return {"encoder_mask": encoder_mask, "cross": self.layers.scan_cross_kv(None, None, encoded)[1],
+              "self": (empty, empty)}
     empty = jnp.zeros((batch, cfg.num_heads, max_decode_len, cfg.head_dim), cfg.dtype)
     return {"encoder_mask": encoder_mask,
             "cross": [layer.cross_kv(encoded) for layer in self.layers],
@@ -234,14 +282,18 @@ class Decoder(nn.Module):
 
     tied_head: UL2.tied_head(), or None to use the embedding table as it is stored.
     """
-    max_len = state["self"][0][0].shape[2]
+    max_len = jax.tree.leaves(state["self"])[0].shape[-2]
     bias = self.relpos_bias(1, max_len, q_offset=index)
     self_mask = (jnp.arange(max_len) <= index)[None, None, None, :]
     cross_mask = state["encoder_mask"][:, None, None, :]
-    new_self = []
-    for layer, cache, cross in zip(self.layers, state["self"], state["cross"]):
-      y, cache = layer.decode_step(y, index, cache, cross, self_mask, cross_mask, bias)
-      new_self.append(cache)
+    if self.config.scan:
+      y, new_self = self.layers.scan_decode_step(y, (state["self"], state["cross"]),
+                                                 (index, self_mask, cross_mask, bias))
+    else:
+      new_self = []
+      for layer, cache, cross in zip(self.layers, state["self"], state["cross"]):
+        y, cache = layer.decode_step(y, index, cache, cross, self_mask, cross_mask, bias)
+        new_self.append(cache)
     logits = self._logits(self.decoder_norm(y), embedder, tied_head)[:, 0]
     return logits, {**state, "self": new_self}
 

@@ -136,7 +136,8 @@ def _to_hf(x: np.ndarray, kind: str) -> np.ndarray:
 
 
 def read_hf(directory: str) -> tuple[ul2.UL2Config, Any]:
-  """A HF T5ForConditionalGeneration directory (config.json + model.safetensors, or its shards)."""
+  """A HF T5ForConditionalGeneration directory (config.json + model.safetensors, or its shards), as an
+  unscanned UL2 (vlm.model converts the layout for a scanned PaLI)."""
   hf = checkpoints.read_json(os.path.join(directory, "config.json"))
   if hf.get("model_type", "t5") not in ("t5", "mt5"):
     raise CheckpointError(f"{directory} holds a {hf.get('model_type')!r} model; expected a T5 / mT5 "
@@ -158,8 +159,10 @@ def read_hf(directory: str) -> tuple[ul2.UL2Config, Any]:
 
 
 def write_hf(config: ul2.UL2Config, params: Any, directory: str) -> None:
-  """Exports to a HF T5ForConditionalGeneration directory that transformers loads with from_pretrained."""
-  flat = checkpoints.flatten(params)
+  """Exports to a HF T5ForConditionalGeneration directory that transformers loads with from_pretrained.
+
+  params: in either layout (a scanned UL2's stacked layers are exported one by one)."""
+  flat = checkpoints.flatten(checkpoints.unstack_layers(params, "layers"))
   tensors = {hf_name: np.ascontiguousarray(_to_hf(np.asarray(flat[ours], np.float32), kind))
              for hf_name, ours, kind in _hf_names(config)}
   # HF ties the encoder/decoder input embeddings to `shared` but expects them in the state dict.
