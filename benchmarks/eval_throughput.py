@@ -1,7 +1,7 @@
 """Transfer-evaluation speed: examples/s of vlm.eval's PaLI decoding against the decode loop alone.
 
 Writes held-out generated scenes (tasks.scene_tasks, validation split) as benchmark files in their own layouts
-(COCO captions, VQAv2, RefCOCO; the paths gin_configs/runs/transfer_task_files.gin names, under --data_dir),
+(every PaLI benchmark's: the paths gin_configs/runs/transfer_task_files.gin names, under --data_dir),
 then times, on one task, best of --repeats after a warm-up (which compiles):
   - eval: what vlm.eval runs for a PaLI task (vlm.transfer_eval.Decoder: plan = prompts tokenised and
     bucketed; decode = images read and fitted, this process's rows fed to the mesh, answers gathered and
@@ -46,37 +46,76 @@ def _json(obj, path: str) -> None:
 
 
 def write_scene_benchmarks(root: str, examples: int, image_size: int = 32, seed: int = 0) -> None:
-  """`examples` held-out scenes per task as COCO captions, VQAv2 and RefCOCO files under root."""
-  captions, questions, answers, refs = [], [], [], []
-  for i in range(examples):
-    caption = scene_tasks.example(seed, i, "validation", "caption", image_size)
-    _save(caption["image"], f"{root}/coco/val2017/{i:012d}.jpg")
-    captions.append({"image_id": i, "caption": caption["targets"]})
-    vqa = scene_tasks.example(seed, i, "validation", "vqa", image_size)
-    _save(vqa["image"], f"{root}/coco/val2014/COCO_val2014_{i:012d}.jpg")
-    questions.append({"image_id": i, "question": vqa["inputs"].removeprefix("answer en "), "question_id": i})
-    answers.append({"question_id": i, "multiple_choice_answer": vqa["targets"],
-                    "answers": [{"answer": vqa["targets"], "answer_confidence": "yes"}] * 10})
-    refexp = scene_tasks.example(seed, i, "validation", "refexp", image_size)
-    _save(refexp["image"], f"{root}/coco/train2014/r{i}.jpg")
-    y0, x0, y1, x1 = locations.tokens_to_boxes(refexp["targets"], image_size, image_size)[0]
-    refs.append({"file_name": f"r{i}.jpg", "bbox": [x0, y0, x1 - x0, y1 - y0],
-                 "sentences": [{"sent": refexp["inputs"].removeprefix("refexp ")}]})
-  _json({"images": [{"id": i, "file_name": f"{i:012d}.jpg"} for i in range(examples)], "annotations": captions},
+  """`examples` held-out scenes per task kind, written in every PaLI benchmark's layout under root (the paths of
+  transfer_task_files.gin): the caption scenes as COCO captions, Karpathy's split and XM3600 (English), the
+  VQA scenes as VQAv2, OK-VQA, TextVQA, DocVQA, InfographicVQA, ST-VQA and ChartQA, the refexp scenes as
+  RefCOCO, RefCOCO+ and RefCOCOg. One reference a caption; a VQA answer given by all ten "annotators"."""
+  caption = [scene_tasks.example(seed, i, "validation", "caption", image_size) for i in range(examples)]
+  vqa = [scene_tasks.example(seed, i, "validation", "vqa", image_size) for i in range(examples)]
+  refexp = [scene_tasks.example(seed, i, "validation", "refexp", image_size) for i in range(examples)]
+  question = [ex["inputs"].removeprefix("answer en ") for ex in vqa]
+
+  for i, ex in enumerate(caption):
+    for path in (f"coco/val2017/{i:012d}.jpg", f"coco/karpathy/k{i}.jpg", f"xm3600/images/x{i}.jpg"):
+      _save(ex["image"], f"{root}/{path}")
+  _json({"images": [{"id": i, "file_name": f"{i:012d}.jpg"} for i in range(examples)],
+         "annotations": [{"image_id": i, "caption": ex["targets"]} for i, ex in enumerate(caption)]},
         f"{root}/coco/annotations/captions_val2017.json")
-  _json({"data_subtype": "val2014", "questions": questions},
-        f"{root}/vqav2/v2_OpenEnded_mscoco_val2014_questions.json")
-  _json({"annotations": answers}, f"{root}/vqav2/v2_mscoco_val2014_annotations.json")
-  _json(refs, f"{root}/refcoco/refcoco_val.json")
+  _json({"images": [{"filepath": "karpathy", "filename": f"k{i}.jpg", "split": "test", "cocoid": i,
+                     "sentences": [{"raw": ex["targets"]}]} for i, ex in enumerate(caption)]},
+        f"{root}/coco/dataset_coco.json")
+  os.makedirs(f"{root}/xm3600", exist_ok=True)
+  with open(f"{root}/xm3600/captions.jsonl", "w") as f:
+    for i, ex in enumerate(caption):
+      f.write(json.dumps({"image/key": f"x{i}", "image/locale": "en", "en": {"caption": [ex["targets"]]}}) + "\n")
+
+  for i, ex in enumerate(vqa):
+    for path in (f"coco/val2014/COCO_val2014_{i:012d}.jpg", f"textvqa/train_images/t{i}.jpg",
+                 f"docvqa/val/documents/d{i}.png", f"infovqa/images/i{i}.png", f"stvqa/train_images/s{i}.jpg",
+                 f"chartqa/test/png/c{i}.png"):
+      _save(ex["image"], f"{root}/{path}")
+  vqav2_questions = {"data_subtype": "val2014", "questions": [
+      {"image_id": i, "question": q, "question_id": i} for i, q in enumerate(question)]}
+  vqav2_answers = {"annotations": [{"question_id": i, "multiple_choice_answer": ex["targets"], "answers": [
+      {"answer": ex["targets"], "answer_confidence": "yes"}] * 10} for i, ex in enumerate(vqa)]}
+  _json(vqav2_questions, f"{root}/vqav2/v2_OpenEnded_mscoco_val2014_questions.json")
+  _json(vqav2_answers, f"{root}/vqav2/v2_mscoco_val2014_annotations.json")
+  _json(vqav2_questions, f"{root}/okvqa/OpenEnded_mscoco_val2014_questions.json")
+  _json(vqav2_answers, f"{root}/okvqa/mscoco_val2014_annotations.json")
+  answers = [[ex["targets"]] * 10 for ex in vqa]
+  _json({"data": [{"question": q, "answers": a, "image_id": f"t{i}", "question_id": i}
+                  for i, (q, a) in enumerate(zip(question, answers))]}, f"{root}/textvqa/TextVQA_0.5.1_val.json")
+  _json({"data": [{"question": q, "answers": a[:1], "image": f"documents/d{i}.png", "questionId": i}
+                  for i, (q, a) in enumerate(zip(question, answers))]}, f"{root}/docvqa/val/val_v1.0.json")
+  _json({"data": [{"question": q, "answers": a[:1], "image_local_name": f"i{i}.png", "questionId": i}
+                  for i, (q, a) in enumerate(zip(question, answers))]},
+        f"{root}/infovqa/infographicsVQA_val_v1.0_withQT.json")
+  _json({"dataset_name": "scenes", "data": [{"question": q, "answers": a[:1], "file_path": f"s{i}.jpg",
+                                             "question_id": i} for i, (q, a) in enumerate(zip(question, answers))]},
+        f"{root}/stvqa/train_task_3.json")
+  _json([{"imgname": f"c{i}.png", "query": q, "label": ex["targets"]} for i, (q, ex) in enumerate(zip(question, vqa))],
+        f"{root}/chartqa/test/test_human.json")
+
+  refs = []
+  for i, ex in enumerate(refexp):
+    _save(ex["image"], f"{root}/coco/train2014/r{i}.jpg")
+    y0, x0, y1, x1 = locations.tokens_to_boxes(ex["targets"], image_size, image_size)[0]
+    refs.append({"file_name": f"r{i}.jpg", "bbox": [x0, y0, x1 - x0, y1 - y0],
+                 "sentences": [{"sent": ex["inputs"].removeprefix("refexp ")}]})
+  for path in ("refcoco/refcoco_val.json", "refcoco+/refcoco+_val.json", "refcocog/refcocog_val.json"):
+    _json(refs, f"{root}/{path}")
 
 
 def write_siglip_scene_benchmarks(root: str, per_class: int, image_size: int = 32, seed: int = 0) -> None:
-  """Single-object scenes of every (colour, shape) as an ImageNet-style folder (imagenet/val/<colour>_<shape>),
-  and held-out scenes with two captions each as Karpathy's dataset_coco.json (split "test")."""
+  """Single-object scenes of every (colour, shape) as ImageNet-style folders (imagenet/val/<colour>_<shape>, and
+  imagenet/train from another seed, for few-shot probes), and held-out scenes with two captions each as
+  Karpathy's layout (split "test") in coco/dataset_coco_pairs.json (coco/dataset_coco.json holds the PaLI
+  caption scenes): vlm.eval's SigLIP tasks read them with --gin.coco_retrieval.annotations pointing there."""
   combos = scenes.all_combos()
-  zero_shot = scenes.zero_shot_batch(seed, combos, per_class, image_size)
-  for i, (image, label) in enumerate(zip(zero_shot["image"], zero_shot["label"])):
-    _save(image, f"{root}/imagenet/val/{'_'.join(combos[label])}/{i}.png")
+  for split, split_seed in (("val", seed), ("train", seed + 1)):
+    batch = scenes.zero_shot_batch(split_seed, combos, per_class, image_size)
+    for i, (image, label) in enumerate(zip(batch["image"], batch["label"])):
+      _save(image, f"{root}/imagenet/{split}/{'_'.join(combos[label])}/{i}.png")
   batch = scenes.sample_batch(seed, 0, per_class * 32, image_size, "eval", with_scenes=True)
   rng = np.random.default_rng(seed)
   records = []
@@ -84,7 +123,7 @@ def write_siglip_scene_benchmarks(root: str, per_class: int, image_size: int = 3
     _save(image, f"{root}/coco/val2014/scene_{i}.png")
     records.append({"filepath": "val2014", "filename": f"scene_{i}.png", "split": "test", "cocoid": i,
                     "sentences": [{"raw": text}, {"raw": scenes.caption(objects, rng)}]})
-  _json({"images": records}, f"{root}/coco/dataset_coco.json")
+  _json({"images": records}, f"{root}/coco/dataset_coco_pairs.json")
 
 
 def main() -> None:

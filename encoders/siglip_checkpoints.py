@@ -392,10 +392,8 @@ TRAINING_ONLY = ("dino_head", "ibot_head", "distill_head", "locca")  # parameter
 
 def read_project(model_dir: str) -> tuple[siglip.SigLIPConfig, Any]:
   """The latest checkpoint of a training MODEL_DIR."""
-  meta = checkpoints.read_json(os.path.join(model_dir, checkpoints.MODEL_CONFIG_FILE))
-  if meta.get("model") != "siglip":
-    raise CheckpointError(f"{model_dir} holds a {meta.get('model')!r} model, not a SigLIP")
-  config = siglip.SigLIPConfig.from_json(meta)
   # A run with dense objectives also saved their heads and decoder (encoders/objectives): the towers only here.
-  params = checkpoints.restore_params(model_dir, abstract_params(config), leave_out=TRAINING_ONLY)
-  return config, params
+  meta, params = checkpoints.read_project(model_dir, "siglip",
+                                          lambda meta: abstract_params(siglip.SigLIPConfig.from_json(meta)),
+                                          leave_out=TRAINING_ONLY)
+  return siglip.SigLIPConfig.from_json(meta), params

@@ -19,7 +19,7 @@ import os
 import re
 import tempfile
 import warnings
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -495,6 +495,33 @@ def write_model_dir(directory: str, config_json: dict, params: Any) -> None:
     ckpt.save(0, {"params": jax.tree.map(np.asarray, params)})
   finally:
     ckpt.close()
+
+
+_KINDS = {"pali": "a PaLI", "siglip": "a SigLIP", "ul2": "a UL2"}
+
+
+def read_model_config(model_dir: str, kind: str) -> dict:
+  """model_config.json of a training MODEL_DIR of `kind` ('pali', 'siglip', 'ul2'), or one CheckpointError
+  saying why `model_dir` is not one (cheap: no parameters are read, so callers check before slower work)."""
+  path = os.path.join(model_dir, MODEL_CONFIG_FILE)
+  if not os.path.isfile(path):
+    raise CheckpointError(f"{model_dir} is not {_KINDS[kind]} training directory (no {MODEL_CONFIG_FILE})")
+  meta = read_json(path)
+  if meta.get("model") != kind:
+    raise CheckpointError(f"{model_dir} holds a {meta.get('model')!r} model, not {_KINDS[kind]}")
+  return meta
+
+
+def read_project(model_dir: str, kind: str, abstract_params: Callable[[dict], Any],
+                 leave_out: Sequence[str] = ()) -> tuple[dict, Any]:
+  """(model_config.json, parameters of the newest intact checkpoint) of a training MODEL_DIR of `kind`: the one
+  reader of project checkpoints behind siglip / ul2 / PaLI `load`.
+
+  abstract_params: model_config.json -> the parameters' ShapeDtypeStructs, the restore target.
+  leave_out: top-level subtrees of the saved parameters not to read (training-only heads, say).
+  """
+  meta = read_model_config(model_dir, kind)
+  return meta, restore_params(model_dir, abstract_params(meta), leave_out)
 
 
 def restore_params(model_dir: str, abstract_params: Any, leave_out: Sequence[str] = ()) -> Any:

@@ -323,28 +323,28 @@ def _check_same_tree(loaded: Any, expected: Any, source: str) -> None:
 
 
 def read_model_config(path: str) -> dict:
-  """model_config.json of a PaLI MODEL_DIR, or one CheckpointError saying why `path` is not one (cheap: no
-  parameters are read, so callers check a checkpoint before slower work)."""
-  config_path = os.path.join(path, checkpoints.MODEL_CONFIG_FILE)
-  if not os.path.isfile(config_path):
-    raise checkpoints.CheckpointError(f"{path} is not a PaLI training directory (no {checkpoints.MODEL_CONFIG_FILE})")
-  meta = checkpoints.read_json(config_path)
-  if meta.get("model") != "pali":
-    raise checkpoints.CheckpointError(f"{path} holds a {meta.get('model')!r} model, not a PaLI")
-  return meta
+  """model_config.json of a PaLI MODEL_DIR, or one CheckpointError saying why `path` is not one (cheap)."""
+  return checkpoints.read_model_config(path, "pali")
+
+
+def _model_from_json(meta: dict) -> PaLIModel:
+  config = PaLIConfig.from_json(meta)
+  vocabulary = vocabulary_from_json(meta["vocabulary"]) if "vocabulary" in meta else None
+  return PaLIModel(vit=config.vit, ul2=config.ul2, vocabulary=vocabulary, prompt_length=meta.get("prompt_length"),
+                   max_decode_len=meta.get("max_decode_len", 32), patch_budget=meta.get("patch_budget"))
+
+
+def _abstract_params(model: PaLIModel) -> Any:
+  size = model.config.vit.image_size
+  return nn.meta.unbox(jax.eval_shape(
+      model.init_variables, jax.random.key(0),
+      {"image": jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32),
+       "encoder_input_tokens": jax.ShapeDtypeStruct((1, 2), jnp.int32),
+       "decoder_target_tokens": jax.ShapeDtypeStruct((1, 2), jnp.int32)})["params"])
 
 
 def load(path: str | os.PathLike) -> tuple[PaLIModel, Any]:
   """(model, params) of the latest checkpoint of a PaLI training MODEL_DIR."""
-  path = os.fspath(path)
-  meta = read_model_config(path)
-  config = PaLIConfig.from_json(meta)
-  vocabulary = vocabulary_from_json(meta["vocabulary"]) if "vocabulary" in meta else None
-  model = PaLIModel(vit=config.vit, ul2=config.ul2, vocabulary=vocabulary, prompt_length=meta.get("prompt_length"),
-                    max_decode_len=meta.get("max_decode_len", 32), patch_budget=meta.get("patch_budget"))
-  abstract = nn.meta.unbox(jax.eval_shape(
-      model.init_variables, jax.random.key(0),
-      {"image": jax.ShapeDtypeStruct((1, config.vit.image_size, config.vit.image_size, 3), jnp.float32),
-       "encoder_input_tokens": jax.ShapeDtypeStruct((1, 2), jnp.int32),
-       "decoder_target_tokens": jax.ShapeDtypeStruct((1, 2), jnp.int32)})["params"])
-  return model, checkpoints.restore_params(path, abstract)
+  meta, params = checkpoints.read_project(os.fspath(path), "pali",
+                                          lambda meta: _abstract_params(_model_from_json(meta)))
+  return _model_from_json(meta), params

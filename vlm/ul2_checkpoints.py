@@ -30,11 +30,9 @@ def read(path: str) -> tuple[ul2.UL2Config, Any]:
 
 
 def read_project(model_dir: str) -> tuple[ul2.UL2Config, Any]:
-  meta = checkpoints.read_json(os.path.join(model_dir, checkpoints.MODEL_CONFIG_FILE))
-  if meta.get("model") != "ul2":
-    raise CheckpointError(f"{model_dir} holds a {meta.get('model')!r} model, not a UL2")
-  config = ul2.UL2Config.from_json(meta)
-  return config, checkpoints.restore_params(model_dir, ul2.abstract_params(config))
+  meta, params = checkpoints.read_project(model_dir, "ul2",
+                                          lambda meta: ul2.abstract_params(ul2.UL2Config.from_json(meta)))
+  return ul2.UL2Config.from_json(meta), params
 
 
 def hf_config(hf: dict, has_lm_head: bool) -> ul2.UL2Config:
