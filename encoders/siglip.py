@@ -456,8 +456,9 @@ def _check_token_ids(token_ids, cfg: text_lib.TextConfig) -> np.ndarray:
   return token_ids.astype(np.int32)
 
 
-def load(path: str | os.PathLike) -> Encoder:
-  """Loads a SigLIP from a HF directory, a big_vision .npz, or a project checkpoint directory (MODEL_DIR)."""
+def load(path: str | os.PathLike, step: int | None = None) -> Encoder:
+  """Loads a SigLIP from a HF directory, a big_vision .npz, or a project checkpoint directory (MODEL_DIR: its
+  latest checkpoint, or the one at `step`)."""
   from encoders import siglip_checkpoints  # pylint: disable=import-outside-toplevel
-  config, params = siglip_checkpoints.read(os.fspath(path))
+  config, params = siglip_checkpoints.read(os.fspath(path), step)
   return Encoder(config, params)

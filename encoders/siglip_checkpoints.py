@@ -35,12 +35,17 @@ from vlm import checkpoints
 from vlm.checkpoints import CheckpointError
 
 
-def read(path: str) -> tuple[siglip.SigLIPConfig, Any]:
-  """(config, params) from any supported SigLIP checkpoint; see the module docstring."""
+def read(path: str, step: int | None = None) -> tuple[siglip.SigLIPConfig, Any]:
+  """(config, params) from any supported SigLIP checkpoint; see the module docstring. `step` picks a MODEL_DIR's
+  checkpoint (default its latest); the other formats hold one."""
+  project = os.path.isfile(os.path.join(path, checkpoints.MODEL_CONFIG_FILE))
+  if step is not None and not project:
+    raise CheckpointError(f"a checkpoint step ({step}) was given, but {path} is not a training MODEL_DIR: it holds "
+                          "one set of parameters; drop the step")
   if os.path.isfile(path) and path.endswith(".npz"):
     return read_big_vision(path)
-  if os.path.isfile(os.path.join(path, checkpoints.MODEL_CONFIG_FILE)):
-    return read_project(path)
+  if project:
+    return read_project(path, step)
   if os.path.isfile(os.path.join(path, "config.json")):
     return read_hf(path)
   raise CheckpointError(f"no SigLIP checkpoint at {path}: expected a HF directory (config.json + "
@@ -390,10 +395,10 @@ def write_big_vision(config: siglip.SigLIPConfig, params: Any, path: str, naflex
 TRAINING_ONLY = ("dino_head", "ibot_head", "distill_head", "locca")  # parameters of training objectives
 
 
-def read_project(model_dir: str) -> tuple[siglip.SigLIPConfig, Any]:
+def read_project(model_dir: str, step: int | None = None) -> tuple[siglip.SigLIPConfig, Any]:
   """The latest checkpoint of a training MODEL_DIR."""
   # A run with dense objectives also saved their heads and decoder (encoders/objectives): the towers only here.
   meta, params = checkpoints.read_project(model_dir, "siglip",
                                           lambda meta: abstract_params(siglip.SigLIPConfig.from_json(meta)),
-                                          leave_out=TRAINING_ONLY)
+                                          leave_out=TRAINING_ONLY, step=step)
   return siglip.SigLIPConfig.from_json(meta), params

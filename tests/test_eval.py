@@ -356,3 +356,20 @@ def test_hf_tokenizer_pads_to_the_text_length(tmp_path):
   assert ids.shape == (2, 8) and ids.dtype == np.int32
   assert ids[0].tolist() == short + [reference.pad_token_id] * (8 - len(short))  # padded to max_len, as HF SigLIP
   assert ids[1, -1] == reference.eos_token_id  # a long text is cut with its EOS kept
+
+
+def test_a_given_checkpoint_step_is_evaluated_or_refused_in_one_line(checkpoint, data_dir, tmp_path):
+  from vlm import model as model_lib, pali  # pylint: disable=import-outside-toplevel
+  _, newest = model_lib.load(checkpoint)
+  _, at_two = model_lib.load(checkpoint, step=2)
+  jax.tree.map(np.testing.assert_array_equal, newest, at_two)
+  assert pali.load(checkpoint, step=2).max_decode_len == pali.load(checkpoint).max_decode_len
+  result = run_eval(f"--gin.CHECKPOINT_PATH='{checkpoint}'", f"--gin.DATA_DIR='{data_dir}'",
+                    f"--gin.OUTPUT_DIR='{tmp_path}'", "--gin.EVAL_TASKS=['vqav2']", "--gin.CHECKPOINT_STEP=7")
+  assert_one_line_error(result, "has no complete checkpoint at step 7; its steps: 2")
+
+
+def test_a_step_for_a_foreign_siglip_checkpoint_is_refused(tmp_path):
+  from encoders import siglip  # pylint: disable=import-outside-toplevel
+  with pytest.raises(ValueError, match="is not a training MODEL_DIR: it holds one set of parameters"):
+    siglip.load(str(tmp_path / "siglip.npz"), step=3)

@@ -513,34 +513,43 @@ def read_model_config(model_dir: str, kind: str) -> dict:
 
 
 def read_project(model_dir: str, kind: str, abstract_params: Callable[[dict], Any],
-                 leave_out: Sequence[str] = ()) -> tuple[dict, Any]:
+                 leave_out: Sequence[str] = (), step: int | None = None) -> tuple[dict, Any]:
   """(model_config.json, parameters of the newest intact checkpoint) of a training MODEL_DIR of `kind`: the one
   reader of project checkpoints behind siglip / ul2 / PaLI `load`.
 
   abstract_params: model_config.json -> the parameters' ShapeDtypeStructs, the restore target.
   leave_out: top-level subtrees of the saved parameters not to read (training-only heads, say).
+  step: the checkpoint to read; None: the newest intact one.
   """
   meta = read_model_config(model_dir, kind)
-  return meta, restore_params(model_dir, abstract_params(meta), leave_out)
+  return meta, restore_params(model_dir, abstract_params(meta), leave_out, step)
 
 
-def restore_params(model_dir: str, abstract_params: Any, leave_out: Sequence[str] = ()) -> Any:
-  """Just the parameters of the newest intact checkpoint in MODEL_DIR, as host-local arrays.
+def restore_params(model_dir: str, abstract_params: Any, leave_out: Sequence[str] = (),
+                   step: int | None = None) -> Any:
+  """Just the parameters of the newest intact checkpoint in MODEL_DIR (or of `step`), as host-local arrays.
 
   A newer step whose files no longer match its manifest is skipped, with a CheckpointWarning naming it (nothing
-  is moved: a released MODEL_DIR may be read-only).
+  is moved: a released MODEL_DIR may be read-only); a damaged `step` asked for is an error.
 
   leave_out: top-level subtrees of the saved parameters not to read (training-only heads, say).
   """
-  if not complete_steps(model_dir):
+  steps = complete_steps(model_dir)
+  if not steps:
     raise CheckpointError(f"{model_dir}: no complete checkpoint under {os.path.join(model_dir, CHECKPOINTS_DIR)}")
   _filter_orbax_logs()
-  step, damaged = newest_intact_step(model_dir)
-  for bad, problem in damaged:
-    _warn_damaged(model_dir, bad, problem)
   if step is None:
-    raise CheckpointError(f"{model_dir}: every checkpoint is damaged (the newest, step {damaged[0][0]}: "
-                          f"{damaged[0][1]})")
+    step, damaged = newest_intact_step(model_dir)
+    for bad, problem in damaged:
+      _warn_damaged(model_dir, bad, problem)
+    if step is None:
+      raise CheckpointError(f"{model_dir}: every checkpoint is damaged (the newest, step {damaged[0][0]}: "
+                            f"{damaged[0][1]})")
+  elif step not in steps:
+    raise CheckpointError(f"{model_dir} has no complete checkpoint at step {step}; its steps: "
+                          f"{', '.join(map(str, sorted(steps)))}")
+  elif problem := check_step(os.path.join(model_dir, CHECKPOINTS_DIR, str(step))):
+    raise CheckpointError(f"{model_dir}: the checkpoint at step {step} is damaged ({problem})")
   step_dir = os.path.join(model_dir, CHECKPOINTS_DIR, str(step))
   sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), abstract_params)

@@ -343,8 +343,8 @@ def _abstract_params(model: PaLIModel) -> Any:
        "decoder_target_tokens": jax.ShapeDtypeStruct((1, 2), jnp.int32)})["params"])
 
 
-def load(path: str | os.PathLike) -> tuple[PaLIModel, Any]:
-  """(model, params) of the latest checkpoint of a PaLI training MODEL_DIR."""
+def load(path: str | os.PathLike, step: int | None = None) -> tuple[PaLIModel, Any]:
+  """(model, params) of the latest checkpoint of a PaLI training MODEL_DIR, or of its checkpoint at `step`."""
   meta, params = checkpoints.read_project(os.fspath(path), "pali",
-                                          lambda meta: _abstract_params(_model_from_json(meta)))
+                                          lambda meta: _abstract_params(_model_from_json(meta)), step=step)
   return _model_from_json(meta), params

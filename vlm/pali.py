@@ -160,9 +160,9 @@ class LoadedPaLI(PaLIInputs):
     return len(prompts)
 
 
-def load(path: str | os.PathLike) -> LoadedPaLI:
-  """The latest checkpoint of a PaLI training MODEL_DIR, ready to answer prompts."""
-  model, params = model_lib.load(path)
+def load(path: str | os.PathLike, step: int | None = None) -> LoadedPaLI:
+  """The latest checkpoint of a PaLI training MODEL_DIR (or its checkpoint at `step`), ready to answer prompts."""
+  model, params = model_lib.load(path, step)
   return LoadedPaLI(model, params, os.fspath(path))
 
 

@@ -334,9 +334,9 @@ def _checked_output_dir(output_dir: str) -> str:
   return output_dir
 
 
-def _load_siglip(path: str, needs_text: bool):
+def _load_siglip(path: str, needs_text: bool, step: int | None):
   from encoders import siglip  # pylint: disable=import-outside-toplevel
-  encoder = siglip.load(path)
+  encoder = siglip.load(path, step)
   if needs_text and encoder.config.text is None:
     raise ValueError(f"{path} holds an image tower only; zero-shot and retrieval need a two-tower SigLIP")
   return encoder
@@ -376,7 +376,7 @@ def evaluate(checkpoint_path: str = gin.REQUIRED, tasks=gin.REQUIRED, data_dir: 
              output_dir: str | None = None, batch_size: int = 32, max_new_tokens: int | None = None,
              truncate_prompts: bool = True, tokenizer: str | None = None, progress: bool = True,
              decoding: dict | None = None, bucket_prompts: bool = True,
-             partitioner=None) -> tuple[list[dict], str]:
+             partitioner=None, step: int | None = None) -> tuple[list[dict], str]:
   """Evaluates a checkpoint on `tasks` and writes the outputs (process 0 writes; every process returns them).
 
   Args:
@@ -394,6 +394,7 @@ def evaluate(checkpoint_path: str = gin.REQUIRED, tasks=gin.REQUIRED, data_dir: 
     bucket_prompts: PaLI tasks: run prompts at bucket_length, not all at the trained prompt length.
     partitioner: PaLI tasks: the mesh and logical axis rules (default vlm.partitioning.Partitioner(), with the
       run's gin bindings, e.g. NUM_PARTITIONS).
+    step: which checkpoint of a MODEL_DIR to evaluate (CHECKPOINT_STEP); None: its newest intact one.
 
   Returns:
     (one dict a task: task, checkpoint, step, metrics, num_examples, missing_images, truncated_prompts; the
@@ -416,17 +417,19 @@ def evaluate(checkpoint_path: str = gin.REQUIRED, tasks=gin.REQUIRED, data_dir: 
   evaluators = build(names, data_dir)
   if siglip:
     texts = any(evaluator.texts for evaluator in evaluators)  # fewshot alone needs no text tower
-    model = _load_siglip(checkpoint_path, texts)
+    model = _load_siglip(checkpoint_path, texts, step)
     tokenize = text_tokenizer(tokenizer, model.config.text.max_len) if texts else None
   else:
     options = decoding_options(names, decoding)
     partitioner = partitioner or partitioning.Partitioner()
     partitioner.check_batch_size(batch_size)
-    model, params = model_lib.load(checkpoint_path)
+    model, params = model_lib.load(checkpoint_path, step)
     decoder = Decoder(pali_lib.PaLIInputs(model, checkpoint_path), partitioner, batch_size, max_new_tokens,
                       bucket_prompts)
     params = sharded_params(model, params, partitioner)
-  step = max(checkpoints.complete_steps(checkpoint_path), default=0)
+  if step is None:  # the step the loaders read: a MODEL_DIR's newest intact one (0 for a foreign SigLIP)
+    step = checkpoints.newest_intact_step(checkpoint_path)[0] if os.path.isdir(checkpoint_path) else None
+    step = step or 0
   output_dir = output_dir or os.path.join(checkpoint_path, "eval_transfer")
   writer = jax.process_index() == 0
   if writer:
