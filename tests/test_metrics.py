@@ -151,10 +151,39 @@ def test_vqa_normalize_follows_the_official_rules(answer, normalised):
   assert metrics.vqa_normalize(answer) == normalised
 
 
-def test_vqa_accuracy_normalises_both_sides():
+def test_vqa_accuracy_normalises_the_prediction_in_full():
   assert metrics.vqa_accuracy(["Two.", "A T-shirt", "dont know"],
                               [["2"] * 10, ["t shirt"] * 10, ["don't know"] * 10]) == 100.0
   assert metrics.vqa_accuracy(["3.5"], [["35"] * 10]) == 0.0
+
+
+def official_vqa_accuracy(prediction: str, humans: list[str]) -> float:
+  """vqaEval.py's loop for one question, transcribed step by step (GT-Vision-Lab/VQA): the reference the
+  default vqa_accuracy must reproduce."""
+  res = metrics.vqa_normalize(prediction)  # processPunctuation then processDigitArticle
+  gts = [h.replace("\n", " ").replace("\t", " ").strip() for h in humans]
+  if len(set(gts)) > 1:
+    gts = [metrics._vqa_punctuation(h) for h in gts]  # pylint: disable=protected-access
+  accs = [min(1.0, sum(o == res for o in gts[:i] + gts[i + 1:]) / 3) for i in range(len(gts))]
+  return 100.0 * sum(accs) / len(accs)
+
+
+@pytest.mark.parametrize("prediction, humans", [
+    ("two", ["2"] * 10),  # agreeing humans, taken as given
+    ("two", ["Two"] * 10),  # a raw reference is not normalised when the humans agree: no match
+    ("two", ["Two"] * 9 + ["2"]),  # disagreeing: only their punctuation goes, "Two" still does not match "2"
+    ("yes", ["yes."] * 6 + ["no"] * 4),  # disagreeing: "yes." loses its period and matches
+    ("yes", ["yes."] * 10),  # agreeing: "yes." is kept as is
+    ("a red ball", ["red ball"] * 3 + ["a red ball"] * 7),  # the prediction loses its article, the humans do not
+    ("t-shirt", ["t-shirt"] * 5 + ["shirt"] * 5),  # both sides: the hyphen becomes a space
+])
+def test_vqa_accuracy_reproduces_the_official_script_question_by_question(prediction, humans):
+  assert metrics.vqa_accuracy([prediction], [humans]) == pytest.approx(official_vqa_accuracy(prediction, humans))
+
+
+def test_vqa_accuracy_can_normalise_raw_references():
+  assert metrics.vqa_accuracy(["two"], [["Two"] * 10]) == 0.0
+  assert metrics.vqa_accuracy(["two"], [["Two"] * 10], normalize_references=True) == 100.0
 
 
 # ------------------------------------------------------------------------------------------------------------------

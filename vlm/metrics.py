@@ -320,6 +320,21 @@ _VQA_DIGIT_COMMA_DIGIT = re.compile(r"\d,\d")
 _VQA_PERIOD = re.compile(r"\.(?!\d)")
 
 
+def _vqa_clean(answer: str) -> str:
+  return answer.replace("\n", " ").replace("\t", " ").strip()
+
+
+def _vqa_punctuation(answer: str) -> str:
+  """The official script's processPunctuation (after its newline / tab / edge-space cleaning)."""
+  text = _vqa_clean(answer)
+  delete_all = _VQA_DIGIT_COMMA_DIGIT.search(text) is not None
+  out = text
+  for mark in _VQA_PUNCTUATION:
+    deleted = delete_all or mark + " " in text or " " + mark in text  # decided on the answer as given, as official
+    out = out.replace(mark, "" if deleted else " ")
+  return _VQA_PERIOD.sub("", out)
+
+
 def vqa_normalize(answer: str) -> str:
   """The official VQA answer normalisation: punctuation, then lowercase, number words, articles, contractions.
 
@@ -333,28 +348,28 @@ def vqa_normalize(answer: str) -> str:
   Returns:
     The normalised answer, words joined by single spaces.
   """
-  text = answer.replace("\n", " ").replace("\t", " ").strip()
-  delete_all = _VQA_DIGIT_COMMA_DIGIT.search(text) is not None
-  out = text
-  for mark in _VQA_PUNCTUATION:
-    deleted = delete_all or mark + " " in text or " " + mark in text  # decided on the answer as given, as official
-    out = out.replace(mark, "" if deleted else " ")
-  words = [_VQA_NUMBERS.get(w, w) for w in _VQA_PERIOD.sub("", out).lower().split()]
+  words = [_VQA_NUMBERS.get(w, w) for w in _vqa_punctuation(answer).lower().split()]
   return " ".join(_VQA_CONTRACTIONS.get(w, w) for w in words if w not in _VQA_ARTICLES)
 
 
-def vqa_accuracy(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> float:
+def vqa_accuracy(predictions: Sequence[str], references: Sequence[Sequence[str]],
+                 normalize_references: bool = False) -> float:
   """VQA v2 accuracy: min(1, #humans who gave the answer / 3), averaged over the leave-one-human-out subsets.
 
-  With the usual 10 answers, 1 / 2 / 3 / 4+ matching humans score 30 / 60 / 90 / 100 percent. Unlike the official
-  script, which leans on its annotation files being pre-normalised and only strips punctuation from references when
-  the humans disagree, references get the same `vqa_normalize` as predictions, so raw answers from any source
-  compare fairly (identical results on pre-normalised references). A single reference has no subset to leave it out
-  of and is scored by exact match.
+  With the usual 10 answers, 1 / 2 / 3 / 4+ matching humans score 30 / 60 / 90 / 100 percent. By default
+  question by question as the official evaluation script (GT-Vision-Lab/VQA, vqaEval.py) scores it, quirks
+  included: the prediction is normalised in full (vqa_normalize), while the human answers are taken as the
+  annotation file gives them (VQA's are already lowercased and normalised), and only when they disagree do they
+  lose their punctuation (not their case, articles or number words). So a raw reference "Two" never matches.
+  normalize_references=True normalises the references as the prediction, for answers from a source whose
+  annotations are raw (identical results on VQA's own files but for such references). Departure: a single
+  reference has no subset to leave it out of (the script would score 0) and is scored by exact match of the two
+  normalised answers.
 
   Args:
     predictions: one answer per question.
     references: per question, the human answers (10 in VQA v2; any number >= 1).
+    normalize_references: normalise the references as the prediction (see above).
 
   Returns:
     Mean accuracy in percent.
@@ -363,10 +378,15 @@ def vqa_accuracy(predictions: Sequence[str], references: Sequence[Sequence[str]]
   scores = []
   for prediction, answers in zip(predictions, references):
     prediction = vqa_normalize(prediction)
-    matches = sum(vqa_normalize(a) == prediction for a in answers)
-    if len(answers) == 1:
-      scores.append(float(matches))
+    answers = [_vqa_clean(a) for a in answers]
+    if normalize_references:
+      answers = [vqa_normalize(a) for a in answers]
+    elif len(set(answers)) > 1:
+      answers = [_vqa_punctuation(a) for a in answers]
+    if len(answers) == 1:  # exact match, both sides normalised
+      scores.append(float(vqa_normalize(answers[0]) == prediction))
       continue
+    matches = sum(a == prediction for a in answers)
     # Leaving out one of the `matches` humans gives min(1, (matches-1)/3), leaving out any other min(1, matches/3).
     n = len(answers)
     scores.append((matches * min(1.0, (matches - 1) / 3) + (n - matches) * min(1.0, matches / 3)) / n)

@@ -61,6 +61,12 @@ def _scored_by(name: str, metric: Callable) -> Callable[[list[str], list[dict]],
   return lambda predictions, examples: {name: metric(predictions, _references(examples))}
 
 
+def _vqa_scorer(normalize_references: bool) -> Callable[[list[str], list[dict]], dict[str, float]]:
+  """VQA accuracy as the official script computes it; normalize_references (gin, e.g.
+  `vqav2.normalize_references`) also normalises raw human answers (vlm.metrics.vqa_accuracy)."""
+  return _scored_by("vqa_accuracy", lambda p, r: metrics.vqa_accuracy(p, r, normalize_references))
+
+
 def _score_captions(predictions: list[str], examples: list[dict]) -> dict[str, float]:
   """CIDEr, the COCO captioning figure, with the BLEU-4 and ROUGE-L that coco-caption prints beside it."""
   references = _references(examples)
@@ -93,29 +99,31 @@ def coco_karpathy(data_dir: str, annotations: str | None = None, images: str | N
 
 @gin.configurable(module="vlm.transfer_tasks")
 def vqav2(data_dir: str, questions: str | None = None, annotations: str | None = None, images: str | None = None,
-          image_pattern: str = "COCO_{data_subtype}_{image_id:012d}.jpg") -> Evaluator:
+          image_pattern: str = "COCO_{data_subtype}_{image_id:012d}.jpg",
+          normalize_references: bool = False) -> Evaluator:
   examples = benchmark_files.vqav2(_path(data_dir, questions, "vqav2", "questions"),
                                    _path(data_dir, annotations, "vqav2", "annotations"),
                                    _path(data_dir, images, "vqav2", "images"), image_pattern)
-  return Evaluator("vqav2", examples, _answer_prompt, _scored_by("vqa_accuracy", metrics.vqa_accuracy))
+  return Evaluator("vqav2", examples, _answer_prompt, _vqa_scorer(normalize_references))
 
 
 @gin.configurable(module="vlm.transfer_tasks")
 def okvqa(data_dir: str, questions: str | None = None, annotations: str | None = None, images: str | None = None,
-          image_pattern: str = "COCO_{data_subtype}_{image_id:012d}.jpg") -> Evaluator:
+          image_pattern: str = "COCO_{data_subtype}_{image_id:012d}.jpg",
+          normalize_references: bool = False) -> Evaluator:
   """OK-VQA (Marino et al., 2019): VQAv2's file layout and COCO val2014 images, scored by the VQA script too."""
   examples = benchmark_files.vqav2(_path(data_dir, questions, "okvqa", "questions"),
                                    _path(data_dir, annotations, "okvqa", "annotations"),
                                    _path(data_dir, images, "okvqa", "images"), image_pattern)
-  return Evaluator("okvqa", examples, _answer_prompt, _scored_by("vqa_accuracy", metrics.vqa_accuracy))
+  return Evaluator("okvqa", examples, _answer_prompt, _vqa_scorer(normalize_references))
 
 
 @gin.configurable(module="vlm.transfer_tasks")
 def textvqa(data_dir: str, annotations: str | None = None, images: str | None = None,
-            image_pattern: str | None = None) -> Evaluator:
+            image_pattern: str | None = None, normalize_references: bool = False) -> Evaluator:
   examples = benchmark_files.vqa_json(_path(data_dir, annotations, "textvqa", "annotations"),
                                       _path(data_dir, images, "textvqa", "images"), image_pattern)
-  return Evaluator("textvqa", examples, _answer_prompt, _scored_by("vqa_accuracy", metrics.vqa_accuracy))
+  return Evaluator("textvqa", examples, _answer_prompt, _vqa_scorer(normalize_references))
 
 
 @gin.configurable(module="vlm.transfer_tasks")
