@@ -161,8 +161,9 @@ def test_vlm_plan_counts_a_scanned_ul2_as_the_unscanned_one():
     model = _pali(scan)
     model = model_lib.PaLIModel(vit=model.config.vit, ul2=dataclasses.replace(model.config.ul2, remat="full"))
     # AdamW: Adafactor keeps a placeholder statistic per parameter array, fewer of them once stacked.
-    return plan.plan(model, batch_size=4, feature_lengths=lengths, mesh={"data": 2, "model": 2},
-                     rules=partitioning.standard_logical_axis_rules(parameter_partitioning_dims=2),
+    partitioner = partitioning.Partitioner(num_partitions=2, parameter_partitioning_dims=2,
+                                           abstract_mesh={"data": 2, "model": 2})
+    return plan.plan(model, batch_size=4, feature_lengths=lengths, partitioner=partitioner,
                      optimizer=optim.adamw(1e-3))
 
   plain, scanned = plan_of(False), plan_of(True)
