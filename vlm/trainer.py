@@ -53,13 +53,13 @@ import optax
 from jax.experimental import multihost_utils
 
 from vlm import checkpoints
-from vlm.base_model import BaseModel
 from vlm import ema
 from vlm import mfu
 from vlm import optim
 from vlm import partitioning
 from vlm import run_lock
 from vlm import summaries
+from vlm.base_model import BaseModel
 
 
 class Dataset(Protocol):
