@@ -41,6 +41,7 @@ import numpy as np
 from tasks.quiet_tensorflow import tf  # first: TensorFlow without its start-up lines (seqio imports it)
 import seqio
 
+from tasks import data_health
 from tasks import locations
 from tasks import masks as masks_lib
 from tasks import naflex
@@ -357,8 +358,10 @@ def ul2_denoise(ds: tf.data.Dataset, output_features, sequence_length,
   Runs tasks.ul2_objectives.ul2_denoise per example (through numpy), drawing from the example's seed. The
   text is first cut to sequence_length['inputs'] - 2 tokens: corrupted inputs are never longer than their
   text, so with the mode token and EOS (appended afterwards by seqio.preprocessors.append_eos_after_trim)
-  they fit; long targets are trimmed like any other. Mode tokens and sentinels come from the 'inputs'
-  vocabulary (a tasks.vocab.PaliVocabulary).
+  they fit. Targets longer than sequence_length['targets'] (with EOS) are trimmed by the EOS step, and each one
+  is counted in tasks.data_health ('ul2_denoise/trimmed_targets', with one warning): targets as long as the
+  inputs always fit (a denoiser's targets are at most its text, sentinels included). Mode tokens and sentinels
+  come from the 'inputs' vocabulary (a tasks.vocab.PaliVocabulary).
 
   Args:
     ds: tokenised examples with 'targets' int32 [L].
@@ -373,11 +376,16 @@ def ul2_denoise(ds: tf.data.Dataset, output_features, sequence_length,
   vocab = output_features["inputs"].vocabulary
   mode_ids, sentinels = vocab.mode_token_ids, vocab.sentinel_ids
   max_tokens = None if not sequence_length else sequence_length["inputs"] - 2
+  max_targets = None if not sequence_length else sequence_length["targets"] - 1  # room for EOS
 
   def denoise(tokens: np.ndarray, seed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng([int(s) % 2 ** 63 for s in seed])
     inputs, targets, _ = ul2_objectives.ul2_denoise(tokens, rng, mode_token_ids=mode_ids, sentinel_ids=sentinels,
                                                      denoisers=denoisers, rates=rates)
+    if max_targets is not None and len(targets) > max_targets:  # the EOS step will cut it: counted, never silent
+      data_health.record("ul2_denoise", "trimmed_targets",
+                         f"{len(targets)} target tokens for a targets length of {max_targets + 1} with EOS; raise "
+                         "TASK_FEATURE_LENGTHS['targets'] (to the inputs length, every denoiser's targets fit)")
     return inputs, targets
 
   @seqio.map_over_dataset(num_seeds=1)

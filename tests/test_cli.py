@@ -159,3 +159,12 @@ def test_only_the_known_start_up_lines_are_dropped():
           "Traceback (most recent call last):", "ImportError: libcudart.so.12: cannot open shared object file"]
   assert all(quiet_tensorflow.START_UP_NOISE.match(line) for line in noise)
   assert not any(quiet_tensorflow.START_UP_NOISE.match(line) for line in kept)
+
+
+def test_the_tiny_ul2_text_run_trains_and_counts_targets_a_short_length_cuts(tmp_path):
+  result = train("--gin_file=gin_configs/runs/ul2_tiny_denoise.gin", f"--gin.MODEL_DIR='{tmp_path}'",
+                 "--gin.TRAIN_STEPS=2", "--gin.BATCH_SIZE=8", "--gin.TARGETS_LENGTH=16")
+  assert result.returncode == 0, result.stderr
+  assert "ul2_denoise (trimmed_targets)" in result.stderr and "raise TASK_FEATURE_LENGTHS['targets']" in result.stderr
+  last = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
+  assert last["data/ul2_denoise/trimmed_targets"] > 0

@@ -118,3 +118,13 @@ def test_bad_requests_are_one_clear_error():
     pipeline.SeqioBatches("nope", LENGTHS)
   with pytest.raises(ValueError, match="does not split over 3 processes"):
     pipeline.SeqioBatches("vqa_synthetic", LENGTHS).process_batch(0, 8, 0, 3)
+
+
+def test_ul2_targets_cut_by_a_short_targets_length_are_counted_and_equal_lengths_cut_none():
+  from tasks import data_health  # pylint: disable=import-outside-toplevel
+  data_health.reset()
+  pipeline.SeqioBatches("ul2_denoise_synthetic", {"inputs": 64, "targets": 64}, seed=0).batch(0, 64)
+  assert "ul2_denoise/trimmed_targets" not in data_health.counts()  # every denoiser's targets fit
+  pipeline.SeqioBatches("ul2_denoise_synthetic", {"inputs": 64, "targets": 8}, seed=0).batch(0, 64)
+  assert data_health.counts()["ul2_denoise/trimmed_targets"] > 0
+  data_health.reset()

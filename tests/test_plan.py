@@ -316,3 +316,10 @@ def test_the_plan_shards_with_the_trainers_partitioner_on_a_virtual_mesh():
     assert virtual.sharding(logical).spec == real.sharding(logical).spec
   sharder = plan.Sharder(virtual)
   assert sharder.local_shape((64, 256), sharder.mesh_axes(("embed", "mlp"))) == (16, 128)
+
+
+def test_cli_plans_the_ul2_3b_text_pretraining_run(capsys):
+  code, out, _ = run_cli(capsys, "--gin_file=gin_configs/runs/ul2_3b_denoise.gin", "--mesh", "data=64,model=4",
+                         "--device", "tpu-v5e")
+  assert code == 0
+  assert "ul2 decoder: 24 layers x 512" in out and "fits in 16 GiB (tpu-v5e)" in out
