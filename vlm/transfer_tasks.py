@@ -97,14 +97,20 @@ def coco_karpathy(data_dir: str, annotations: str | None = None, images: str | N
   return Evaluator("coco_karpathy", examples, _caption_prompt, _score_captions)
 
 
+def _vqav2_layout(name: str, data_dir: str, questions: str | None, annotations: str | None, images: str | None,
+                  image_pattern: str, normalize_references: bool) -> Evaluator:
+  """A task in VQAv2's file layout (questions json + annotations json), scored by the VQA script."""
+  examples = benchmark_files.vqav2(_path(data_dir, questions, name, "questions"),
+                                   _path(data_dir, annotations, name, "annotations"),
+                                   _path(data_dir, images, name, "images"), image_pattern)
+  return Evaluator(name, examples, _answer_prompt, _vqa_scorer(normalize_references))
+
+
 @gin.configurable(module="vlm.transfer_tasks")
 def vqav2(data_dir: str, questions: str | None = None, annotations: str | None = None, images: str | None = None,
           image_pattern: str = "COCO_{data_subtype}_{image_id:012d}.jpg",
           normalize_references: bool = False) -> Evaluator:
-  examples = benchmark_files.vqav2(_path(data_dir, questions, "vqav2", "questions"),
-                                   _path(data_dir, annotations, "vqav2", "annotations"),
-                                   _path(data_dir, images, "vqav2", "images"), image_pattern)
-  return Evaluator("vqav2", examples, _answer_prompt, _vqa_scorer(normalize_references))
+  return _vqav2_layout("vqav2", data_dir, questions, annotations, images, image_pattern, normalize_references)
 
 
 @gin.configurable(module="vlm.transfer_tasks")
@@ -112,10 +118,7 @@ def okvqa(data_dir: str, questions: str | None = None, annotations: str | None =
           image_pattern: str = "COCO_{data_subtype}_{image_id:012d}.jpg",
           normalize_references: bool = False) -> Evaluator:
   """OK-VQA (Marino et al., 2019): VQAv2's file layout and COCO val2014 images, scored by the VQA script too."""
-  examples = benchmark_files.vqav2(_path(data_dir, questions, "okvqa", "questions"),
-                                   _path(data_dir, annotations, "okvqa", "annotations"),
-                                   _path(data_dir, images, "okvqa", "images"), image_pattern)
-  return Evaluator("okvqa", examples, _answer_prompt, _vqa_scorer(normalize_references))
+  return _vqav2_layout("okvqa", data_dir, questions, annotations, images, image_pattern, normalize_references)
 
 
 @gin.configurable(module="vlm.transfer_tasks")
