@@ -100,6 +100,27 @@ def data_dir(tmp_path_factory):
   return root
 
 
+def normalise(x: np.ndarray) -> np.ndarray:
+  return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def siglip_by_hand(checkpoint) -> tuple:
+  """(image paths -> L2-normalised pooled embeddings, texts -> the same), computed directly with the encoder:
+  what the SigLIP tasks' scores are checked against."""
+  from encoders import siglip  # pylint: disable=import-outside-toplevel
+  from tasks import scene_pairs  # pylint: disable=import-outside-toplevel
+  from vlm import infer, pali  # pylint: disable=import-outside-toplevel
+  encoder = siglip.load(checkpoint)
+
+  def images(paths):
+    return normalise(encoder.encode_image(np.stack([pali.fit_square(infer.read_image(str(p)), SIZE, "squash")
+                                                    for p in paths]))["pooled"])
+
+  def texts(batch):
+    return normalise(encoder.encode_text(scene_pairs.vocabulary().encode_batch(batch, 16))["pooled"])
+  return images, texts
+
+
 def run_eval(*bindings):
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
   return subprocess.run([sys.executable, "-m", "vlm.eval", f"--gin_file={GIN}", *bindings], cwd=REPO, env=env,
@@ -292,9 +313,6 @@ def write_siglip_benchmarks(root) -> None:
 
 
 def test_siglip_zero_shot_and_retrieval_end_to_end(siglip_checkpoint, tmp_path):
-  from encoders import siglip  # pylint: disable=import-outside-toplevel
-  from tasks import scene_pairs  # pylint: disable=import-outside-toplevel
-  from vlm import infer, pali  # pylint: disable=import-outside-toplevel
   write_siglip_benchmarks(tmp_path)
   out = tmp_path / "out"
   result = run_eval(f"--gin.CHECKPOINT_PATH='{siglip_checkpoint}'", f"--gin.DATA_DIR='{tmp_path}'",
@@ -303,12 +321,7 @@ def test_siglip_zero_shot_and_retrieval_end_to_end(siglip_checkpoint, tmp_path):
                     "--gin.zero_shot.templates=['a photo of a {}', 'a {}']")
   assert result.returncode == 0, result.stderr
   # By hand: the same encoder, images and texts, through vlm.metrics.
-  encoder = siglip.load(siglip_checkpoint)
-  normalise = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)  # noqa: E731
-  def images(paths):
-    return normalise(encoder.encode_image(np.stack([pali.fit_square(infer.read_image(str(p)), SIZE, "squash")
-                                                    for p in paths]))["pooled"])
-  texts = lambda t: normalise(encoder.encode_text(scene_pairs.vocabulary().encode_batch(t, 16))["pooled"])  # noqa: E731
+  images, texts = siglip_by_hand(siglip_checkpoint)
   folder = tmp_path / "imagenet/val"
   paths = [folder / c / f for c in ("blue_square", "red_circle") for f in sorted(os.listdir(folder / c))]
   classes = normalise(np.stack([texts([f"a photo of a {c}", f"a {c}"]).mean(0) for c in ("blue square", "red circle")]))

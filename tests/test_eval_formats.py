@@ -11,7 +11,7 @@ import pytest
 
 from encoders import vit as vit_lib
 from tasks import benchmark_files
-from tests.test_eval import SIZE, _image, _json, run_eval
+from tests.test_eval import SIZE, _image, _json, run_eval, siglip_by_hand
 from vlm import checkpoints, metrics, transfer_eval, transfer_tasks
 
 NEW_PALI_TASKS = ["xm3600", "okvqa", "stvqa", "infovqa", "refcoco_plus", "refcocog"]
@@ -251,9 +251,6 @@ def _probe_by_hand(train, train_labels, test, test_labels, l2):
 
 
 def test_siglip_xm3600_retrieval_and_fewshot(siglip_checkpoint, tmp_path, gin_bindings):
-  from encoders import siglip  # pylint: disable=import-outside-toplevel
-  from tasks import scene_pairs  # pylint: disable=import-outside-toplevel
-  from vlm import infer, pali  # pylint: disable=import-outside-toplevel
   write_xm3600(tmp_path)
   write_fewshot(tmp_path)
   gin_bindings("vlm.transfer_tasks.xm3600_retrieval.captions = 'xm3600/captions.jsonl'",
@@ -267,12 +264,7 @@ def test_siglip_xm3600_retrieval_and_fewshot(siglip_checkpoint, tmp_path, gin_bi
   results = {r["task"]: r for r in results}
   assert json.loads((tmp_path / "out/fewshot.json").read_text())["metrics"] == results["fewshot"]["metrics"]
   # By hand: the same encoder, images and texts, through vlm.metrics.
-  encoder = siglip.load(siglip_checkpoint)
-  normalise = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)  # noqa: E731
-  def images(paths):
-    return normalise(encoder.encode_image(np.stack([pali.fit_square(infer.read_image(str(p)), SIZE, "squash")
-                                                    for p in paths]))["pooled"])
-  texts = lambda t: normalise(encoder.encode_text(scene_pairs.vocabulary().encode_batch(t, 16))["pooled"])  # noqa: E731
+  images, texts = siglip_by_hand(siglip_checkpoint)
   pictures = images([tmp_path / f"xm3600/images/{key}.jpg" for key in KEYS])
   expected = {}
   for lang in ("zh", "en"):
