@@ -143,3 +143,28 @@ def test_standard_rules_take_t5x_arguments_in_t5x_order_and_append_additional_ru
   assert ("embed", "model") in rules and ("embed", "data") not in rules  # the first argument is the activations'
   assert rules[-1] == ("frames", "data")
   assert nn.logical_to_mesh_axes(("frames", "mlp"), rules) == jax.sharding.PartitionSpec("data", "model")
+
+
+def test_sincos2d_posemb_start_is_the_2d_sine_cosine_table():
+  """posemb_init='sincos2d' starts the learned table at MoCo v3's 2-D sine-cosine values (computed here from the
+  formula, channel by channel); 'normal' stays big_vision's N(0, 1/width) draw; both train the same parameter."""
+  grid, width = 4, 16
+  cfg = vit_lib.config("pico/4", image_size=grid * 4, pool_type="none", posemb_init="sincos2d")
+  cfg = dataclasses.replace(cfg, width=width, mlp_dim=32, num_heads=2)
+  table = np.asarray(nn.unbox(vit_lib.ViT(cfg).init(jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 3))))
+                     ["params"]["pos_embedding"])[0]
+  quarter = width // 4
+  for token in range(grid * grid):
+    row, col = divmod(token, grid)  # patches are row-major
+    for k in range(quarter):
+      omega = 10_000.0 ** (-k / quarter)
+      expected = [np.sin(col * omega), np.cos(col * omega), np.sin(row * omega), np.cos(row * omega)]
+      np.testing.assert_allclose(table[token, k::quarter], expected, atol=1e-6)
+  normal = dataclasses.replace(cfg, posemb_init="normal")
+  draws = np.asarray(nn.unbox(vit_lib.ViT(normal).init(jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 3))))
+                     ["params"]["pos_embedding"])
+  assert draws.shape == (1, grid * grid, width) and 0.5 < draws.std() * width ** 0.5 < 1.5
+  with pytest.raises(ValueError, match="posemb_init='learned' is not one of"):
+    dataclasses.replace(cfg, posemb_init="learned")
+  with pytest.raises(ValueError, match="needs a width divisible by 4"):
+    dataclasses.replace(cfg, width=18, num_heads=2)
