@@ -3,9 +3,12 @@
 Each task stands in for a dataset of PaLI-3's training mixture and is named for it:
 
   webli_captions_synthetic         scene captions                      tasks.scene_tasks "caption"
+  webli_splitcap_synthetic         split captions: the caption's first  tasks.scene_tasks "splitcap"
+                                   words in the prompt, the rest as target (PaLI's split-cap)
   cc3m35l_multilingual_synthetic   scene captions in eight languages   tasks.multilingual
   webli_ocr_synthetic              rendered text, "ocr"                tasks.ocr
   vqa_synthetic                    questions about scenes              tasks.scene_tasks "vqa"
+  vqg_synthetic                    question generation: answer -> question  tasks.scene_tasks "vqg"
   detection_synthetic              "detect <object>" -> boxes          tasks.scene_tasks "detect"
   refexp_synthetic                 "refexp <phrase>" -> a box          tasks.scene_tasks "refexp"
   documents_synthetic              DocVQA-style questions, doc OCR     tasks.documents
@@ -32,7 +35,9 @@ For the dense encoder objectives (encoders/objectives): multi-crop views and TIP
   scene_pairs_siglip2_synthetic    the same, with the multi-crop views beside the whole image (SigLIP 2)
   scene_pairs_multilingual_synthetic  scene + caption, in English or another language as above
 
-  pali_stage1_synthetic            Mixture of the eight image tasks, rates from `stage1_rates` (gin)
+  pali_stage1_synthetic            Mixture of the ten image tasks, rates from `stage1_rates` (gin)
+  pali_stage2_synthetic            the same tasks with OCR and documents upweighted (PaLI-3's resolution stage),
+                                   rates from `stage2_rates` (gin)
   documents_charts_native_synthetic  Mixture of the two native-aspect image tasks, evenly
 
 Image tasks give 'image' float32 [S, S, 3] in [-1, 1] with S = `image_size()` (gin: tasks.registry.image_size.size,
@@ -163,9 +168,11 @@ def locca_tasks(rates: Mapping[str, float] = {"caption": 1.0, "refexp": 1.0, "gr
 
 STAGE1_RATES: dict[str, float] = {
     "webli_captions_synthetic": 1.0,
+    "webli_splitcap_synthetic": 0.5,
     "cc3m35l_multilingual_synthetic": 1.0,
     "webli_ocr_synthetic": 1.0,
     "vqa_synthetic": 1.0,
+    "vqg_synthetic": 0.5,
     "detection_synthetic": 0.5,
     "refexp_synthetic": 0.5,
     "documents_synthetic": 0.5,
@@ -177,6 +184,17 @@ STAGE1_RATES: dict[str, float] = {
 @gin.configurable(module="tasks.registry")
 def stage1_rates(rates: Mapping[str, float] = STAGE1_RATES) -> dict[str, float]:
   """Mixing rates of pali_stage1_synthetic, by task name (a task left out gets rate 0)."""
+  return dict(rates)
+
+
+# Stage 2 (the resolution increase) upweights what more pixels help: OCR and documents (PaLI-3, section 3.2).
+STAGE2_RATES: dict[str, float] = {**STAGE1_RATES, "webli_ocr_synthetic": 3.0, "documents_synthetic": 2.0,
+                                  "charts_synthetic": 0.5}
+
+
+@gin.configurable(module="tasks.registry")
+def stage2_rates(rates: Mapping[str, float] = STAGE2_RATES) -> dict[str, float]:
+  """Mixing rates of pali_stage2_synthetic, by task name (a task left out gets rate 0)."""
   return dict(rates)
 
 
@@ -405,9 +423,11 @@ IMAGE_PREPROCESSORS = [_image_inputs] + _TOKENIZE
 
 IMAGE_TASKS: dict[str, ExampleFn] = {
     "webli_captions_synthetic": _scene_task("caption"),
+    "webli_splitcap_synthetic": _scene_task("splitcap"),
     "cc3m35l_multilingual_synthetic": _rendered(multilingual),
     "webli_ocr_synthetic": _rendered(ocr),
     "vqa_synthetic": _scene_task("vqa"),
+    "vqg_synthetic": _scene_task("vqg"),
     "detection_synthetic": _scene_task("detect"),
     "refexp_synthetic": _scene_task("refexp"),
     "documents_synthetic": _rendered(documents),
@@ -473,12 +493,17 @@ def _stage1_rate(task: seqio.Task) -> float:
   return float(stage1_rates().get(task.name, 0.0))
 
 
+def _stage2_rate(task: seqio.Task) -> float:
+  return float(stage2_rates().get(task.name, 0.0))
+
+
 seqio.MixtureRegistry.add("pali_stage1_synthetic", [(name, _stage1_rate) for name in IMAGE_TASKS])
+seqio.MixtureRegistry.add("pali_stage2_synthetic", [(name, _stage2_rate) for name in IMAGE_TASKS])
 # Documents (forms, tables, receipts) and charts at their native aspect ratio, evenly.
 seqio.MixtureRegistry.add("documents_charts_native_synthetic", [(name, 1.0) for name in NATIVE_ASPECT_TASKS])
 
 
 __all__ = ["SPLITS", "image_size", "patch_size", "views", "caption_granularity", "caption_languages", "VIEW_FEATURES",
            "LOCCA_TASKS",
-           "locca_tasks", "LOCCA_FEATURES", "SCENE_ASPECTS", "NATIVE_ASPECT_TASKS", "STAGE1_RATES", "stage1_rates", "GeneratorSource", "VOCABULARY",
+           "locca_tasks", "LOCCA_FEATURES", "SCENE_ASPECTS", "NATIVE_ASPECT_TASKS", "STAGE1_RATES", "stage1_rates", "STAGE2_RATES", "stage2_rates", "GeneratorSource", "VOCABULARY",
            "IMAGE_TEXT_FEATURES", "PAIR_FEATURES", "TEXT_FEATURES", "IMAGE_PREPROCESSORS", "IMAGE_TASKS"]

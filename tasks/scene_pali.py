@@ -61,6 +61,9 @@ class SceneTaskBatches:
     lengths = feature_converters.check_task_feature_lengths(task_feature_lengths, {"inputs": 16, "targets": 24},
                                                             "SceneTaskBatches")
     self.inputs_length, self.targets_length = lengths["inputs"], lengths["targets"]
+    if "vqg" in ([tasks] if isinstance(tasks, str) else tasks):
+      raise ValueError("task 'vqg' is not in the word-level scene vocabulary; train it through seqio "
+                       "(MIXTURE_OR_TASK_NAME = 'vqg_synthetic', gin_configs/runs/pali_tiny_seqio.gin)")
     self.image_size, self.tasks, self.split, self.seed = image_size, tasks, split, seed
     self.max_objects = max_objects
 

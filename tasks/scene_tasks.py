@@ -19,6 +19,11 @@ Tasks and their exact text formats (`inputs` -> `targets`):
             ("detect circle", "detect red circle")   separated by " ; " and ordered top to bottom, then left to
                                                      right: "<loc0100><loc0200><loc0400><loc0500> circle ;
                                                      <loc0600>...<loc0900> circle", or "none" if nothing matches.
+  splitcap  "caption en <the caption's first words>" -> its remaining words (PaLI's split-captioning: the caption
+            "caption en a photo of a"              cut after a uniformly drawn word, 1 .. n-1)
+                                                  -> "red circle and a ring"
+  vqg       "question en <answer>"                -> the question of a vqa example (its type drawn uniformly)
+            "question en top left"                   that the answer answers: "where is the blue square?"
 
 Referring phrases are "the" + some of size, colour, shape (or "object") and position phrase ("the circle",
 "the small red circle", "the object on the left", "the square at the top right"); every phrase in a question or
@@ -49,15 +54,17 @@ import numpy as np
 from tasks import locations
 from tasks import scenes
 
-TASKS: tuple[str, ...] = ("caption", "vqa", "refexp", "detect")
+TASKS: tuple[str, ...] = ("caption", "vqa", "refexp", "detect", "splitcap", "vqg")
 QUESTION_TYPES: tuple[str, ...] = ("count", "colour", "position", "existence", "comparison")
 # What an example's "task" says: "vqa" resolves to one question type.
-KINDS: tuple[str, ...] = ("caption",) + tuple(f"vqa_{q}" for q in QUESTION_TYPES) + ("refexp", "detect")
+# New kinds go last: an example's text stream is seeded by its kind's index here.
+KINDS: tuple[str, ...] = (("caption",) + tuple(f"vqa_{q}" for q in QUESTION_TYPES) + ("refexp", "detect")
+                          + ("splitcap", "vqg"))
 
 SPLITS: dict[str, str] = {"train": "train", "validation": "eval"}  # task split -> scenes split
 
 # Rates of the 'all tasks' mixture; any mapping from task names (TASKS or KINDS) to rates can replace it.
-ALL_TASKS: dict[str, float] = {"caption": 1.0, "vqa": 1.0, "refexp": 1.0, "detect": 1.0}
+ALL_TASKS: dict[str, float] = {"caption": 1.0, "vqa": 1.0, "refexp": 1.0, "detect": 1.0, "splitcap": 1.0, "vqg": 1.0}
 
 # Below this side a small ring can miss every pixel centre, leaving an object with no box.
 MIN_IMAGE_SIZE = 16
@@ -303,10 +310,25 @@ def _detect(scene, rng, split, image_size):
   return f"detect {query}", targets or "none"
 
 
+def _splitcap(scene, rng):
+  words = scenes.caption(scene, rng).split()  # every template writes at least three words
+  cut = int(rng.integers(1, len(words)))
+  return f"caption en {' '.join(words[:cut])}", " ".join(words[cut:])
+
+
+def _vqg(scene, rng, split):
+  qa = _QUESTION_MAKERS[_choice(rng, QUESTION_TYPES)](scene, rng, split)
+  return None if qa is None else (f"question en {qa[1]}", qa[0])
+
+
 def _make_texts(kind, scene, rng, split, image_size):
   """(inputs, targets) of an example of `kind` (one of KINDS), or None if the scene cannot support it."""
   if kind == "caption":
     return "caption en", scenes.caption(scene, rng)
+  if kind == "splitcap":
+    return _splitcap(scene, rng)
+  if kind == "vqg":
+    return _vqg(scene, rng, split)
   if kind == "refexp":
     return _refexp(scene, rng, image_size)
   if kind == "detect":
@@ -468,7 +490,9 @@ def vocabulary_words() -> list[str]:
   whitespace tokenizer, and `locations.tokens_to_boxes` reads its detokenised output as well.
   """
   words = set(scenes.vocabulary_words()) | _question_words() | set(locations.LOC_TOKENS)
-  words |= {"caption", "answer", "en", "refexp", "detect", ";", "none", "yes", "no"}  # prompts, answers
+  # prompts and answers; not vqg's "question", which only the seqio task (sentencepiece) reads: adding a word
+  # would renumber the word-level vocabulary under every tiny run measured with it
+  words |= {"caption", "answer", "en", "refexp", "detect", ";", "none", "yes", "no"}
   words |= {str(n) for n in range(1, scenes.MAX_OBJECTS + 1)}  # count answers
   words |= {word for answer in _POSITION_ANSWERS.values() for word in answer.split()}
   return sorted(words)

@@ -109,3 +109,14 @@ def test_big_vision_npz_loads_with_geometry_from_shapes(tmp_path, text_encoder):
   np.testing.assert_allclose(loaded.encode_image(pixels)["pooled"], reference, atol=1e-4 * np.abs(reference).max())
   reference = hf_fixtures.hf_text(model, ids)[0]
   np.testing.assert_allclose(loaded.encode_text(ids)["pooled"], reference, atol=1e-4 * np.abs(reference).max())
+
+
+def test_a_vocabulary_larger_than_the_embedding_table_is_refused():
+  from tasks import vocab  # pylint: disable=import-outside-toplevel
+  from vlm import model as model_lib, ul2  # pylint: disable=import-outside-toplevel
+  vocabulary = vocab.vocabulary()
+  vit = vit_lib.config("pico/4", image_size=16, pool_type="none")
+  with pytest.raises(ValueError, match=rf"vocabulary has {vocabulary.vocab_size:,} ids but .* 512 rows; set "
+                                       r"vlm\.ul2\.config\.vocab_size"):
+    model_lib.PaLIModel(vit=vit, ul2=ul2.config("pico", vocab_size=512), vocabulary=vocabulary)
+  model_lib.PaLIModel(vit=vit, ul2=ul2.config("pico", vocab_size=vocab.vocab_size()), vocabulary=vocabulary)

@@ -39,10 +39,16 @@ def first(name, split="train", seed=0, n=1, shard_info=None):
 
 def test_every_task_and_the_mixture_are_registered():
   assert set(TASKS) <= set(seqio.TaskRegistry.names())
-  mixture = seqio.get_mixture_or_task("pali_stage1_synthetic")
-  assert sorted(t.name for t in mixture.tasks) == sorted(registry.IMAGE_TASKS)
-  for task in mixture.tasks:
-    assert mixture.get_rate(task) == registry.STAGE1_RATES[task.name]
+  for name, rates in (("pali_stage1_synthetic", registry.STAGE1_RATES),
+                      ("pali_stage2_synthetic", registry.STAGE2_RATES)):
+    mixture = seqio.get_mixture_or_task(name)
+    assert sorted(t.name for t in mixture.tasks) == sorted(registry.IMAGE_TASKS) == sorted(rates)
+    for task in mixture.tasks:
+      assert mixture.get_rate(task) == rates[task.name]
+  # stage 2 upweights what the resolution increase helps
+  for name in ("webli_ocr_synthetic", "documents_synthetic"):
+    share = lambda rates, n=name: rates[n] / sum(rates.values())  # noqa: E731
+    assert share(registry.STAGE2_RATES) > 1.5 * share(registry.STAGE1_RATES)
 
 
 @pytest.mark.parametrize("name", TASKS)
@@ -160,3 +166,35 @@ def test_show_with_image_size_0_ends_in_one_line_without_hanging():
   result = subprocess.run([sys.executable, "-m", "tasks.show", "--task", "pali_stage1_synthetic", "--image_size",
                            "0"], capture_output=True, text=True, timeout=300)
   assert_one_line_error(result, "--image_size=0")
+
+
+PALI3_RUNS = {"pali3_stage1_224": "pali_stage1_synthetic", "pali3_stage2_812": "pali_stage2_synthetic",
+              "pali3_stage2_1064": "pali_stage2_synthetic", "pali3_transfer_vqa": "vqa_synthetic",
+              "pali3_transfer_captions": "webli_captions_synthetic",
+              "pali3_transfer_documents": "documents_synthetic"}
+
+
+@pytest.mark.parametrize("run", sorted(PALI3_RUNS))
+def test_the_real_size_pali3_runs_read_the_registered_mixtures(run):
+  """Each real-size stage file trains on its seqio mixture through the trainer's data path, in ids that fit the
+  model's table, with the vocabulary it records (images made small: the files set 224 to 1064 px)."""
+  from tasks import pipeline  # pylint: disable=import-outside-toplevel
+  from vlm import model as model_lib, train  # pylint: disable=import-outside-toplevel,unused-import
+  gin.clear_config()
+  try:
+    gin.parse_config_files_and_bindings([f"gin_configs/runs/{run}.gin"], ["IMAGE_SIZE = 28"])
+    assert gin.query_parameter("%MIXTURE_OR_TASK_NAME") == PALI3_RUNS[run]
+    data = gin.get_configurable("tasks.by_name.batches")()
+    assert isinstance(data, pipeline.SeqioBatches) and data.name == PALI3_RUNS[run]
+    batch = data.batch(0, 4)
+    model = gin.query_parameter("%MODEL").scoped_configurable_fn()
+    assert isinstance(model, model_lib.PaLIModel) and model.config.vit.image_size == 28
+    assert batch["image"].shape == (4, 28, 28, 3)
+    assert batch["encoder_input_tokens"].shape[1] == model.prompt_length
+    for key in ("encoder_input_tokens", "decoder_target_tokens"):
+      assert batch[key].max() < model.vocabulary.vocab_size <= model.config.ul2.vocab_size
+    assert model.vocabulary.decode(batch["decoder_target_tokens"][0].tolist())  # the recorded vocabulary reads it
+  finally:
+    gin.clear_config()
+    with gin.unlock_config():
+      gin.bind_parameter("tasks.registry.image_size.size", SIZE)

@@ -138,6 +138,10 @@ class PaLIModel(base_model.BaseModel):
     self.pali_checkpoint = pali_checkpoint
     self.max_decode_len, self.decode_method = max_decode_len, decode_method
     self.decode_options = dict(decode_options or {})
+    ids = getattr(vocabulary, "vocab_size", None)
+    if ids is not None and ids > ul2.vocab_size:  # ids past the table would gather clipped rows, silently
+      raise ValueError(f"the vocabulary has {ids:,} ids but the UL2's embedding table {ul2.vocab_size:,} rows; "
+                       "set vlm.ul2.config.vocab_size = @tasks.vocab.vocab_size() (or a larger table)")
     self.vocabulary, self.prompt_length = vocabulary, prompt_length
     self.patch_budget = max(patch_budget) if isinstance(patch_budget, (tuple, list)) else patch_budget
 
