@@ -278,3 +278,25 @@ def test_the_refexp_centre_baseline_is_one_centre_box_of_the_mean_target_size():
   raw, _ = scene.batches["refexp"]
   scores = scene._score("refexp", raw, list(raw["targets"]))  # pylint: disable=protected-access
   assert scores["refexp_accuracy"] == 100.0 and 0.0 <= scores["refexp_centre_baseline"] < 100.0
+
+
+def test_refexp_is_scored_again_on_other_scenes_images(monkeypatch):
+  """refexp_shuffled_images_baseline: the same prompts, each over the next example's image (a roll by one), so
+  a model that reads boxes off position words scores there what it scores on the right images."""
+  import types  # pylint: disable=import-outside-toplevel
+  from vlm import evaluation
+  scene = evaluation.SceneTaskEvaluation(32, {"inputs": 12, "targets": 12}, ("refexp",), examples_per_task=8)
+  raw, batch = scene.batches["refexp"]
+  seen = []
+
+  def decode(predict, params, inputs, detokenize):
+    del predict, params, detokenize
+    seen.append(inputs)
+    return list(raw["targets"]) if len(seen) == 1 else [""] * len(raw["targets"])
+
+  monkeypatch.setattr(evaluation, "decode_texts", decode)
+  scores = scene(types.SimpleNamespace(predict_batch=lambda params, batch: None), params={})
+  assert scores["refexp_accuracy"] == 100.0 and scores["refexp_shuffled_images_baseline"] == 0.0
+  np.testing.assert_array_equal(seen[0]["image"], batch["image"])
+  np.testing.assert_array_equal(seen[1]["image"], np.roll(batch["image"], 1, axis=0))
+  np.testing.assert_array_equal(seen[1]["encoder_input_tokens"], batch["encoder_input_tokens"])

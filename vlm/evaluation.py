@@ -245,6 +245,12 @@ class SceneTaskEvaluation:
       inputs = {k: batch[k] for k in ("image", "encoder_input_tokens")}
       answers = decode_texts(predict, params, inputs, self.scene_pali.detokenize)
       out.update(self._score(task, raw, answers))
+      if task == "refexp":
+        # The same phrases over other scenes' images: what the model gets from the words alone ("the ring at
+        # the bottom" says where to look), the bar its use of the image has to clear.
+        shuffled = decode_texts(predict, params, {**inputs, "image": np.roll(inputs["image"], 1, axis=0)},
+                                self.scene_pali.detokenize)
+        out["refexp_shuffled_images_baseline"] = self._score(task, raw, shuffled)["refexp_accuracy"]
     return out
 
   def _score(self, task: str, raw: dict, answers: list[str]) -> dict[str, float]:
