@@ -370,3 +370,30 @@ def test_seqio_batches_of_another_feature_converter_are_refused_in_one_line(tmp_
   with pytest.raises(TypeError, match="not a vlm.base_model.BaseModel"):
     trainer.train(object(), data, model_dir=str(tmp_path / "run"), train_steps=1, batch_size=2,
                   optimizer=optim.adamw, learning_rate=1e-3)
+
+
+def test_each_baseline_pairs_with_its_metric_in_the_evaluation_plot():
+  metrics = ["vqa_accuracy", "vqa_colour", "vqa_count", "caption_cider", "refexp_accuracy", "zero_shot_seen",
+             "zero_shot_held_out", "i2t_R1"]
+  pairs = {"vqa_majority_baseline": "vqa_accuracy", "vqa_colour_majority": "vqa_colour",
+           "vqa_count_majority": "vqa_count", "refexp_centre_baseline": "refexp_accuracy",
+           "refexp_shuffled_images_baseline": "refexp_accuracy", "zero_shot_chance": "zero_shot_seen",
+           "retrieval_chance": None}
+  for baseline, metric in pairs.items():
+    assert summaries.baseline_of(baseline, metrics) == metric, baseline
+  for metric in metrics:
+    assert summaries.baseline_of(metric, metrics) is None
+
+
+@pytest.mark.parametrize("evaluations", [1, 3])
+def test_the_plot_draws_one_evaluation_as_bars_and_several_as_curves(tmp_path, evaluations):
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  lines = [{"step": s, "loss": 2.0 / s} for s in range(1, 31)]
+  lines += [{"step": 10 * (i + 1), "split": "eval", "vqa_accuracy": 40.0 + i, "vqa_majority_baseline": 30.0,
+             **{f"vqa_q{q}": 10.0 * q for q in range(12)}, **{f"vqa_q{q}_majority": 5.0 * q for q in range(12)}}
+            for i in range(evaluations)]
+  (tmp_path / summaries.METRICS_FILE).write_text("".join(json.dumps(line) + "\n" for line in lines))
+  width, height = Image.open(summaries.plot_loss(str(tmp_path))).size
+  assert width == 1200
+  # bars: one row a key, so 26 keys make the figure taller than the curves' fixed 4 inches
+  assert (height > 700) == (evaluations == 1), height

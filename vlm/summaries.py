@@ -75,22 +75,78 @@ def read_metrics(model_dir: str) -> list[dict]:
   return _read_lines(os.path.join(model_dir, METRICS_FILE))
 
 
+# Words that mark an eval key as a baseline (the number a metric has to beat), not a metric.
+_BASELINE_WORDS = ("majority", "baseline", "chance")
+
+
+def _is_baseline(name: str) -> bool:
+  return any(w in _BASELINE_WORDS for w in name.split("_"))
+
+
+def baseline_of(name: str, metrics: list[str]) -> str | None:
+  """The metric an eval key is the baseline of, or None if `name` is a metric itself (or pairs with none).
+
+  A baseline names its metric's words before its own (vqa_colour_majority -> vqa_colour); when several
+  metrics share them, the one with 'accuracy' is taken (refexp_centre_baseline -> refexp_accuracy), else the
+  first (zero_shot_chance -> zero_shot_seen).
+  """
+  if not _is_baseline(name):
+    return None
+  words = name.split("_")
+  # the metric's words end at the first baseline word or qualifier (refexp_shuffled_images_baseline -> refexp)
+  prefix = words[:min(i for i, w in enumerate(words) if w in _BASELINE_WORDS + ("centre", "shuffled"))]
+  candidates = [m for m in metrics if m.split("_")[:len(prefix)] == prefix] if prefix else []
+  exact = [m for m in candidates if m.split("_") == prefix]
+  accuracy = [m for m in candidates if "accuracy" in m.split("_")]
+  return (exact or accuracy or candidates or [None])[0]
+
+
 def plot_loss(model_dir: str) -> str:
-  """Draws the train loss (and eval metrics, if any) to MODEL_DIR/loss.png; returns the path."""
+  """Draws the train loss (and eval metrics, if any) to MODEL_DIR/loss.png; returns the path.
+
+  Evaluation: each metric in its own colour with its baselines (keys such as vqa_count_majority,
+  refexp_centre_baseline) in the same colour, dashed; with a single evaluation, as bars (metric solid,
+  baselines hatched) rather than a column of dots.
+  """
   import matplotlib  # pylint: disable=import-outside-toplevel
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
   records = read_metrics(model_dir)
   train = [r for r in records if "split" not in r]
   evals = [r for r in records if r.get("split") == "eval"]
-  fig, axes = plt.subplots(1, 2 if evals else 1, figsize=(11 if evals else 6, 4), squeeze=False)
+  names = [k for k in evals[-1] if k not in ("step", "split")] if evals else []
+  metrics = [n for n in names if not _is_baseline(n)]
+  owners = {n: baseline_of(n, metrics) for n in names if _is_baseline(n)}
+  rows = []  # (key, the metric it is a baseline of): each metric followed by its baselines, unpaired ones last
+  for m in metrics:
+    rows += [(m, None)] + [(n, m) for n, owner in owners.items() if owner == m]
+  rows += [(n, None) for n, owner in owners.items() if owner is None]
+  colours = plt.get_cmap("tab20" if len(metrics) > 10 else "tab10")
+  colour_of = {m: colours(i % colours.N) for i, m in enumerate(metrics)}
+  height = max(4.0, 0.28 * len(rows) + 1) if len(evals) == 1 else 4.0
+  fig, axes = plt.subplots(1, 2 if evals else 1, figsize=(12 if evals else 6, height), squeeze=False)
   axes[0, 0].plot([r["step"] for r in train], [r["loss"] for r in train])
   axes[0, 0].set(xlabel="step", ylabel="train loss", title="training loss", yscale="log")
-  if evals:
-    for name in [k for k in evals[-1] if k not in ("step", "split")]:
-      axes[0, 1].plot([r["step"] for r in evals], [r.get(name) for r in evals], marker="o", label=name)
-    axes[0, 1].set(xlabel="step", title="evaluation")
-    axes[0, 1].legend(fontsize=7)
+  ax = axes[0, 1] if evals else None
+  if len(evals) == 1:
+    values = [evals[0].get(n, float("nan")) for n, _ in rows]
+    bars = ax.barh(range(len(rows)), values, color=[colour_of.get(o or n, "0.6") for n, o in rows])
+    for bar, (n, _) in zip(bars, rows):
+      if n not in metrics:
+        bar.set(alpha=0.45, hatch="//")
+    for i, v in enumerate(values):
+      ax.text(v, i, f" {v:.3g}", va="center", fontsize=7)
+    ax.set_yticks(range(len(rows)), [n for n, _ in rows], fontsize=7)
+    ax.invert_yaxis()
+    ax.set(title=f"evaluation at step {evals[0]['step']} (hatched: baselines)")
+  elif evals:
+    steps = [r["step"] for r in evals]
+    for n, owner in rows:
+      is_metric = n in metrics
+      ax.plot(steps, [r.get(n) for r in evals], color=colour_of.get(owner or n, "0.6"),
+              linestyle="-" if is_metric else "--", marker="o" if is_metric else None, label=n)
+    ax.set(xlabel="step", title="evaluation (dashed: baselines)")
+    ax.legend(fontsize=7, ncol=2 if len(rows) > 12 else 1)
   fig.tight_layout()
   path = os.path.join(model_dir, LOSS_PLOT)
   fig.savefig(path, dpi=100)
