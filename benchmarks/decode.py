@@ -50,7 +50,10 @@ def main():
   p.add_argument("--batches", default="1,8")
   p.add_argument("--repeats", type=int, default=5)
   p.add_argument("--steps", action="store_true", help="also time one decode step and its matmuls alone")
+  p.add_argument("--attention", default="auto", help="vlm.layers.attention_implementation: auto | reference | xla")
   args = p.parse_args()
+  import gin  # pylint: disable=import-outside-toplevel
+  gin.bind_parameter("vlm.layers.attention_implementation.name", args.attention)
   torch.set_num_threads(os.cpu_count())
   hf = hf_t5_small()
   with tempfile.TemporaryDirectory() as directory:
@@ -72,8 +75,10 @@ def main():
       assert out.shape[1] == NEW_TOKENS + 1
 
     def ours_generate():
-      # An end token outside the vocabulary is never emitted: exactly NEW_TOKENS, as min_new_tokens gives HF.
-      out = ours.generate(encoder_ids, NEW_TOKENS, eos_id=ours.config.vocab_size)
+      # The end token is the table's last padding row (no real piece; an out-of-table id is refused): no row
+      # of random weights plausibly emits it in every row, so decoding runs NEW_TOKENS steps, as min_new_tokens
+      # makes HF's.
+      out = ours.generate(encoder_ids, NEW_TOKENS, eos_id=ours.config.vocab_size - 1)
       assert out.shape[1] == NEW_TOKENS
 
     decoder_ids = np.concatenate([np.zeros((batch, 1), np.int32),
@@ -111,7 +116,7 @@ def step_rows(hf, ours, encoder_ids: np.ndarray, repeats: int) -> list[tuple]:
       hf.generate(input_ids=torch_ids, max_new_tokens=n, min_new_tokens=n, do_sample=False, num_beams=1)
 
   def our_tokens(n):
-    ours.generate(encoder_ids, n, eos_id=ours.config.vocab_size)
+    ours.generate(encoder_ids, n, eos_id=ours.config.vocab_size - 1)
 
   matrices = [w.detach() for name, w in hf.named_parameters() if name.startswith("decoder.block") and w.ndim == 2
               and "relative_attention_bias" not in name  # a lookup table, not a matmul

@@ -13,6 +13,7 @@ import functools
 from typing import Callable, Sequence
 
 import flax.linen as nn
+import gin
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -127,10 +128,38 @@ def layer_norm(eps: float = 1e-6, *, dtype: Dtype = jnp.float32, param_dtype: Dt
   )
 
 
+# Which kernel computes attention (gin: vlm.layers.attention_implementation.name):
+#   'reference'  the two einsums below with a float32 softmax; materialises the [q_len, kv_len] logits.
+#   'xla'        jax.nn.dot_product_attention's XLA implementation.
+#   'cudnn'      jax.nn.dot_product_attention's cuDNN flash attention (NVIDIA GPUs, bfloat16 / float16): logits
+#                and probabilities never leave the chip's SRAM, the softmax statistics stay float32 inside it.
+#   'auto'       'cudnn' on a GPU for half-precision inputs, else 'reference': on CPU jax.nn's [batch, len,
+#                heads, head_dim] layout costs a transpose of q, k, v and the output around our heads-major one.
+# On TPU, jax.experimental.pallas.ops.tpu's flash / splash attention kernels are the counterpart; they are not
+# wired here (no TPU to test them on).
+ATTENTION_IMPLEMENTATIONS = ("auto", "reference", "xla", "cudnn")
+
+
+@gin.configurable(module="vlm.layers")
+def attention_implementation(name: str = "auto") -> str:
+  if name not in ATTENTION_IMPLEMENTATIONS:
+    raise ValueError(f"vlm.layers.attention_implementation.name={name!r} is not one of "
+                     f"{', '.join(ATTENTION_IMPLEMENTATIONS)}")
+  return name
+
+
+def _resolved_implementation(dtype) -> str:
+  name = attention_implementation()
+  if name == "auto":
+    half = jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+    return "cudnn" if half and jax.default_backend() == "gpu" else "reference"
+  return name
+
+
 def dot_product_attention(query: jax.Array, key: jax.Array, value: jax.Array, *,
                           bias: jax.Array | None = None, mask: jax.Array | None = None,
                           scale: float = 1.0) -> jax.Array:
-  """softmax(scale * q.k + bias, masked) v, heads-major.
+  """softmax(scale * q.k + bias, masked) v, heads-major, by the kernel `attention_implementation` names.
 
   Heads-major ([batch, heads, len, head_dim]) keeps both matmuls plain batched GEMMs: with a [b, len, heads,
   head_dim] layout XLA:CPU fused transposes into the dots and ran ViT-B attention 2x slower (measured).
@@ -145,6 +174,12 @@ def dot_product_attention(query: jax.Array, key: jax.Array, value: jax.Array, *,
   Returns:
     [batch, heads, q_len, head_dim] in the query's dtype.
   """
+  implementation = _resolved_implementation(query.dtype)
+  if implementation != "reference":
+    q, k, v = (jnp.swapaxes(x, 1, 2) for x in (query, key, value))  # jax.nn's [batch, len, heads, head_dim]
+    out = jax.nn.dot_product_attention(q, k, v, bias=None if bias is None else bias.astype(query.dtype),
+                                       mask=mask, scale=scale, implementation=implementation)
+    return jnp.swapaxes(out, 1, 2).astype(query.dtype)
   if scale != 1.0:
     query = query * jnp.asarray(scale, query.dtype)
   logits = jnp.einsum("bhqd,bhkd->bhqk", query, key).astype(jnp.float32)
