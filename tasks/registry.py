@@ -489,16 +489,13 @@ seqio.TaskRegistry.add(
     output_features=TEXT_FEATURES, shuffle_buffer_size=None)
 
 
-def _stage1_rate(task: seqio.Task) -> float:
-  return float(stage1_rates().get(task.name, 0.0))
+def _rate(rates: Callable[[], Mapping[str, float]], task: seqio.Task) -> float:
+  """A task's rate, read from the gin-configurable `rates` when the mixture is built (not at import)."""
+  return float(rates().get(task.name, 0.0))
 
 
-def _stage2_rate(task: seqio.Task) -> float:
-  return float(stage2_rates().get(task.name, 0.0))
-
-
-seqio.MixtureRegistry.add("pali_stage1_synthetic", [(name, _stage1_rate) for name in IMAGE_TASKS])
-seqio.MixtureRegistry.add("pali_stage2_synthetic", [(name, _stage2_rate) for name in IMAGE_TASKS])
+for _name, _rates in (("pali_stage1_synthetic", stage1_rates), ("pali_stage2_synthetic", stage2_rates)):
+  seqio.MixtureRegistry.add(_name, [(task, functools.partial(_rate, _rates)) for task in IMAGE_TASKS])
 # Documents (forms, tables, receipts) and charts at their native aspect ratio, evenly.
 seqio.MixtureRegistry.add("documents_charts_native_synthetic", [(name, 1.0) for name in NATIVE_ASPECT_TASKS])
 
