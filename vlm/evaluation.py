@@ -174,7 +174,7 @@ def locca_metrics(model, params, data: dict, image_size: int, cache: dict, max_l
   """refexp_accuracy, refexp_centre_baseline, refexp_shuffled_images_baseline and caption_cider of the model's
   LocCa decoder on `data`."""
   from encoders import siglip  # pylint: disable=import-outside-toplevel
-  from tasks import locations, vocab as vocab_lib  # pylint: disable=import-outside-toplevel
+  from tasks import vocab as vocab_lib  # pylint: disable=import-outside-toplevel
   from vlm import ul2 as ul2_lib  # pylint: disable=import-outside-toplevel
   if id(model) not in cache:
     decoder = ul2_lib.UL2(model.module.locca)
@@ -188,17 +188,16 @@ def locca_metrics(model, params, data: dict, image_size: int, cache: dict, max_l
   detokenize = lambda ids: vocab.decode([int(i) for i in ids if 0 < i < vocab.vocab_size])  # noqa: E731
   out = {}
   refexp = data["refexp"]
-  truth = [locations.tokens_to_boxes(t, image_size, image_size) for t in refexp["targets"]]
+  truth = target_boxes(refexp["targets"], image_size)
 
-  def refexp_accuracy(images: np.ndarray) -> float:
+  def accuracy(images: np.ndarray) -> float:
     answers = decode_texts(cache[id(model)], params, {"image": images, "prompt": refexp["prompt"]}, detokenize)
-    return 100.0 * float(np.mean([
-        _iou(locations.tokens_to_boxes(a, image_size, image_size), t) >= 0.5 for a, t in zip(answers, truth)]))
+    return refexp_accuracy(answers, truth, image_size)
 
-  out["refexp_accuracy"] = refexp_accuracy(refexp["image"])
+  out["refexp_accuracy"] = accuracy(refexp["image"])
   # The same phrases over other scenes' images: what the decoder gets from the words alone ("the ring at the
   # bottom" says where to look), the bar its use of the image has to clear.
-  out["refexp_shuffled_images_baseline"] = refexp_accuracy(np.roll(refexp["image"], 1, axis=0))
+  out["refexp_shuffled_images_baseline"] = accuracy(np.roll(refexp["image"], 1, axis=0))
   out["refexp_centre_baseline"] = centre_baseline(truth, image_size)
   captions = data["caption"]
   answers = decode_texts(cache[id(model)], params, {"image": captions["image"], "prompt": captions["prompt"]},
@@ -250,19 +249,17 @@ class SceneTaskEvaluation:
         # the bottom" says where to look), the bar its use of the image has to clear.
         shuffled = decode_texts(predict, params, {**inputs, "image": np.roll(inputs["image"], 1, axis=0)},
                                 self.scene_pali.detokenize)
-        out["refexp_shuffled_images_baseline"] = self._score(task, raw, shuffled)["refexp_accuracy"]
+        out["refexp_shuffled_images_baseline"] = refexp_accuracy(
+            shuffled, target_boxes(raw["targets"], self.image_size), self.image_size)
     return out
 
   def _score(self, task: str, raw: dict, answers: list[str]) -> dict[str, float]:
-    from tasks import locations  # pylint: disable=import-outside-toplevel
     targets = raw["targets"]
     if task == "caption":
       return {"caption_cider": metrics.cider(answers, [[t] for t in targets])}
     if task == "refexp":
-      truth = [locations.tokens_to_boxes(t, self.image_size, self.image_size) for t in targets]
-      hits = [_iou(locations.tokens_to_boxes(a, self.image_size, self.image_size), t) >= 0.5
-              for a, t in zip(answers, truth)]
-      return {"refexp_accuracy": 100.0 * float(np.mean(hits)),
+      truth = target_boxes(targets, self.image_size)
+      return {"refexp_accuracy": refexp_accuracy(answers, truth, self.image_size),
               "refexp_centre_baseline": centre_baseline(truth, self.image_size)}
     kinds = np.array(raw["task"])
     correct = np.array([a == t for a, t in zip(answers, targets)])
@@ -276,23 +273,26 @@ class SceneTaskEvaluation:
     return out
 
 
+def target_boxes(targets: list[str], image_size: int) -> list[list]:
+  """The boxes each refexp target's location tokens write, in pixels of a square image."""
+  from tasks import locations  # pylint: disable=import-outside-toplevel
+  return [locations.tokens_to_boxes(t, image_size, image_size) for t in targets]
+
+
+def refexp_accuracy(answers: list[str], truth: list[list], image_size: int) -> float:
+  """refexp_accuracy: percent of answers whose first box has IoU >= 0.5 with its target's first box."""
+  from tasks import locations  # pylint: disable=import-outside-toplevel
+  predicted = [(locations.tokens_to_boxes(a, image_size, image_size) or [None])[0] for a in answers]
+  return metrics.refexp_accuracy(predicted, [t[0] for t in truth])
+
+
 def centre_baseline(truth: list[list], image_size: int) -> float:
   """refexp_centre_baseline: percent of targets (each a list of boxes, its first scored) that one box at the
   image centre, of the targets' mean size, hits at IoU >= 0.5: what a decoder scores without looking."""
   sizes = np.array([[b[0][2] - b[0][0], b[0][3] - b[0][1]] for b in truth]).mean(0)
-  centre = [[(image_size - sizes[0]) / 2, (image_size - sizes[1]) / 2, (image_size + sizes[0]) / 2,
-             (image_size + sizes[1]) / 2]]
-  return 100.0 * float(np.mean([_iou(centre, t) >= 0.5 for t in truth]))
-
-
-def _iou(predicted: list, target: list) -> float:
-  """IoU of the first predicted box with the first target box; 0 when either has none."""
-  if not predicted or not target:
-    return 0.0
-  (a0, b0, a1, b1), (c0, d0, c1, d1) = predicted[0], target[0]
-  inter = max(0.0, min(a1, c1) - max(a0, c0)) * max(0.0, min(b1, d1) - max(b0, d0))
-  union = (a1 - a0) * (b1 - b0) + (c1 - c0) * (d1 - d0) - inter
-  return inter / union if union > 0 else 0.0
+  centre = ((image_size - sizes[0]) / 2, (image_size - sizes[1]) / 2, (image_size + sizes[0]) / 2,
+            (image_size + sizes[1]) / 2)
+  return metrics.refexp_accuracy([centre] * len(truth), [t[0] for t in truth])
 
 
 # The benchmark's metric of each seqio task (tasks.registry); other tasks are scored by exact match.
