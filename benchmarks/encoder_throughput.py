@@ -90,8 +90,8 @@ def main():
     with torch.inference_mode():
       model(pixel_values=x_torch)
 
-  # Training runs the stack unrolled, nothing rematerialised: the fastest on CPU at this size since
-  # `layers.materialize_gradient` cuts the residual gradient's fusion chain (benchmarks/README.md).
+  # Training runs the stack unrolled, nothing rematerialised: the fastest on CPU at this size since the
+  # residual gradient's fusion chain is cut at every block (benchmarks/README.md).
   train_cfg = dataclasses.replace(ours.config.image, scan=args.train_scan, remat=args.train_remat)
   train_tower = vit_lib.ViT(train_cfg)
   train_params = checkpoints.stack_layers(params["img"]) if args.train_scan else params["img"]

@@ -4,6 +4,7 @@ import re
 
 import jax
 import jax.numpy as jnp
+import flax.linen as nn
 import numpy as np
 import pytest
 
@@ -48,13 +49,6 @@ def test_dense_layers_go_through_matmul():
   assert set(re.findall(r" dot\(.*lhs_contracting_dims=\{(\d+)\}", hlo)) == {"1"}
 
 
-def test_materialize_gradient_is_the_identity():
-  x = jax.random.normal(jax.random.key(1), (2, 5, 3))
-  assert np.array_equal(np.asarray(layers.materialize_gradient(x)), np.asarray(x))
-  grad = jax.jit(jax.grad(lambda x: jnp.sum(layers.materialize_gradient(x) * x)))(x)
-  np.testing.assert_allclose(np.asarray(grad), 2 * np.asarray(x), rtol=1e-6)
-
-
 def _largest_fusion_in_backward(depth: int) -> int:
   """Operand count of the biggest fusion in an unrolled encoder stack's compiled backward pass."""
   encoder = layers.Encoder(depth, mlp_dim=64, num_heads=4)
@@ -64,11 +58,80 @@ def _largest_fusion_in_backward(depth: int) -> int:
   return max(len(m.group(1).split(", %")) for m in re.finditer(r"= \S+ fusion\((.*?)\), kind", hlo))
 
 
-def test_unrolled_stack_backward_fusions_do_not_grow_with_depth(monkeypatch):
+def test_unrolled_stack_backward_fusions_do_not_grow_with_depth():
+  # XLA:CPU once fused every later layer's residual gradient into each layer's fusions (the backward grew with
+  # depth squared); the LayerNorm's own backward (`normalize`) now ends the chain at every block.
   assert _largest_fusion_in_backward(2) == _largest_fusion_in_backward(6)
-  # Without the cut, XLA:CPU fuses every later layer's residual gradient into each layer's fusions.
-  monkeypatch.setattr(layers, "materialize_gradient", lambda x: x)
-  assert _largest_fusion_in_backward(6) > 2 * _largest_fusion_in_backward(2)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# What the backward pass keeps: norms and softmax with their own VJPs, activations recomputed
+# ------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ours, flax_norm", [(layers.LayerNorm(eps=1e-6), nn.LayerNorm(1e-6, use_fast_variance=False)),
+                                             (layers.RMSNorm(eps=1e-6), nn.RMSNorm(1e-6))])
+def test_norms_equal_flax_in_values_and_gradients(ours, flax_norm):
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(3.0, 5.0, (2, 5, 16)), jnp.float32)  # an offset mean, as residual streams have
+  params = {"params": {k: jnp.asarray(rng.normal(size=v.shape), jnp.float32)
+                       for k, v in flax_norm.init(jax.random.key(0), x)["params"].items()}}
+  assert jax.tree.map(jnp.shape, nn.unbox(ours.init(jax.random.key(0), x))) == jax.tree.map(jnp.shape, params)
+  probe = jnp.asarray(rng.normal(size=x.shape), jnp.float32)
+
+  def loss(module, p, x):
+    return jnp.sum(module.apply(p, x) * probe)
+
+  np.testing.assert_allclose(ours.apply(params, x), flax_norm.apply(params, x), rtol=1e-5, atol=1e-5)
+  ours_grads = jax.grad(lambda p, x: loss(ours, p, x), argnums=(0, 1))(params, x)
+  flax_grads = jax.grad(lambda p, x: loss(flax_norm, p, x), argnums=(0, 1))(params, x)
+  for a, b in zip(jax.tree.leaves(ours_grads), jax.tree.leaves(flax_grads)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+  # bfloat16 compute: the statistics stay float32, the output is bfloat16 and within its rounding.
+  half = ours.clone(dtype=jnp.bfloat16).apply(params, x.astype(jnp.bfloat16))
+  assert half.dtype == jnp.bfloat16
+  np.testing.assert_allclose(np.asarray(half, np.float32), flax_norm.apply(params, x), rtol=2e-2, atol=2e-2)
+
+
+def test_softmax_equals_jax_in_values_and_gradients():
+  rng = np.random.default_rng(1)
+  logits = jnp.asarray(rng.normal(size=(2, 3, 4, 7)) * 4, jnp.float32).at[..., 2].set(jnp.finfo(jnp.float32).min)
+  probe = jnp.asarray(rng.normal(size=logits.shape), jnp.float32)
+  np.testing.assert_allclose(layers.softmax(logits, jnp.float32), jax.nn.softmax(logits), rtol=1e-6)
+  ours, ref = (jax.grad(lambda z, f=f: jnp.sum(f(z) * probe))(logits)
+               for f in (lambda z: layers.softmax(z, jnp.float32), jax.nn.softmax))
+  np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-7)
+  half = jax.grad(lambda z: jnp.sum(layers.softmax(z, jnp.bfloat16).astype(jnp.float32) * probe))(logits)
+  np.testing.assert_allclose(half, ref, rtol=0.05, atol=0.02)
+
+
+def _backward_residuals(module, x):
+  """The arrays jax.vjp keeps from module's forward pass for its backward (the VJP closure's leaves)."""
+  params = module.init(jax.random.key(0), x)
+  _, vjp = jax.vjp(lambda p, x: module.apply(p, x), params, x)
+  return jax.tree.leaves(vjp)
+
+
+def test_a_bfloat16_block_keeps_its_activations_for_the_backward_in_bfloat16_only():
+  b, t, d = 2, 6, 32
+  x = jnp.ones((b, t, d), jnp.bfloat16)
+  kept = _backward_residuals(layers.EncoderBlock(mlp_dim=64, num_heads=4, dtype="bfloat16"), x)
+  float32 = [r.shape for r in kept if r.dtype == jnp.float32]
+  # The four norm parameters and each norm's two per-token statistics: no float32 copy of x, of the attention
+  # logits or exponentials (which autodiff of jax.nn.softmax and flax's LayerNorm keep).
+  assert sorted(float32) == sorted([(d,)] * 4 + [(b, t, 1)] * 4), float32
+  # The tanh-GELU's intermediates are recomputed: of the [b, t, mlp] tensors only its input and output stay.
+  assert sum(r.shape == (b, t, 64) for r in kept) == 2
+  # The attention keeps q, k, v and one bfloat16 probability tensor.
+  assert sum(r.shape == (b, 4, t, t) for r in kept) == 1
+
+
+def test_a_gated_mlp_recomputes_its_gate():
+  x = jnp.ones((2, 6, 32), jnp.bfloat16)
+  kept = _backward_residuals(layers.GatedMlp(64, dtype="bfloat16"), x)
+  # wi_0 x and wi_1 x (for the gate's backward) and the gated product (wo's weight gradient); autodiff of
+  # silu(a) * b keeps its sigmoid and silu besides.
+  assert sum(r.shape == (2, 6, 64) for r in kept) == 3
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -137,7 +200,11 @@ def test_a_whole_model_decodes_the_same_with_either_kernel(implementation):
 
 
 def test_the_kernel_choice(implementation):
-  assert layers._resolved_implementation(jnp.bfloat16) == "reference"  # pylint: disable=protected-access  (CPU)
+  assert layers.attention_kernel(jnp.bfloat16) == "reference"  # on this CPU
+  assert layers.attention_kernel(jnp.bfloat16, "gpu") == "cudnn"
+  assert layers.attention_kernel(jnp.float32, "gpu") == layers.attention_kernel(jnp.bfloat16, "tpu") == "reference"
+  implementation("xla")
+  assert layers.attention_kernel(jnp.bfloat16, "gpu") == "xla"
   implementation("flash")
   with pytest.raises(ValueError, match="attention_implementation.name='flash' is not one of auto, reference, xla"):
     layers.dot_product_attention(*_attention_inputs(False)[:3])

@@ -1,6 +1,7 @@
 """vlm.plan: exact parameter and optimizer bytes per device, shardings as JAX builds them, the activation and
 FLOPs estimates against XLA's compiled train step, and the CLI on the tiny and the real PaLI-3 runs."""
 
+import dataclasses
 import math
 import os
 import subprocess
@@ -276,6 +277,47 @@ def test_remat_and_frozen_flops():
   vit_params = sum(g.param_bytes for g in frozen.groups if g.trainable == 0)
   assert vit_params > 0 and frozen.grad_bytes == none.grad_bytes - vit_params
   assert frozen.activation_bytes < none.activation_bytes
+
+
+def _bf16_pali(remat="none"):
+  model = tiny_pali(remat)
+  return model_lib.PaLIModel(vit=dataclasses.replace(model.config.vit, dtype="bfloat16"),
+                             ul2=dataclasses.replace(model.config.ul2, dtype="bfloat16"))
+
+
+def test_the_remat_policies_and_a_fused_attention_in_the_estimate():
+  by_policy = {r: plan_of(_bf16_pali(r)) for r in ("none", "full", "dots", "dots_with_batch", "offload_dots")}
+  act = {r: p.activation_bytes for r, p in by_policy.items()}
+  assert act["full"] < act["dots"] < act["dots_with_batch"] < act["none"]
+  assert act["offload_dots"] == act["full"]  # what 'dots' keeps waits in host memory
+  recompute = {r: p.recompute_flops for r, p in by_policy.items()}
+  assert recompute["none"] == recompute["dots_with_batch"] == 0 < recompute["dots"] == recompute["offload_dots"]
+  assert recompute["dots"] < recompute["full"]
+  # A flash kernel keeps no [len, keys] probabilities: less memory, in half precision only (it takes no fp32).
+  partitioner = partitioning.Partitioner(num_partitions=1, abstract_mesh={"data": 1, "model": 1})
+
+  def planned(model, fused):
+    return plan.plan(model, batch_size=8, feature_lengths=LENGTHS, partitioner=partitioner,
+                     optimizer=optim.adamw(1e-3), fused_attention=fused).activation_bytes
+
+  assert planned(_bf16_pali(), True) < planned(_bf16_pali(), False) == act["none"]
+  assert planned(tiny_pali(), True) == planned(tiny_pali(), False)
+
+
+def test_the_cli_plans_a_gpu_run_with_the_fused_attention_it_runs(capsys):
+  gin_file = "gin_configs/runs/pali3_stage2_812.gin"
+  outs = {}
+  for device in ("h100", "tpu-v5e"):
+    gin.clear_config()
+    code, outs[device], _ = run_cli(capsys, f"--gin_file={gin_file}", "--mesh", "data=64,model=4", "--device", device)
+    assert code == 0
+  gin.clear_config()
+
+  def peak(out):
+    return next(line for line in out.splitlines() if line.strip().startswith("total (peak)"))
+
+  assert peak(outs["h100"]) != peak(outs["tpu-v5e"])
+  assert "flash attention" in outs["h100"] and "flash attention" not in outs["tpu-v5e"]
 
 
 def test_naflex_runs_plan_each_budget_drawn_per_step(capsys):

@@ -29,7 +29,8 @@ def _naflex_inputs() -> dict:
 
 
 @pytest.mark.parametrize("scan, remat, naflex", [(True, "none", False), (True, "dots", False), (False, "full", False),
-                                                 (True, "dots", True), (False, "full", True)])
+                                                 (True, "dots", True), (False, "full", True),
+                                                 (True, "dots_with_batch", False), (True, "offload_dots", False)])
 def test_scan_and_remat_give_the_same_outputs_and_gradients(loaded, scan, remat, naflex):
   config, params = loaded
   inputs = _naflex_inputs() if naflex else dict(images=jnp.asarray(hf_fixtures.images(2, 32)))

@@ -58,7 +58,7 @@ def test_scanned_parameters_are_the_unscanned_ones_stacked(unscanned):
   _assert_trees_equal(checkpoints.unstack_layers(stacked, "layers"), unscanned, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("remat", ["none", "full", "dots"])
+@pytest.mark.parametrize("remat", ["none", "full", "dots", "dots_with_batch", "offload_dots"])
 def test_scanned_ul2_computes_the_same_logits_and_gradients(unscanned, remat):
   encoder, decoder = _ids()
 

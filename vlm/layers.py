@@ -49,30 +49,6 @@ def _unfused_on_cpu(fn: Callable[[jax.Array], jax.Array], x: jax.Array) -> jax.A
 
 
 @jax.custom_vjp
-def materialize_gradient(x: jax.Array) -> jax.Array:
-  """Identity whose gradient XLA:CPU writes out in full before using it (elsewhere a plain identity).
-
-  In an unrolled pre-LN stack the residual stream's gradient is a chain of elementwise additions, one per
-  layer. XLA:CPU fuses that whole chain, from the top layer down, into the gradient's consumers in every
-  layer, so the backward pass grows with depth squared (it was 3.3 s of a 12-layer ViT-B/16 step). Cutting
-  the chain at every block makes the unrolled stack faster than a scanned one.
-  (`optimization_barrier` does not cut it: XLA:CPU expands barriers before fusion.)
-  """
-  return x
-
-
-def _materialize_gradient_fwd(x):
-  return x, None
-
-
-def _materialize_gradient_bwd(_, g):
-  return (_unfused_on_cpu(lambda t: t, g),)
-
-
-materialize_gradient.defvjp(_materialize_gradient_fwd, _materialize_gradient_bwd)
-
-
-@jax.custom_vjp
 def matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
   """x [..., in] @ kernel [in, out], with the kernel's gradient laid out for XLA:CPU's fast products.
 
@@ -114,18 +90,84 @@ def dense(features: int, axes: tuple[str | None, str | None], *, use_bias: bool 
                   dot_general=_dense_dot_general, name=name)
 
 
+def _normalization_statistics(x: jax.Array, subtract_mean: bool, eps: float
+                              ) -> tuple[jax.Array | None, jax.Array]:
+  """Float32 (mean or None, 1 / sqrt(variance + eps)) over the last axis; two-pass variance, as torch's."""
+  x = x.astype(jnp.float32)
+  mean = jnp.mean(x, axis=-1, keepdims=True) if subtract_mean else None
+  centred = x - mean if subtract_mean else x
+  return mean, jax.lax.rsqrt(jnp.mean(centred * centred, axis=-1, keepdims=True) + eps)
+
+
+def _normalized(x, mean, rstd):
+  x = x.astype(jnp.float32)
+  return (x if mean is None else x - mean) * rstd
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+def normalize(x: jax.Array, scale: jax.Array, bias: jax.Array | None, eps: float, subtract_mean: bool,
+              dtype) -> jax.Array:
+  """LayerNorm (subtract_mean) or RMSNorm of x over its last axis, computed in float32, returned in `dtype`.
+
+  Its backward keeps only x (in x's dtype) and the two float32 statistics per token; the normalised values are
+  rebuilt from them. Autodiff of the same formula keeps three float32 copies of x's size (x - mean, and two
+  products) from the forward to the backward pass: 12 bytes an element next to a bfloat16 x's 2, in every
+  norm of every layer (measured with jax.ad_checkpoint's saved residuals), unless remat recomputes them.
+  """
+  y = _normalized(x, *_normalization_statistics(x, subtract_mean, eps)) * scale.astype(jnp.float32)
+  return (y if bias is None else y + bias.astype(jnp.float32)).astype(dtype)
+
+
+def _normalize_fwd(x, scale, bias, eps, subtract_mean, dtype):
+  mean, rstd = _normalization_statistics(x, subtract_mean, eps)
+  return normalize(x, scale, bias, eps, subtract_mean, dtype), (x, mean, rstd, scale, bias)
+
+
+def _normalize_bwd(eps, subtract_mean, dtype, residuals, grad):
+  x, mean, rstd, scale, bias = residuals
+  del eps, dtype
+  grad = grad.astype(jnp.float32)
+  normalized = _normalized(x, mean, rstd)
+  leading = tuple(range(x.ndim - 1))
+  d_scale = jnp.sum(grad * normalized, axis=leading).astype(scale.dtype)
+  d_bias = None if bias is None else jnp.sum(grad, axis=leading).astype(bias.dtype)
+  d_normalized = grad * scale.astype(jnp.float32)
+  # d x = rstd * (d_n - mean(d_n) - n * mean(d_n * n)), without the mean(d_n) term for RMSNorm.
+  d_x = d_normalized - normalized * jnp.mean(d_normalized * normalized, axis=-1, keepdims=True)
+  if subtract_mean:
+    d_x = d_x - jnp.mean(d_normalized, axis=-1, keepdims=True)
+  return (d_x * rstd).astype(x.dtype), d_scale, d_bias
+
+
+normalize.defvjp(_normalize_fwd, _normalize_bwd)
+
+
+class LayerNorm(nn.Module):
+  """LayerNorm over the last (embed) axis: (x - mean) / sqrt(var + eps) * scale + bias, statistics in float32
+  whatever the compute dtype (`normalize`). Parameters `scale` and `bias`, as flax's and big_vision's."""
+  eps: float = 1e-6
+  use_bias: bool = True
+  subtract_mean: bool = True
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    scale = self.param("scale", with_axes(nn.initializers.ones, ("embed",)), (x.shape[-1],), self.param_dtype)
+    bias = (self.param("bias", with_axes(nn.initializers.zeros, ("embed",)), (x.shape[-1],), self.param_dtype)
+            if self.use_bias else None)
+    return normalize(x, scale, bias, self.eps, self.subtract_mean, jnp.dtype(self.dtype))
+
+
+class RMSNorm(LayerNorm):
+  """T5's LayerNorm: x / rms(x) * scale, no mean subtraction, no bias; statistics in float32."""
+  use_bias: bool = False
+  subtract_mean: bool = False
+
+
 def layer_norm(eps: float = 1e-6, *, dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32,
-               name: str | None = None) -> nn.LayerNorm:
-  """LayerNorm over the last (embed) axis; statistics in float32 whatever the compute dtype."""
-  return nn.LayerNorm(
-      epsilon=eps,
-      dtype=dtype,
-      param_dtype=param_dtype,
-      use_fast_variance=False,  # two-pass variance: matches torch to 1e-6 on large activations
-      scale_init=with_axes(nn.initializers.ones, ("embed",)),
-      bias_init=with_axes(nn.initializers.zeros, ("embed",)),
-      name=name,
-  )
+               name: str | None = None) -> LayerNorm:
+  return LayerNorm(eps=eps, dtype=dtype, param_dtype=param_dtype, name=name)
 
 
 # Which kernel computes attention (gin: vlm.layers.attention_implementation.name):
@@ -148,11 +190,13 @@ def attention_implementation(name: str = "auto") -> str:
   return name
 
 
-def _resolved_implementation(dtype) -> str:
+def attention_kernel(dtype, platform: str | None = None) -> str:
+  """The kernel attention runs for inputs of `dtype` on `platform` ('cpu' | 'gpu' | 'tpu'; default: JAX's
+  default backend) under `attention_implementation`: 'auto' resolved."""
   name = attention_implementation()
   if name == "auto":
     half = jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
-    return "cudnn" if half and jax.default_backend() == "gpu" else "reference"
+    return "cudnn" if half and (platform or jax.default_backend()) == "gpu" else "reference"
   return name
 
 
@@ -174,7 +218,7 @@ def dot_product_attention(query: jax.Array, key: jax.Array, value: jax.Array, *,
   Returns:
     [batch, heads, q_len, head_dim] in the query's dtype.
   """
-  implementation = _resolved_implementation(query.dtype)
+  implementation = attention_kernel(query.dtype)
   if implementation != "reference":
     q, k, v = (jnp.swapaxes(x, 1, 2) for x in (query, key, value))  # jax.nn's [batch, len, heads, head_dim]
     out = jax.nn.dot_product_attention(q, k, v, bias=None if bias is None else bias.astype(query.dtype),
@@ -187,8 +231,33 @@ def dot_product_attention(query: jax.Array, key: jax.Array, value: jax.Array, *,
     logits = logits + bias.astype(jnp.float32)
   if mask is not None:
     logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
-  weights = jax.nn.softmax(logits, axis=-1).astype(value.dtype)
-  return jnp.einsum("bhqk,bhkd->bhqd", weights, value)
+  return jnp.einsum("bhqk,bhkd->bhqd", softmax(logits, value.dtype), value)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def softmax(logits: jax.Array, dtype) -> jax.Array:
+  """Softmax over the last axis, computed in float32 and returned in `dtype` (the values' dtype).
+
+  Its backward keeps only those `dtype` probabilities, which the probabilities-times-values product keeps
+  anyway, and computes d logits = p * (g - sum(g * p)) in float32 from them. Autodiff of jax.nn.softmax on
+  float32 logits keeps its float32 exponentials besides: [batch, heads, q_len, kv_len] at 4 bytes an element
+  in every layer, 3x the bfloat16 probabilities. In float32 the two are the same computation.
+  """
+  return jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(dtype)
+
+
+def _softmax_fwd(logits, dtype):
+  probabilities = softmax(logits, dtype)
+  return probabilities, probabilities
+
+
+def _softmax_bwd(dtype, probabilities, grad):
+  del dtype
+  p, g = probabilities.astype(jnp.float32), grad.astype(jnp.float32)
+  return (p * (g - jnp.sum(g * p, axis=-1, keepdims=True)),)
+
+
+softmax.defvjp(_softmax_fwd, _softmax_bwd)
 
 
 class HeadsProjection(nn.Module):
@@ -328,7 +397,9 @@ class MlpBlock(nn.Module):
     embed = x.shape[-1]
     kw = dict(use_bias=self.use_bias, dtype=self.dtype, param_dtype=self.param_dtype)
     h = dense(self.mlp_dim, ("embed", "mlp"), name="Dense_0", **kw)(x)
-    h = constrain(self.activation(h), ("batch", "length", "mlp"))
+    # The activation is recomputed in the backward pass from its input, which the first product's backward
+    # keeps anyway: autodiff of tanh-GELU keeps five [batch, len, mlp] intermediates (its output among them).
+    h = constrain(jax.checkpoint(self.activation)(h), ("batch", "length", "mlp"))
     return dense(embed, ("mlp", "embed"), name="Dense_1", **kw)(h)
 
 
@@ -344,16 +415,16 @@ class GatedMlp(nn.Module):
     """x: [batch, length, embed] -> same shape."""
     kw = dict(use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype,
               kernel_init=nn.initializers.variance_scaling(1.0, "fan_in", "normal"))
-    gate = self.activation(dense(self.mlp_dim, ("embed", "mlp"), name="wi_0", **kw)(x))
-    h = constrain(gate * dense(self.mlp_dim, ("embed", "mlp"), name="wi_1", **kw)(x), ("batch", "length", "mlp"))
+    gated = jax.checkpoint(lambda a, b: self.activation(a) * b)  # see MlpBlock
+    h = gated(dense(self.mlp_dim, ("embed", "mlp"), name="wi_0", **kw)(x),
+              dense(self.mlp_dim, ("embed", "mlp"), name="wi_1", **kw)(x))
+    h = constrain(h, ("batch", "length", "mlp"))
     return dense(x.shape[-1], ("mlp", "embed"), name="wo", **kw)(h)
 
 
 def rms_norm(eps: float = 1e-6, *, dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32,
-             name: str | None = None) -> nn.RMSNorm:
-  """T5's LayerNorm: x / rms(x) * scale, no mean subtraction, no bias; statistics in float32."""
-  return nn.RMSNorm(epsilon=eps, dtype=dtype, param_dtype=param_dtype,
-                    scale_init=with_axes(nn.initializers.ones, ("embed",)), name=name)
+             name: str | None = None) -> RMSNorm:
+  return RMSNorm(eps=eps, dtype=dtype, param_dtype=param_dtype, name=name)
 
 
 def embed(num_embeddings: int, features: int, *, dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32,
@@ -428,8 +499,6 @@ class EncoderBlock(nn.Module):
     """x: [batch, length, embed]; mask: optional boolean [batch, 1, 1, length] over keys."""
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     x = constrain(x, ("batch", "length", "embed"))
-    if not self.scanned:  # a scan's loop already cuts the gradient chain at each block
-      x = materialize_gradient(x)
     y = layer_norm(self.eps, name="LayerNorm_0", **kw)(x)
     y = MultiHeadAttention(self.num_heads, x.shape[-1], name="MultiHeadDotProductAttention_0", **kw)(
         y, y, mask=mask)
@@ -445,7 +514,7 @@ class Encoder(nn.Module):
 
   With `scan`, the blocks are one `nn.scan` over a stacked parameter tree (leading axis 'layers'): compile
   time stays flat in depth, which a 48-layer ViT-G needs. `remat` recomputes each block's activations in the
-  backward pass ('none' | 'full' | 'dots' saves matmul outputs only).
+  backward pass, keeping what its policy names (REMAT_POLICIES: 'none', 'full', 'dots', ...).
   """
   depth: int
   mlp_dim: int
@@ -478,10 +547,17 @@ class Encoder(nn.Module):
     return layer_norm(self.eps, name="encoder_norm", dtype=self.dtype, param_dtype=self.param_dtype)(x)
 
 
+# What a rematerialised block keeps for its backward; the rest is recomputed ('none': keep everything).
 _REMAT_POLICIES = {
-    "full": None,  # save nothing
-    "dots": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+    "full": None,  # keep nothing but the block's input
+    "dots": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,  # projections and MLP products
+    # ... and the attention's batched products too (q.k logits, probabilities.v): the [heads, len, len] logits
+    # are kept, so this trades the most memory for the least recomputation.
+    "dots_with_batch": jax.checkpoint_policies.checkpoint_dots,
+    # 'dots', but kept in host memory (pinned), copied back for the backward: device memory as 'full'.
+    "offload_dots": jax.checkpoint_policies.offload_dot_with_no_batch_dims("device", "pinned_host"),
 }
+REMAT_POLICIES = ("none", *_REMAT_POLICIES)
 
 
 def remat_block(block_cls: type[nn.Module], remat: str, under_scan: bool = False) -> type[nn.Module]:
@@ -489,6 +565,6 @@ def remat_block(block_cls: type[nn.Module], remat: str, under_scan: bool = False
   if remat == "none":
     return block_cls
   if remat not in _REMAT_POLICIES:
-    raise ValueError(f"remat={remat!r} is not one of 'none', {', '.join(map(repr, _REMAT_POLICIES))}")
+    raise ValueError(f"remat={remat!r} is not one of {', '.join(map(repr, REMAT_POLICIES))}")
   # Under scan the loop already stops XLA from CSE-ing the recomputation away; the barrier only costs.
   return nn.remat(block_cls, policy=_REMAT_POLICIES[remat], prevent_cse=not under_scan)

@@ -15,21 +15,25 @@ else).
 
 Estimated: activations, for one train step, per device. Notation: b sequences per device (global batch x
 frames / data), T tokens per sequence, S encoder positions a decoder layer cross-attends to, D width, F MLP
-width, h heads x d head_dim, c bytes of the compute dtype, p = 4 + c bytes per attention probability (the
-float32 softmax output the backward reads plus its compute-dtype copy for the probs x values matmul; 4 when c
-is 4). A tensor whose logical axis is heads, mlp or vocab is divided by the 'model' axis (M below); batch by
-'data'; embed by 'model' only with activation_partitioning_dims=2.
+width, h heads x d head_dim, c bytes of the compute dtype, p = c bytes per attention probability (the
+probabilities the probs x values matmul and `layers.softmax`'s backward both read; 0 with a fused kernel,
+which keeps only float32 softmax statistics per query: `fused_attention`). A tensor whose logical axis is
+heads, mlp or vocab is divided by the 'model' axis (M below); batch by 'data'; embed by 'model' only with
+activation_partitioning_dims=2.
   no remat, per layer:  c*b*T*(r*D + 4*h*d/M + m*F/M) + p*b*h*T*T/M
       r = 4 residual-width tensors (block input, its norm, the sum after attention, its norm; 6 in a decoder
       layer), 4 head tensors (q, k, v, the attention context), m = 2 MLP hidden tensors (pre/post activation;
-      4 for a gated MLP: both branches, the activation, the product): the tensors Korthikanti et al. (2022)
-      count for a layer without dropout, the softmax kept in float32 as this code computes it. A decoder layer
-      adds its cross-attention: c*b*(2*T + 2*S)*h*d/M + p*b*h*T*S/M. Without remat the backward also reads the
+      3 for a gated MLP: both branches and their product): the tensors Korthikanti et al. (2022) count for a
+      layer without dropout. The norms keep only their input and two float32 statistics per token
+      (`layers.normalize`); the activations are recomputed from their inputs (`layers.MlpBlock`). A decoder
+      layer adds its cross-attention: c*b*(2*T + 2*S)*h*d/M + p*b*h*T*S/M. Without remat the backward also reads the
       compute-dtype copy of each weight (sharded like the weight) when c is narrower than the parameters.
   remat 'full', per layer: the layer input, c*b*T*D; the layer's no-remat set is rebuilt during its backward,
       so the peak adds that of the largest layer once (counted for 'dots' too: an upper bound).
   remat 'dots': the layer input, q/k/v, the matmul outputs that return to width D (attention output, MLP
       output) and the MLP's first matmul outputs; attention logits and elementwise results are recomputed.
+  remat 'dots_with_batch': 'dots' and the attention's batched products: the c-byte logits and the context.
+  remat 'offload_dots': 'dots' kept in host memory: on the device, as 'full' (the host's share is not counted).
   per stack: layers x saved + 2 residual tensors (the final norm's input and output).
   peak = sum over stacks + the largest layer's recompute + one layer's weights gathered over 'data' and cast
       to c + the logits (float32 logits, log-softmax and gradient: 12 bytes, plus c, per batch x target x
@@ -39,9 +43,9 @@ the gradients take two buffers: the running sum and the slice's own.
 Memory per device = parameters + optimizer state + gradients + that peak. Not counted: the optimizer's update
 temporaries, collective buffers, layout copies, fragmentation, the SigLIP loss's b x b logits, the MAP head,
 and on GPUs the 25% XLA leaves unallocated by default (XLA_PYTHON_CLIENT_MEM_FRACTION). Against XLA:CPU's
-compiled tiny PaLI step the whole estimate is 0.70x (batch 16) and 0.60x (batch 64): XLA:CPU keeps more
-elementwise intermediates (softmax, GELU, SiLU) alive than the model counts (README, "Planning a real PaLI-3
-run"). Keep headroom accordingly.
+compiled tiny PaLI step the whole estimate is 0.93x (batch 16) and 0.81x (batch 64): XLA:CPU keeps some
+elementwise intermediates alive that the model does not count (README, "Planning a real PaLI-3 run"). Keep
+headroom accordingly.
 
 FLOPs (analytic, per step). Matmuls: every kernel W counts 2*|W| per token it multiplies (ViT kernels: visual
 tokens; the projection: visual tokens; UL2 encoder kernels: visual + prompt tokens; decoder kernels: target
@@ -50,7 +54,7 @@ projection: target tokens). Attention: 4*h*d*T*(T + S) per layer and sequence (q
 decoder computes its full T x T). Backward = 2 x forward (input and weight gradients), less what frozen
 parameters skip: their weight gradients, and a frozen tower ahead of every trained parameter (stage 1's ViT)
 runs forward only (no backward, no recompute, nothing saved for a backward). Recompute: remat 'full' repeats
-a stack's layer forward, 'dots' its attention part. Train step = forward + backward as the trainer runs them.
+a stack's layer forward, 'dots' and 'offload_dots' its attention part, 'dots_with_batch' nothing. Train step = forward + backward as the trainer runs them.
 """
 
 from __future__ import annotations
@@ -71,6 +75,7 @@ import jax.numpy as jnp
 
 from encoders import siglip
 from vlm import gin_cli
+from vlm import layers
 from vlm import model as pali
 from vlm import optim
 from vlm import partitioning
@@ -105,6 +110,7 @@ class Stack:
   remat: str
   dtype_bytes: int  # compute dtype
   cross_length: int = 0  # encoder positions each layer cross-attends to (a decoder)
+  fused_attention: bool = False  # a flash kernel: no [len, keys] probabilities kept (`plan(fused_attention=)`)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -357,7 +363,8 @@ class Sharder:
 # ------------------------------------------------------------------------------------------------ plan
 
 def plan(model: Any, *, batch_size: int, feature_lengths: dict[str, int], partitioner: partitioning.Partitioner,
-         optimizer: Any, frozen_params: str | None = None, frames: int = 1, microbatches: int = 1) -> Plan:
+         optimizer: Any, frozen_params: str | None = None, frames: int = 1, microbatches: int = 1,
+         fused_attention: bool = False) -> Plan:
   """Plans one train step of `model` as `vlm.trainer.train` would run it, on a virtual mesh.
 
   Args:
@@ -369,6 +376,8 @@ def plan(model: Any, *, batch_size: int, feature_lengths: dict[str, int], partit
     frozen_params: the trainer's regex over parameter paths.
     frames: images per example (PaLI).
     microbatches: the trainer's gradient accumulation: slices of the batch run one after the other.
+    fused_attention: half-precision stacks attend through a flash kernel, as `layers.attention_implementation`
+      'auto' does on a GPU (`uses_fused_attention`).
   """
   # The checks vlm.trainer.train makes, with its words: a batch of 0 would otherwise plan (and fit).
   trainer._check_counts(BATCH_SIZE=batch_size, microbatches=microbatches,  # pylint: disable=protected-access
@@ -379,6 +388,9 @@ def plan(model: Any, *, batch_size: int, feature_lengths: dict[str, int], partit
                      f"{microbatches}; the trainer refuses it")
   slice_size = batch_size // microbatches
   geo = geometry(model, feature_lengths, batch_size, frames)
+  if fused_attention:
+    geo = dataclasses.replace(geo, stacks=tuple(dataclasses.replace(s, fused_attention=s.dtype_bytes < 4)
+                                                for s in geo.stacks))
   sharder = Sharder(partitioner)
   init_batch = {k: jax.ShapeDtypeStruct((1,) + v.shape[1:], v.dtype) for k, v in geo.batch.items()}
   boxed = jax.eval_shape(model.init_variables, jax.random.key(0), init_batch)["params"]
@@ -501,7 +513,9 @@ def _flops(geo: Geometry, arrays, batch_size: int, trainable, forward_only: list
   def recompute(stack: Stack) -> float:
     if stack.remat == "none":
       return 0.0
-    if stack.remat == "dots":  # the projections are saved; the q.k and probs.v matmuls are not
+    if stack.remat == "dots_with_batch":  # every matmul output is saved
+      return 0.0
+    if stack.remat in ("dots", "offload_dots"):  # the projections are saved; the q.k and probs.v matmuls are not
       return _attention_flops(stack)
     return _attention_flops(stack) + sum(f for p, f in matmul.items() if re.fullmatch(stack.layer_params, p))
 
@@ -530,10 +544,11 @@ class _Tensor:
 
 
 def _probs(stack: Stack, n: int, keys: int) -> list[_Tensor]:
-  """The softmax output the backward reads (float32), and its compute-dtype copy for probs x values."""
-  shape = (n, stack.heads, stack.length, keys)
-  compute_copy = [_Tensor(1, shape, PROBS, stack.dtype_bytes)] if stack.dtype_bytes < 4 else []
-  return [_Tensor(1, shape, PROBS, 4)] + compute_copy
+  """What an attention keeps of its softmax: the compute-dtype probabilities, or a fused kernel's float32
+  log-sum-exp per query."""
+  if stack.fused_attention:
+    return [_Tensor(1, (n, stack.heads, stack.length), PROBS[:3], 4)]
+  return [_Tensor(1, (n, stack.heads, stack.length, keys), PROBS, stack.dtype_bytes)]
 
 
 def _layer_tensors(stack: Stack, n: int) -> list[_Tensor]:
@@ -545,7 +560,7 @@ def _layer_tensors(stack: Stack, n: int) -> list[_Tensor]:
 
   out = [_Tensor(6 if s.cross_length else 4, (n, s.length, s.width), RESID, c),
          _Tensor(4, heads(s.length), HEADS, c),
-         _Tensor(4 if s.gated else 2, (n, s.length, s.mlp_dim), HIDDEN, c)] + _probs(s, n, s.length)
+         _Tensor(3 if s.gated else 2, (n, s.length, s.mlp_dim), HIDDEN, c)] + _probs(s, n, s.length)
   if s.cross_length:  # cross-attention: q and context over the targets, k and v over the encoder
     out += [_Tensor(2, heads(s.length), HEADS, c), _Tensor(2, heads(s.cross_length), HEADS, c)]
     out += _probs(s, n, s.cross_length)
@@ -558,11 +573,15 @@ def _saved_tensors(stack: Stack, n: int) -> list[_Tensor]:
   if s.remat == "none":
     return _layer_tensors(s, n)
   saved = [_Tensor(1, (n, s.length, s.width), RESID, c)]  # the layer input
-  if s.remat == "dots":  # matmul outputs without batch dimensions: projections and MLP, not q.k / probs.v
-    attentions = 2 if s.cross_length else 1
+  attentions = 2 if s.cross_length else 1
+  if s.remat in ("dots", "dots_with_batch"):  # matmul outputs without batch dimensions: projections and MLP
     saved += [_Tensor(1 + attentions, (n, s.length, s.width), RESID, c),
               _Tensor(3 * attentions, (n, s.heads, s.length, s.head_dim), HEADS, c),
               _Tensor(2 if s.gated else 1, (n, s.length, s.mlp_dim), HIDDEN, c)]
+  if s.remat == "dots_with_batch":  # ... and q.k (the logits) and probs.v (the context) of each attention
+    for keys in (s.length, s.cross_length)[:attentions]:
+      saved += [_Tensor(1, (n, s.heads, s.length, keys), PROBS, c),
+                _Tensor(1, (n, s.heads, s.length, s.head_dim), HEADS, c)]
   return saved
 
 
@@ -600,7 +619,8 @@ def _activations(geo: Geometry, sharder: Sharder, arrays, axes, batch_size: int,
     dtype = {2: "bf16", 4: "fp32"}.get(stack.dtype_bytes, f"{stack.dtype_bytes} B")
     tokens = f"{stack.length:,}" + (f" (x {stack.cross_length:,} cross)" if stack.cross_length else "")
     frames = f" x {stack.sequences} frames" if stack.sequences > 1 else ""
-    what = f"{stack.name}: {stack.layers} layers x {tokens} tokens{frames}, {dtype}"
+    fused = ", flash attention" if stack.fused_attention else ""
+    what = f"{stack.name}: {stack.layers} layers x {tokens} tokens{frames}, {dtype}{fused}"
     if stack in forward_only:
       output = _Tensor(1, (batch_size * stack.sequences, stack.length, stack.width), RESID, stack.dtype_bytes)
       rows.append((f"{what}, frozen: forward only, its output", _bytes(sharder, [output])))
@@ -716,8 +736,11 @@ def _resolve(value: Any) -> Any:
   return copy.deepcopy(value)
 
 
-def plan_from_gin(mesh: dict[str, int], frames: int = 1) -> tuple[list[Plan], list[tuple[str, str]]]:
+def plan_from_gin(mesh: dict[str, int], frames: int = 1, device: str | None = None
+                  ) -> tuple[list[Plan], list[tuple[str, str]]]:
   """Plans the run the parsed gin config describes (what `vlm.trainer.train` would get), with its header.
+
+  device: a DEVICES name; on a GPU, half-precision attention is planned as the fused kernel it runs.
 
   One plan per combination of feature lengths the run draws per step (a NaFlex run's patch budgets,
   tasks.pipeline), smallest first; one plan for fixed lengths.
@@ -744,11 +767,13 @@ def plan_from_gin(mesh: dict[str, int], frames: int = 1) -> tuple[list[Plan], li
   rules_text = ("the gin config's logical_axis_rules" if part.get("logical_axis_rules") else
                 f"parameter_partitioning_dims={dims[0]}{' (FSDP)' if dims[0] == 2 else ''}, "
                 f"activation_partitioning_dims={dims[1]}")
+  fused = device is not None and DEVICES[device].kind.startswith("NVIDIA") and layers.attention_kernel(
+      jnp.bfloat16, "gpu") == "cudnn"
   choices = [dict(zip(lengths, combo)) for combo in itertools.product(
       *(sorted(v) if isinstance(v, (tuple, list)) else (v,) for v in lengths.values()))]
   results = [plan(model, batch_size=batch_size, feature_lengths=choice, partitioner=partitioner,
                   optimizer=factory(learning_rate=_resolve(bindings["learning_rate"])), frozen_params=frozen,
-                  frames=frames, microbatches=microbatches) for choice in choices]
+                  frames=frames, microbatches=microbatches, fused_attention=fused) for choice in choices]
   if part.get("num_partitions", 1) != mesh["model"]:
     results[-1].warnings.append(f"the gin config's NUM_PARTITIONS is {part.get('num_partitions', 1)}; planned with "
                                 f"model={mesh['model']} as --mesh says (pass --gin.NUM_PARTITIONS={mesh['model']} "
@@ -831,7 +856,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     mesh = parse_mesh(args.mesh)
   with gin_cli.user_errors(args.debug):
     memory = device_memory(args.device, args.device_memory)
-    results, header = plan_from_gin(mesh, args.frames)
+    results, header = plan_from_gin(mesh, args.frames, args.device)
   print(report(results[-1], [("run", " ".join(args.gin_file))] + header, memory, args.device))
   if len(results) > 1:
     print(per_lengths_report(results, memory))

@@ -53,7 +53,7 @@ class UL2Config:
   scale_decoder_outputs: bool = False  # x d_model^-0.5 before the logits (original T5, with tied embeddings)
   eps: float = 1e-6
   dtype: str = "float32"  # compute dtype; parameters stay float32
-  remat: str = "none"  # 'none' | 'full' | 'dots', per layer
+  remat: str = "none"  # per layer: one of layers.REMAT_POLICIES
   scan: bool = False  # each stack one nn.scan over its layers (parameters stacked along 'layers'): compile
                       # time flat in depth
   eos_id: int = EOS_ID  # where decoding stops (HF's eos_token_id)
@@ -109,7 +109,7 @@ def _attention(cfg: UL2Config, name: str | None = None) -> layers.MultiHeadAtten
                                    scale_logits=False, dtype=cfg.dtype, name=name)
 
 
-def _norm(cfg: UL2Config, name: str | None = None) -> nn.RMSNorm:
+def _norm(cfg: UL2Config, name: str | None = None) -> layers.RMSNorm:
   return layers.rms_norm(cfg.eps, dtype=cfg.dtype, name=name)
 
 
