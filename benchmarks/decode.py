@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import transformers
 
-from timing import best_times  # benchmarks/timing.py (scripts run from this folder)
+from timing import best_times, parse_args  # benchmarks/timing.py (scripts run from this folder)
 from vlm import decoding
 from vlm import ul2
 
@@ -50,10 +50,7 @@ def main():
   p.add_argument("--batches", default="1,8")
   p.add_argument("--repeats", type=int, default=5)
   p.add_argument("--steps", action="store_true", help="also time one decode step and its matmuls alone")
-  p.add_argument("--attention", default="auto", help="vlm.layers.attention_implementation: auto | reference | xla")
-  args = p.parse_args()
-  import gin  # pylint: disable=import-outside-toplevel
-  gin.bind_parameter("vlm.layers.attention_implementation.name", args.attention)
+  args = parse_args(p)
   torch.set_num_threads(os.cpu_count())
   hf = hf_t5_small()
   with tempfile.TemporaryDirectory() as directory:

@@ -25,7 +25,7 @@ import transformers
 
 from encoders import siglip
 from encoders import vit as vit_lib
-from timing import best_times, machine  # benchmarks/timing.py (scripts run from this folder)
+from timing import best_times, machine, parse_args  # benchmarks/timing.py (scripts run from this folder)
 from vlm import checkpoints
 from vlm import host_memory
 
@@ -63,11 +63,8 @@ def main():
   p.add_argument("--repeats", type=int, default=5)
   p.add_argument("--skip_train", action="store_true")
   p.add_argument("--train_scan", type=int, default=0, help="scan over layers in the train step (1/0)")
-  p.add_argument("--train_remat", default="none", help="remat policy of the train step: none | dots | full")
-  p.add_argument("--attention", default="auto", help="vlm.layers.attention_implementation: auto | reference | xla")
-  args = p.parse_args()
-  import gin  # pylint: disable=import-outside-toplevel
-  gin.bind_parameter("vlm.layers.attention_implementation.name", args.attention)
+  p.add_argument("--train_remat", default="none", help="remat policy of the train step: one of vlm.layers.REMAT_POLICIES")
+  args = parse_args(p)
   reused = host_memory.reuse_freed_memory()
   torch.set_num_threads(os.cpu_count())
 

@@ -1,10 +1,14 @@
 """One accelerator's performance table: SigLIP train steps, tower forwards against HF, PaLI steps, decoding.
 
 Sections (each prints its rows as it finishes; `--sections` picks some):
+  numerics the attention kernel this device runs for bf16 (`vlm.layers.attention_kernel`: cuDNN flash on a
+           GPU) against the float32 reference, outputs and gradients, with T5's bias and padding / causal masks,
+           beside the bf16 reference path's own error: the kernel passes when it is within 2x of it
   siglip   the project's SigLIP train step (vlm.trainer.build_step_functions: both towers, 64 text tokens, 32k
            vocabulary, sigmoid loss, AdamW; bf16 compute, fp32 parameters, layers scanned) for ViT-B/16, L/16
-           and So400m/14 at 224 px and So400m/14 at 378 px (the "384" checkpoint's 27 x 27 patches), and L/16 under every remat policy: step time,
-           images/s, MFU, and vlm.plan's memory estimate against the compiled step's memory_analysis
+           and So400m/14 at 224 px and So400m/14 at 378 px (the "384" checkpoint's 27 x 27 patches), and L/16
+           under every remat policy: step time, images/s, MFU, and vlm.plan's memory estimate against the
+           compiled step's memory_analysis
   forward  the same image towers' forward, ours (jitted, bf16) against HF transformers' SiglipVisionModel on
            torch (bf16 weights, SDPA attention), images/s each and the ratio
   pali     a PaLI train step: So400m/14 + a UL2 of 1.1B (d_model 1536, 16 + 16 layers, 32k vocabulary) at
@@ -18,10 +22,11 @@ because the traced one (vlm.mfu.model_flops_per_step) sees no FLOPs inside a fus
 Attention runs through `vlm.layers.attention_implementation` (default 'auto': cuDNN flash attention on a
 GPU for bf16); `--attention reference` measures the unfused path.
 
-  python benchmarks/gpu_suite.py [--sections siglip,forward,pali,decode] [--steps 5]
+  python benchmarks/gpu_suite.py [--sections numerics,siglip,forward,pali,decode] [--steps 5]
   python benchmarks/gpu_suite.py --smoke   # every section at toy sizes, one step: checks the script on a CPU
 
-A configuration that does not fit in the device's memory prints 'out of memory' and the suite goes on.
+A configuration that does not fit in the device's memory prints 'out of memory' and the suite goes on; one
+that fails otherwise prints the error's first line, the suite goes on, and it exits 1 at the end.
 """
 
 from __future__ import annotations
@@ -46,17 +51,19 @@ import numpy as np
 from encoders import siglip
 from encoders import text as text_lib
 from encoders import vit as vit_lib
-from timing import best_times, machine  # benchmarks/timing.py (scripts run from this folder)
+from timing import best_times, machine, parse_args  # benchmarks/timing.py (scripts run from this folder)
 from vlm import layers, mfu, optim, partitioning, plan, trainer, ul2
 from vlm import model as pali
 
 GIB = 2 ** 30
 TEXT_TOKENS, VOCAB = 64, 32_000
+SECTIONS = ("numerics", "siglip", "forward", "pali", "decode")
 
 
 @dataclasses.dataclass(frozen=True)
 class Sizes:
   """What each section runs: full size on an accelerator, toy sizes with --smoke."""
+  attention: tuple[int, int, int, int]  # [batch, heads, length, head_dim] of the numerics check
   siglip: tuple[tuple[str, int, int, str], ...]  # (variant, image size, batch, remat)
   forward: tuple[tuple[str, int, int], ...]  # (variant, image size, batch)
   pali: tuple[tuple[str, int, int, str], ...]  # (ViT variant, image size, batch, remat)
@@ -68,6 +75,7 @@ class Sizes:
 
 
 FULL = Sizes(
+    attention=(4, 16, 256, 64),
     siglip=(("B/16", 224, 512, "dots"), ("L/16", 224, 256, "none"), ("L/16", 224, 256, "dots"),
             ("L/16", 224, 256, "dots_with_batch"), ("L/16", 224, 256, "full"), ("L/16", 224, 256, "offload_dots"),
             ("So400m/14", 224, 256, "dots"), ("So400m/14", 378, 64, "dots")),
@@ -79,7 +87,8 @@ FULL = Sizes(
     decode_batches=(1, 32), decode_lengths=(64, 64))
 
 SMOKE = Sizes(
-    siglip=(("pico/8", 32, 4, "none"), ("pico/8", 32, 4, "dots_with_batch"), ("pico/8", 32, 4, "offload_dots")),
+    attention=(2, 2, 16, 8),
+    siglip=(("pico/8", 32, 4, "none"), ("pico/8", 32, 4, "offload_dots")),
     forward=(("pico/8", 32, 4),),
     pali=(("pico/8", 32, 2, "full"),),
     ul2=dict(ul2.SIZES["pico"]),
@@ -91,19 +100,15 @@ SMOKE = Sizes(
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0],
                               formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-  p.add_argument("--sections", default="siglip,forward,pali,decode", help="comma-separated, of the four above")
+  p.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated, of the five above")
   p.add_argument("--steps", type=int, default=5, help="timed steps (or calls) per configuration, after one warm-up")
   p.add_argument("--dtype", default="bfloat16", help="compute dtype of every model")
-  p.add_argument("--attention", default="auto", help="vlm.layers.attention_implementation: auto | reference | "
-                                                     "xla | cudnn")
   p.add_argument("--smoke", action="store_true", help="toy sizes and one step: checks the script, not the device")
-  args = p.parse_args(argv)
+  args = parse_args(p, argv)
   sections = args.sections.split(",")
-  unknown = set(sections) - {"siglip", "forward", "pali", "decode"}
+  unknown = set(sections) - set(SECTIONS)
   if unknown:
-    p.error(f"--sections: unknown section(s) {', '.join(sorted(unknown))}; choose from siglip, forward, pali, decode")
-  import gin  # pylint: disable=import-outside-toplevel
-  gin.bind_parameter("vlm.layers.attention_implementation.name", args.attention)
+    p.error(f"--sections: unknown section(s) {', '.join(sorted(unknown))}; choose from {', '.join(SECTIONS)}")
   sizes, steps = (SMOKE, 1) if args.smoke else (FULL, args.steps)
   device = jax.devices()[0]
   peak = mfu.device_peak_flops(device.device_kind)
@@ -111,6 +116,16 @@ def main(argv=None):
         f"{time.strftime('%Y-%m-%d')}; compute {args.dtype}, attention {args.attention}"
         + (f", peak {peak / 1e12:.0f} TFLOP/s" if peak else ", no peak FLOP/s known: no MFU"), flush=True)
   start = time.perf_counter()
+  if "numerics" in sections:
+    kernel = layers.attention_kernel(jnp.bfloat16)
+    if kernel == "reference" and args.smoke:
+      kernel = "xla"  # a CPU has no fused kernel; check the comparison itself on jax.nn's XLA one
+    _section(f"attention numerics, bf16 '{kernel}' and bf16 'reference' against fp32 'reference' (max |error| / "
+             "max |value|)", ("out", "grads", "ref out", "ref grads", "verdict"))
+    for causal in (False, True):
+      _row(f"[{sizes.attention[0]}, {sizes.attention[1]} heads, {sizes.attention[2]}, {sizes.attention[3]}], "
+           f"T5 bias, {'causal + padding' if causal else 'padding'} mask",
+           lambda: _numerics_row(kernel, causal, sizes.attention, args.attention))
   if "siglip" in sections:
     _section("SigLIP train step", ("step ms", "img/s", "TFLOP/s", "MFU", "plan GiB", "XLA GiB", "plan/XLA"))
     for variant, size, batch, remat in sizes.siglip:
@@ -135,7 +150,10 @@ def main(argv=None):
       _row(f"T5 {sizes.t5['d_model']} x {sizes.t5['num_layers']}+{sizes.t5['num_decoder_layers']}, batch {batch}, "
            f"{sizes.decode_lengths[0]} in / {sizes.decode_lengths[1]} new",
            lambda: _decode_row(sizes.t5, batch, *sizes.decode_lengths, args.dtype, steps))
-  print(f"\nsuite: {time.perf_counter() - start:.0f} s", flush=True)
+  print(f"\nsuite: {time.perf_counter() - start:.0f} s" + (f", {len(FAILED)} configuration(s) failed" if FAILED
+                                                               else ""), flush=True)
+  if FAILED:
+    sys.exit(1)
 
 
 # ------------------------------------------------------------------------------------------------ output
@@ -144,15 +162,60 @@ def _section(title: str, columns: tuple[str, ...]):
   print(f"\n{title}\n{'configuration':<52}" + "".join(f"{c:>11}" for c in columns), flush=True)
 
 
+FAILED: list[str] = []
+
+
 def _row(label: str, measure: Callable[[], tuple[str, ...]]):
-  """Prints label and measure()'s cells; a configuration out of device memory prints so and the suite goes on."""
+  """Prints label and measure()'s cells. A configuration out of device memory prints so; one that fails
+  otherwise prints its error's first line and is counted (the exit status); the suite goes on either way."""
   try:
     cells = measure()
-  except Exception as e:  # pylint: disable=broad-except  (XlaRuntimeError, torch.OutOfMemoryError)
-    if "RESOURCE_EXHAUSTED" not in str(e) and "out of memory" not in str(e).lower():
-      raise
-    cells = ("out of memory",)
+  except Exception as e:  # pylint: disable=broad-except  (XlaRuntimeError, torch.OutOfMemoryError, ...)
+    message = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+    if "RESOURCE_EXHAUSTED" in message or "out of memory" in message.lower():
+      cells = ("out of memory",)
+    else:
+      FAILED.append(label)
+      cells = ("  failed: " + message[:200],)
   print(f"{label:<52}" + "".join(f"{c:>11}" for c in cells), flush=True)
+
+
+# ------------------------------------------------------------------------------------------------ numerics
+
+def _numerics_row(kernel: str, causal: bool, shape: tuple[int, int, int, int], default: str) -> tuple[str, ...]:
+  """Relative errors of `kernel` and of the reference path, both in bf16, against the fp32 reference."""
+  import gin  # pylint: disable=import-outside-toplevel
+  b, h, t, d = shape
+  rng = np.random.default_rng(0)
+  q, k, v, probe = (jnp.asarray(rng.normal(size=(b, h, t, d)), jnp.float32) for _ in range(4))
+  bias = jnp.asarray(rng.normal(size=(1, h, t, t)), jnp.float32)  # T5's relative-position bias: per head
+  mask = jnp.asarray(rng.random((b, 1, 1, t)) > 0.2).at[:, :, :, 0].set(True)  # padding, never a whole row
+  if causal:
+    mask = mask & jnp.tril(jnp.ones((t, t), bool))
+
+  def run(name: str, dtype) -> list[jax.Array]:
+    gin.bind_parameter("vlm.layers.attention_implementation.name", name)
+    try:
+      def loss(q, k, v):
+        out = layers.dot_product_attention(q.astype(dtype), k.astype(dtype), v.astype(dtype), bias=bias,
+                                           mask=mask, scale=d ** -0.5)
+        return jnp.sum(out.astype(jnp.float32) * probe), out
+      (_, out), grads = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True))(q, k, v)
+      return [out.astype(jnp.float32), *grads]
+    finally:
+      gin.bind_parameter("vlm.layers.attention_implementation.name", default)
+
+  def errors(xs, refs):
+    rel = [float(jnp.max(jnp.abs(x - r)) / jnp.max(jnp.abs(r))) for x, r in zip(xs, refs)]
+    return rel[0], max(rel[1:])
+
+  truth = run("reference", jnp.float32)
+  out, grads = errors(run(kernel, jnp.bfloat16), truth)
+  ref_out, ref_grads = errors(run("reference", jnp.bfloat16), truth)
+  ok = out <= 2 * ref_out + 1e-3 and grads <= 2 * ref_grads + 1e-3
+  if not ok:
+    FAILED.append(f"{kernel} numerics")
+  return f"{out:.1e}", f"{grads:.1e}", f"{ref_out:.1e}", f"{ref_grads:.1e}", "ok" if ok else "TOO FAR"
 
 
 # ------------------------------------------------------------------------------------------------ train steps

@@ -1,6 +1,8 @@
-"""What every benchmark here shares: the best of several timed repeats (the machine may be shared), and a
-line naming the machine they ran on (ratios between frameworks move with the CPU's vector units)."""
+"""What every benchmark here shares: the best of several timed repeats (the machine may be shared), a line
+naming the machine they ran on (ratios between frameworks move with the CPU's vector units), and the
+--attention switch."""
 
+import argparse
 import os
 import platform
 import time
@@ -41,3 +43,15 @@ def best_times(fns: Sequence[Callable[[], object]], repeats: int) -> list[float]
       fn()
       best[i] = min(best[i], time.perf_counter() - tic)
   return best
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> argparse.Namespace:
+  """The parser's arguments and --attention, which it binds: the kernel every tower's attention runs on."""
+  import gin  # pylint: disable=import-outside-toplevel
+  from vlm import layers  # pylint: disable=import-outside-toplevel
+  parser.add_argument("--attention", default="auto", choices=layers.ATTENTION_IMPLEMENTATIONS,
+                      help="vlm.layers.attention_implementation ('auto': cuDNN flash attention on a GPU for "
+                           "bf16 / fp16, the reference einsums elsewhere)")
+  args = parser.parse_args(argv)
+  gin.bind_parameter("vlm.layers.attention_implementation.name", args.attention)
+  return args

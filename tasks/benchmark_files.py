@@ -71,7 +71,7 @@ def coco_karpathy(path: str, images: str, split: str = "test") -> list[dict]:
   """One example an image of Karpathy's dataset_coco.json split `split`; images at images/filepath/filename."""
   layout = "Karpathy's dataset_coco.json: images [{filepath, filename, split, sentences: [{raw}]}]"
   examples = []
-  records = sources._json_list(sources._load_json(path), "images", path)  # pylint: disable=protected-access
+  records = sources.json_list(sources.load_json(path), "images", path)
   for number, record in enumerate(records):
     where = f"images[{number}]"
     if _field(record, "split", path, where, layout) != split:
@@ -107,7 +107,7 @@ def named_vqa_json(path: str, images: str, image_field: str) -> list[dict]:
   """One example a record of a {"data": [...]} file whose image path (relative to `images`) is the record's
   `image_field`: ST-VQA task 3 ("file_path") and InfographicVQA ("image_local_name"); its answers the references."""
   layout = f'{{"data": [{{"question", "answers", "{image_field}"}}]}}'
-  records = sources._json_list(sources._load_json(path), "data", path)  # pylint: disable=protected-access
+  records = sources.json_list(sources.load_json(path), "data", path)
   for number, record in enumerate(records):
     for field in ("question", "answers", image_field):
       _field(record, field, path, f"data[{number}]", layout)
@@ -116,7 +116,7 @@ def named_vqa_json(path: str, images: str, image_field: str) -> list[dict]:
 
 def chartqa(path: str, images: str) -> list[dict]:
   """One example a record of a ChartQA file; its label the one reference."""
-  data = sources._load_json(path)  # pylint: disable=protected-access
+  data = sources.load_json(path)
   if not isinstance(data, list):
     raise ValueError(f"{path}: expected a json list of ChartQA records [{{imgname, query, label}}]")
   examples = []
@@ -133,7 +133,7 @@ def chartqa(path: str, images: str) -> list[dict]:
 def refcoco(path: str, images: str) -> list[dict]:
   """One example a referring expression of a RefCOCO-style file; the referred box the reference."""
   layout = "[{file_name, bbox: [x, y, w, h], sentences}]"
-  data = sources._load_json(path)  # pylint: disable=protected-access
+  data = sources.load_json(path)
   if not isinstance(data, list):
     raise ValueError(f"{path}: expected a json list of referring expressions {layout}")
   examples = []

@@ -166,6 +166,17 @@ def locca_tasks(rates: Mapping[str, float] = {"caption": 1.0, "refexp": 1.0, "gr
   return _checked_rates("locca_tasks", rates, LOCCA_TASKS)
 
 
+@gin.configurable(module="tasks.registry")
+def locca_max_objects(localisation: int = 3) -> int:
+  """The most objects in a scene of the LocCa decoder's referring-expression and grounded-captioning examples
+  (captioning keeps three). With one, the phrase's object is the only one: its box is read off the image
+  without telling objects apart."""
+  if isinstance(localisation, bool) or not isinstance(localisation, int) or not 1 <= localisation <= scenes.MAX_OBJECTS:
+    raise ValueError(f"tasks.registry.locca_max_objects.localisation={localisation!r}: give an integer from 1 to "
+                     f"{scenes.MAX_OBJECTS}")
+  return localisation
+
+
 STAGE1_RATES: dict[str, float] = {
     "webli_captions_synthetic": 1.0,
     "webli_splitcap_synthetic": 0.5,
@@ -320,7 +331,8 @@ def _locca_pair(seed, split, index, size):
   """A scene, its caption for the image-text loss, and a LocCa task about it (see locca_tasks)."""
   rng = render.example_rng(seed, split, index, _LOCCA_STREAM)
   kind = _draw(locca_tasks(), rng)
-  ex = scene_tasks.example(seed, index, split, "caption" if kind == "caption" else "refexp", size, with_scene=True)
+  ex = scene_tasks.example(seed, index, split, "caption" if kind == "caption" else "refexp", size, with_scene=True,
+                          max_objects=3 if kind == "caption" else locca_max_objects())
   if kind == "caption":
     inputs, targets = "caption en", ex["targets"]
   elif kind == "refexp":

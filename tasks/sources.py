@@ -195,7 +195,7 @@ def _glob(pattern: str | Sequence[str], what: str) -> list[str]:
   return files
 
 
-def _load_json(path: str) -> Any:
+def load_json(path: str) -> Any:
   """A whole json file; a missing or malformed one is an error naming it (a split cannot go on without it)."""
   try:
     with tf.io.gfile.GFile(path, "r") as f:
@@ -692,7 +692,7 @@ def parse_jsonl(files: Sequence[str], images: str, kind: str, source: str, need_
   return examples
 
 
-def _json_list(data: Any, key: str, path: str) -> list:
+def json_list(data: Any, key: str, path: str) -> list:
   """data[key], which must be a list: a file without it is not of the expected format (an error naming it)."""
   if not isinstance(data, dict) or not isinstance(data.get(key), list):
     raise ValueError(f"annotations file {path!r} has no {key!r} list")
@@ -713,10 +713,10 @@ def parse_coco_captions(path: str, images: str, source: str, per_caption: bool, 
   Returns:
     The examples in the file's image order; id = the image id; "captions" always holds all of an image's.
   """
-  data = _load_json(path)
-  listed = _json_list(data, "images", path)
+  data = load_json(path)
+  listed = json_list(data, "images", path)
   # Only an inference split's file (image_info_test) may lack captions altogether.
-  annotations = _json_list(data, "annotations", path) if need_text else data.get("annotations", [])
+  annotations = json_list(data, "annotations", path) if need_text else data.get("annotations", [])
   captions: dict[Any, list[str]] = collections.defaultdict(list)
   for number, annotation in enumerate(annotations if isinstance(annotations, list) else []):
     if not isinstance(annotation, dict):
@@ -759,17 +759,17 @@ def parse_vqav2(questions: str, annotations: str | None, images: str, image_patt
     The examples in question order; id = the question id; the target is the multiple_choice_answer (else the
     most frequent answer); "answers" holds the 10 human answers.
   """
-  question_data = _load_json(questions)
+  question_data = load_json(questions)
   subtype = question_data.get("data_subtype", "") if isinstance(question_data, dict) else ""
   answered = {}  # question id (as a string: a malformed id may be unhashable) -> annotation
   if annotations is not None:
-    for number, annotation in enumerate(_json_list(_load_json(annotations), "annotations", annotations)):
+    for number, annotation in enumerate(json_list(load_json(annotations), "annotations", annotations)):
       if isinstance(annotation, dict) and "question_id" in annotation:
         answered[str(annotation["question_id"])] = annotation
       else:
         _bad_record(source, f"{annotations}: annotation {number}")
   examples = []
-  for number, question in enumerate(_json_list(question_data, "questions", questions)):
+  for number, question in enumerate(json_list(question_data, "questions", questions)):
     if not isinstance(question, dict) or "question_id" not in question:
       _bad_record(source, f"{questions}: question {number}")
       continue
@@ -810,7 +810,7 @@ def parse_vqa_json(path: str, images: str, image_pattern: str | None, source: st
     The examples in file order; id = "question_id" or "questionId"; the target is the most frequent answer.
   """
   examples = []
-  for number, record in enumerate(_json_list(_load_json(path), "data", path)):
+  for number, record in enumerate(json_list(load_json(path), "data", path)):
     if not isinstance(record, dict):
       _bad_record(source, f"{path}: record {number}")
       continue

@@ -20,11 +20,15 @@ def test_every_section_prints_its_rows_at_toy_sizes():
   result = run_suite("--smoke")
   assert result.returncode == 0, result.stderr[-3000:]
   out = result.stdout
-  for header in ("SigLIP train step", "image tower forward", "PaLI train step", "greedy decoding"):
+  for header in ("attention numerics", "SigLIP train step", "image tower forward", "PaLI train step",
+                 "greedy decoding"):
     assert header in out, header
+  # jax.nn's XLA kernel in bf16 is as close to the fp32 reference as the bf16 reference path is.
+  numerics = [line for line in out.splitlines() if "T5 bias" in line]
+  assert len(numerics) == 2 and all(line.split()[-1] == "ok" for line in numerics), numerics
   assert "out of memory" not in out
   train_rows = [line for line in out.splitlines() if re.match(r"(pico/8 @32|pico/8 \+ UL2).*remat", line)]
-  assert len(train_rows) == 4  # three SigLIP remat policies and one PaLI step
+  assert len(train_rows) == 3  # two SigLIP remat policies and one PaLI step
   for line in train_rows:
     # The plan's estimate against the compiled step's memory, within 2x either way on this CPU.
     assert 0.5 <= float(line.split()[-1]) <= 2.0, line

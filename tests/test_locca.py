@@ -106,6 +106,30 @@ def test_locca_tasks_give_boxes_and_phrases():
       gin.bind_parameter("tasks.registry.locca_tasks.rates", {"caption": 1.0, "refexp": 1.0, "grounded": 1.0})
 
 
+def test_localisation_examples_take_their_own_object_count():
+  """tasks.registry.locca_max_objects: a refexp example is the scene generator's with that many objects at most."""
+  import gin
+  from tasks import registry, scene_tasks
+  with gin.unlock_config():
+    gin.bind_parameter("tasks.registry.locca_tasks.rates", {"refexp": 1.0})
+  try:
+    for objects in (1, 3):
+      with gin.unlock_config():
+        gin.bind_parameter("tasks.registry.locca_max_objects.localisation", objects)
+      for index in range(6):
+        ex = registry._locca_pair(0, "train", index, 32)  # pylint: disable=protected-access
+        want = scene_tasks.example(0, index, "train", "refexp", 32, max_objects=objects)
+        assert (ex["locca_inputs"], ex["locca_targets"]) == (want["inputs"], want["targets"])
+    with gin.unlock_config():
+      gin.bind_parameter("tasks.registry.locca_max_objects.localisation", 0)
+    with pytest.raises(ValueError, match="locca_max_objects.localisation=0: give an integer from 1 to 9"):
+      registry._locca_pair(0, "train", 0, 32)  # pylint: disable=protected-access
+  finally:
+    with gin.unlock_config():
+      gin.bind_parameter("tasks.registry.locca_tasks.rates", {"caption": 1.0, "refexp": 1.0, "grounded": 1.0})
+      gin.bind_parameter("tasks.registry.locca_max_objects.localisation", 3)
+
+
 @pytest.mark.parametrize("make, match", [
     (lambda: locca.LocCa(parallel_fraction=1.5), r"parallel_fraction=1.5 is not in \[0, 1\]"),
     (lambda: locca.LocCa(decoder_size="huge"), "decoder_size='huge' is not one of"),

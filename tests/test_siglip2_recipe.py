@@ -32,6 +32,7 @@ def test_siglip2_tiny_run_then_an_acid_student(tmp_path):
   assert all(r["weight/locca"] == 1 and r["loss/locca"] > 0 for r in steps)
   evals = [r for r in records if r.get("split") == "eval"][-1]
   for key in ("refexp_accuracy", "refexp_centre_baseline", "refexp_shuffled_images_baseline", "caption_cider",
+              "refexp_one_object_accuracy", "refexp_several_objects_shuffled_images_baseline",
               "i2t_R1_de", "t2i_R1_zh"):
     assert key in evals, key
 

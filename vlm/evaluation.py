@@ -163,16 +163,18 @@ def locca_eval_data(image_size: int, examples: int, seed: int) -> dict:
   from tasks import scene_tasks  # pylint: disable=import-outside-toplevel
   data = {}
   for kind, prompt in (("refexp", None), ("caption", "caption en")):
-    rows = [scene_tasks.example(seed, i, "validation", kind, image_size) for i in range(examples)]
+    rows = [scene_tasks.example(seed, i, "validation", kind, image_size, with_scene=True) for i in range(examples)]
     prompts = [prompt or row["inputs"] for row in rows]
     data[kind] = {"image": np.stack([row["image"] for row in rows]), "prompt": _seqio_prompts(prompts, 16),
-                  "targets": [row["targets"] for row in rows]}
+                  "targets": [row["targets"] for row in rows], "objects": np.array([len(row["scene"]) for row in rows])}
   return data
 
 
 def locca_metrics(model, params, data: dict, image_size: int, cache: dict, max_len: int = 24) -> dict[str, float]:
   """refexp_accuracy, refexp_centre_baseline, refexp_shuffled_images_baseline and caption_cider of the model's
-  LocCa decoder on `data`."""
+  LocCa decoder on `data`, and the two refexp scores on scenes of one object and of several
+  (refexp_one_object_accuracy, refexp_several_objects_shuffled_images_baseline, ...): finding where the only
+  object is, against telling objects apart."""
   from encoders import siglip  # pylint: disable=import-outside-toplevel
   from tasks import vocab as vocab_lib  # pylint: disable=import-outside-toplevel
   from vlm import ul2 as ul2_lib  # pylint: disable=import-outside-toplevel
@@ -190,14 +192,18 @@ def locca_metrics(model, params, data: dict, image_size: int, cache: dict, max_l
   refexp = data["refexp"]
   truth = target_boxes(refexp["targets"], image_size)
 
-  def accuracy(images: np.ndarray) -> float:
+  def score(metric: str, images: np.ndarray):
     answers = decode_texts(cache[id(model)], params, {"image": images, "prompt": refexp["prompt"]}, detokenize)
-    return refexp_accuracy(answers, truth, image_size)
+    out[f"refexp_{metric}"] = refexp_accuracy(answers, truth, image_size)
+    for subset, rows in (("one_object", refexp["objects"] == 1), ("several_objects", refexp["objects"] > 1)):
+      if rows.any():
+        out[f"refexp_{subset}_{metric}"] = refexp_accuracy([a for a, r in zip(answers, rows) if r],
+                                                           [t for t, r in zip(truth, rows) if r], image_size)
 
-  out["refexp_accuracy"] = accuracy(refexp["image"])
+  score("accuracy", refexp["image"])
   # The same phrases over other scenes' images: what the decoder gets from the words alone ("the ring at the
   # bottom" says where to look), the bar its use of the image has to clear.
-  out["refexp_shuffled_images_baseline"] = accuracy(np.roll(refexp["image"], 1, axis=0))
+  score("shuffled_images_baseline", np.roll(refexp["image"], 1, axis=0))
   out["refexp_centre_baseline"] = centre_baseline(truth, image_size)
   captions = data["caption"]
   answers = decode_texts(cache[id(model)], params, {"image": captions["image"], "prompt": captions["prompt"]},

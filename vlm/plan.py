@@ -26,13 +26,15 @@ activation_partitioning_dims=2.
       3 for a gated MLP: both branches and their product): the tensors Korthikanti et al. (2022) count for a
       layer without dropout. The norms keep only their input and two float32 statistics per token
       (`layers.normalize`); the activations are recomputed from their inputs (`layers.MlpBlock`). A decoder
-      layer adds its cross-attention: c*b*(2*T + 2*S)*h*d/M + p*b*h*T*S/M. Without remat the backward also reads the
-      compute-dtype copy of each weight (sharded like the weight) when c is narrower than the parameters.
+      layer adds its cross-attention: c*b*(2*T + 2*S)*h*d/M + p*b*h*T*S/M. Without remat the backward also
+      reads the compute-dtype copy of each weight (sharded like the weight) when c is narrower than the
+      parameters.
   remat 'full', per layer: the layer input, c*b*T*D; the layer's no-remat set is rebuilt during its backward,
       so the peak adds that of the largest layer once (counted for 'dots' too: an upper bound).
   remat 'dots': the layer input, q/k/v, the matmul outputs that return to width D (attention output, MLP
       output) and the MLP's first matmul outputs; attention logits and elementwise results are recomputed.
-  remat 'dots_with_batch': 'dots' and the attention's batched products: the c-byte logits and the context.
+  remat 'dots_with_batch': 'dots' and the attention's batched products: the c-byte logits and the context
+      (a fused kernel has no such products: as 'dots').
   remat 'offload_dots': 'dots' kept in host memory: on the device, as 'full' (the host's share is not counted).
   per stack: layers x saved + 2 residual tensors (the final norm's input and output).
   peak = sum over stacks + the largest layer's recompute + one layer's weights gathered over 'data' and cast
@@ -54,7 +56,8 @@ projection: target tokens). Attention: 4*h*d*T*(T + S) per layer and sequence (q
 decoder computes its full T x T). Backward = 2 x forward (input and weight gradients), less what frozen
 parameters skip: their weight gradients, and a frozen tower ahead of every trained parameter (stage 1's ViT)
 runs forward only (no backward, no recompute, nothing saved for a backward). Recompute: remat 'full' repeats
-a stack's layer forward, 'dots' and 'offload_dots' its attention part, 'dots_with_batch' nothing. Train step = forward + backward as the trainer runs them.
+a stack's layer forward, 'dots' and 'offload_dots' its attention part, 'dots_with_batch' nothing (its
+attention part with a fused kernel). Train step = forward + backward as the trainer runs them.
 """
 
 from __future__ import annotations
@@ -377,7 +380,7 @@ def plan(model: Any, *, batch_size: int, feature_lengths: dict[str, int], partit
     frames: images per example (PaLI).
     microbatches: the trainer's gradient accumulation: slices of the batch run one after the other.
     fused_attention: half-precision stacks attend through a flash kernel, as `layers.attention_implementation`
-      'auto' does on a GPU (`uses_fused_attention`).
+      'auto' does on a GPU (`layers.attention_kernel`).
   """
   # The checks vlm.trainer.train makes, with its words: a batch of 0 would otherwise plan (and fit).
   trainer._check_counts(BATCH_SIZE=batch_size, microbatches=microbatches,  # pylint: disable=protected-access
@@ -513,9 +516,9 @@ def _flops(geo: Geometry, arrays, batch_size: int, trainable, forward_only: list
   def recompute(stack: Stack) -> float:
     if stack.remat == "none":
       return 0.0
-    if stack.remat == "dots_with_batch":  # every matmul output is saved
+    if stack.remat == "dots_with_batch" and not stack.fused_attention:  # every matmul output is saved
       return 0.0
-    if stack.remat in ("dots", "offload_dots"):  # the projections are saved; the q.k and probs.v matmuls are not
+    if stack.remat in ("dots", "dots_with_batch", "offload_dots"):  # the projections are saved, not q.k / probs.v
       return _attention_flops(stack)
     return _attention_flops(stack) + sum(f for p, f in matmul.items() if re.fullmatch(stack.layer_params, p))
 
@@ -578,7 +581,7 @@ def _saved_tensors(stack: Stack, n: int) -> list[_Tensor]:
     saved += [_Tensor(1 + attentions, (n, s.length, s.width), RESID, c),
               _Tensor(3 * attentions, (n, s.heads, s.length, s.head_dim), HEADS, c),
               _Tensor(2 if s.gated else 1, (n, s.length, s.mlp_dim), HIDDEN, c)]
-  if s.remat == "dots_with_batch":  # ... and q.k (the logits) and probs.v (the context) of each attention
+  if s.remat == "dots_with_batch" and not s.fused_attention:  # ... and q.k (logits), probs.v (context)
     for keys in (s.length, s.cross_length)[:attentions]:
       saved += [_Tensor(1, (n, s.heads, s.length, keys), PROBS, c),
                 _Tensor(1, (n, s.heads, s.length, s.head_dim), HEADS, c)]
