@@ -45,6 +45,26 @@ def hf_t5_small() -> transformers.T5ForConditionalGeneration:
   return transformers.T5ForConditionalGeneration(config).eval()
 
 
+def greedy_runs(hf, ours: ul2.LoadedUL2, encoder_ids: np.ndarray, new_tokens: int, device: str = "cpu"):
+  """(HF generate, ours) as calls that each decode exactly `new_tokens` greedy tokens for every row.
+
+  Ours ends on the table's last padding row (no real piece; an out-of-table id is refused): no row of random
+  weights plausibly emits it in every row, so decoding runs all the steps, as min_new_tokens makes HF's.
+  """
+  torch_ids = torch.tensor(encoder_ids, dtype=torch.long, device=device)
+
+  def run_hf():
+    with torch.inference_mode():
+      out = hf.generate(input_ids=torch_ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                        do_sample=False, num_beams=1)
+    assert out.shape[1] == new_tokens + 1
+
+  def run_ours():
+    assert ours.generate(encoder_ids, new_tokens, eos_id=ours.config.vocab_size - 1).shape[1] == new_tokens
+
+  return run_hf, run_ours
+
+
 def main():
   p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
   p.add_argument("--batches", default="1,8")
@@ -64,19 +84,7 @@ def main():
   for batch in (int(b) for b in args.batches.split(",")):
     encoder_ids = rng.integers(2, 32000, (batch, INPUT_LEN)).astype(np.int32)
     torch_ids = torch.tensor(encoder_ids, dtype=torch.long)
-
-    def hf_generate():
-      with torch.no_grad():
-        out = hf.generate(input_ids=torch_ids, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS,
-                          do_sample=False, num_beams=1)
-      assert out.shape[1] == NEW_TOKENS + 1
-
-    def ours_generate():
-      # The end token is the table's last padding row (no real piece; an out-of-table id is refused): no row
-      # of random weights plausibly emits it in every row, so decoding runs NEW_TOKENS steps, as min_new_tokens
-      # makes HF's.
-      out = ours.generate(encoder_ids, NEW_TOKENS, eos_id=ours.config.vocab_size - 1)
-      assert out.shape[1] == NEW_TOKENS
+    hf_generate, ours_generate = greedy_runs(hf, ours, encoder_ids, NEW_TOKENS)
 
     decoder_ids = np.concatenate([np.zeros((batch, 1), np.int32),
                                   rng.integers(2, 32000, (batch, NEW_TOKENS - 1)).astype(np.int32)], 1)

@@ -88,7 +88,7 @@ FULL = Sizes(
 
 SMOKE = Sizes(
     attention=(2, 2, 16, 8),
-    siglip=(("pico/8", 32, 4, "none"), ("pico/8", 32, 4, "offload_dots")),
+    siglip=(("pico/8", 32, 4, "dots"),),
     forward=(("pico/8", 32, 4),),
     pali=(("pico/8", 32, 2, "full"),),
     ul2=dict(ul2.SIZES["pico"]),
@@ -316,6 +316,7 @@ def _forward_row(variant: str, size: int, batch: int, dtype: str, steps: int) ->
 def _decode_row(t5: dict, batch: int, input_len: int, new_tokens: int, dtype: str, steps: int) -> tuple[str, ...]:
   import torch  # pylint: disable=import-outside-toplevel
   import transformers  # pylint: disable=import-outside-toplevel
+  from decode import greedy_runs  # pylint: disable=import-outside-toplevel  (benchmarks/decode.py)
   torch_device = "cuda" if torch.cuda.is_available() else "cpu"
   torch_dtype = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16}[dtype]
   config = transformers.T5Config(vocab_size=VOCAB + 128, feed_forward_proj="gated-silu", tie_word_embeddings=False,
@@ -330,20 +331,7 @@ def _decode_row(t5: dict, batch: int, input_len: int, new_tokens: int, dtype: st
                                                                                    ours.params))
   hf = hf.to(torch_device, torch_dtype)
   ids = np.random.default_rng(0).integers(2, VOCAB, (batch, input_len)).astype(np.int32)
-  torch_ids = torch.tensor(ids, dtype=torch.long, device=torch_device)
-
-  def run_hf():
-    with torch.inference_mode():
-      out = hf.generate(input_ids=torch_ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
-                        do_sample=False, num_beams=1)
-    assert out.shape[1] == new_tokens + 1
-
-  def run_ours():
-    # The end token is the table's last padding row: random weights do not emit it in every row, so decoding
-    # runs all new_tokens steps, as min_new_tokens makes HF's.
-    out = ours.generate(ids, new_tokens, eos_id=ours.config.vocab_size - 1)
-    assert out.shape[1] == new_tokens
-
+  run_hf, run_ours = greedy_runs(hf, ours, ids, new_tokens, torch_device)
   run_ours(), run_hf()
   ours_s, hf_s = best_times([run_ours, run_hf], steps)
   return f"{batch * new_tokens / ours_s:,.0f}", f"{batch * new_tokens / hf_s:,.0f}", f"{hf_s / ours_s:.2f}x"
