@@ -58,6 +58,8 @@ def greedy_runs(hf, ours: ul2.LoadedUL2, encoder_ids: np.ndarray, new_tokens: in
       out = hf.generate(input_ids=torch_ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
                         do_sample=False, num_beams=1)
     assert out.shape[1] == new_tokens + 1
+    if device == "cuda":  # the last steps' kernels may still be running: time them too
+      torch.cuda.synchronize()
 
   def run_ours():
     assert ours.generate(encoder_ids, new_tokens, eos_id=ours.config.vocab_size - 1).shape[1] == new_tokens

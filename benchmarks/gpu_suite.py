@@ -280,16 +280,17 @@ def _train_row(model, batch_size: int, lengths: dict, steps: int, peak: float | 
 
 # ------------------------------------------------------------------------------------------------ forwards
 
+def _torch_target(dtype: str):
+  """(device, dtype) torch runs on: the GPU when there is one, in the suite's compute dtype."""
+  import torch  # pylint: disable=import-outside-toplevel
+  return ("cuda" if torch.cuda.is_available() else "cpu"), getattr(torch, dtype)
+
+
 def _forward_row(variant: str, size: int, batch: int, dtype: str, steps: int) -> tuple[str, ...]:
   import torch  # pylint: disable=import-outside-toplevel
-  import transformers  # pylint: disable=import-outside-toplevel
-  g = vit_lib.parse_variant(variant)
-  torch_device = "cuda" if torch.cuda.is_available() else "cpu"
-  torch_dtype = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16}[dtype]
-  hf_config = transformers.SiglipVisionConfig(hidden_size=g["width"], num_hidden_layers=g["depth"],
-                                              intermediate_size=g["mlp_dim"], num_attention_heads=g["num_heads"],
-                                              patch_size=g["patch_size"], image_size=size, attn_implementation="sdpa")
-  hf = transformers.SiglipVisionModel(hf_config).to(torch_device, torch_dtype).eval()
+  from encoder_throughput import hf_vision_model  # pylint: disable=import-outside-toplevel  (benchmarks/)
+  torch_device, torch_dtype = _torch_target(dtype)
+  hf = hf_vision_model(variant, size).to(torch_device, torch_dtype)
   ours = vit_lib.ViT(vit_lib.config(variant, image_size=size, dtype=dtype))
   images = np.random.default_rng(0).uniform(-1, 1, (batch, size, size, 3)).astype(np.float32)
   params = jax.jit(ours.init)(jax.random.key(0), images[:1])["params"]
@@ -317,8 +318,7 @@ def _decode_row(t5: dict, batch: int, input_len: int, new_tokens: int, dtype: st
   import torch  # pylint: disable=import-outside-toplevel
   import transformers  # pylint: disable=import-outside-toplevel
   from decode import greedy_runs  # pylint: disable=import-outside-toplevel  (benchmarks/decode.py)
-  torch_device = "cuda" if torch.cuda.is_available() else "cpu"
-  torch_dtype = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16}[dtype]
+  torch_device, torch_dtype = _torch_target(dtype)
   config = transformers.T5Config(vocab_size=VOCAB + 128, feed_forward_proj="gated-silu", tie_word_embeddings=False,
                                  dropout_rate=0.0, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1, **t5)
   torch.manual_seed(0)

@@ -169,8 +169,8 @@ def locca_tasks(rates: Mapping[str, float] = {"caption": 1.0, "refexp": 1.0, "gr
 @gin.configurable(module="tasks.registry")
 def locca_max_objects(localisation: int = 3) -> int:
   """The most objects in a scene of the LocCa decoder's referring-expression and grounded-captioning examples
-  (captioning keeps three). With one, the phrase's object is the only one: its box is read off the image
-  without telling objects apart."""
+  (captioning keeps scene_tasks' default). With one, the phrase's object is the only one: its box is read off
+  the image without telling objects apart."""
   if isinstance(localisation, bool) or not isinstance(localisation, int) or not 1 <= localisation <= scenes.MAX_OBJECTS:
     raise ValueError(f"tasks.registry.locca_max_objects.localisation={localisation!r}: give an integer from 1 to "
                      f"{scenes.MAX_OBJECTS}")
@@ -331,8 +331,10 @@ def _locca_pair(seed, split, index, size):
   """A scene, its caption for the image-text loss, and a LocCa task about it (see locca_tasks)."""
   rng = render.example_rng(seed, split, index, _LOCCA_STREAM)
   kind = _draw(locca_tasks(), rng)
-  ex = scene_tasks.example(seed, index, split, "caption" if kind == "caption" else "refexp", size, with_scene=True,
-                          max_objects=3 if kind == "caption" else locca_max_objects())
+  if kind == "caption":
+    ex = scene_tasks.example(seed, index, split, "caption", size, with_scene=True)
+  else:
+    ex = scene_tasks.example(seed, index, split, "refexp", size, with_scene=True, max_objects=locca_max_objects())
   if kind == "caption":
     inputs, targets = "caption en", ex["targets"]
   elif kind == "refexp":
