@@ -69,7 +69,7 @@ def box_to_tokens(box: Sequence[float], image_height: int, image_width: int) -> 
 def tokens_to_boxes(text: str, image_height: int, image_width: int) -> list[Box]:
   """Reads every box in a text: each run of four location tokens, in the order they appear.
 
-  Tokens of one box may be separated by whitespace (what a word-level detokenizer writes) but by nothing else;
+  Tokens of one box may be separated by whitespace (as some detokenizers write them) but by nothing else;
   any other text ends a run. A run of n tokens gives n // 4 boxes and its n % 4 last tokens are dropped, so
   malformed or truncated output never raises and never yields a partial box. Decoded boxes are not reordered:
   a model may write y0 > y1.
@@ -101,13 +101,4 @@ def tokens_to_boxes(text: str, image_height: int, image_width: int) -> list[Box]
   return boxes
 
 
-def separate_loc_tokens(text: str) -> str:
-  """Puts a space between adjacent location tokens, so a whitespace tokenizer sees one word per token.
-
-  `tokens_to_boxes` reads the result (and its word-level detokenisation) exactly as it reads `text`.
-  """
-  return re.sub(r"(<loc\d{4}>)(?=<loc\d{4}>)", r"\1 ", text)
-
-
-__all__ = ["NUM_BINS", "LOC_TOKENS", "Box", "coord_to_bin", "bin_to_coord", "box_to_tokens", "tokens_to_boxes",
-           "separate_loc_tokens"]
+__all__ = ["NUM_BINS", "LOC_TOKENS", "Box", "coord_to_bin", "bin_to_coord", "box_to_tokens", "tokens_to_boxes"]

@@ -102,11 +102,12 @@ class SeqioBatches:
     registry.check_image_size(registry.image_size(), what="tasks.registry.image_size.size")
     self.lengths = dict(task_feature_lengths)
     self._length_choices = _length_combinations(self.lengths)
+    self.tasks, rates = self._subtasks()
+    self._check_length_keys()
     if feature_converter is None:
       feature_converter = (feature_converters.TwoTowerFeatureConverter() if "text" in self.lengths
                            else feature_converters.MultimodalEncDecFeatureConverter())
     self.converter = feature_converter
-    self.tasks, rates = self._subtasks()
     self._cumulative = np.cumsum(rates) / np.sum(rates)
     self._indexed = not self.converter.pack and all(hasattr(t.source, "examples_at") for t in self.tasks)
     if len(self._length_choices) > 1 and not self._indexed:
@@ -120,13 +121,23 @@ class SeqioBatches:
     try:
       provider = seqio.get_mixture_or_task(self.name)
     except ValueError as e:
-      raise ValueError(f"unknown seqio task or mixture {self.name!r} (python -m tasks.list lists them)") from e
+      raise ValueError(f"{self.name!r} is neither a registered seqio task nor a mixture (MIXTURE_OR_TASK_NAME, "
+                       "EVAL_TASKS; python -m tasks.list lists them)") from e
     pairs = ([(t, provider.get_rate(t)) for t in provider.tasks] if isinstance(provider, seqio.Mixture)
              else [(provider, 1.0)])
     pairs = [(t, float(r)) for t, r in pairs if r > 0 and self.split in t.splits]
     if not pairs:
       raise ValueError(f"{self.name!r} has no task with a positive rate and a {self.split!r} split")
     return [t for t, _ in pairs], [r for _, r in pairs]
+
+  def _check_length_keys(self) -> None:
+    """TASK_FEATURE_LENGTHS names exactly the tasks' token features (plus NaFlex's 'patches'): a length
+    missing, or one the data has no feature for, is a ValueError naming the keys wanted."""
+    wanted = sorted({k for task in self.tasks for k, feature in task.output_features.items()
+                     if not isinstance(feature, seqio.ContinuousFeature)})
+    if set(self.lengths) - {"patches"} != set(wanted):
+      raise ValueError(f"{self.name!r} takes TASK_FEATURE_LENGTHS with the keys {wanted} (and 'patches' for a "
+                       f"NaFlex model); got {sorted(self.lengths)}")
 
   # --------------------------------------------------------------------------------------------------------------
   # The public interface

@@ -39,14 +39,13 @@ a disjoint random stream.
 Every example is a pure function of (seed, split, index, task, image_size, max_objects): the scene and its
 image come from one random stream and the task's texts from another, so one index shows the same image under
 every task (unless the task redraws a scene it cannot use, which is rare: a scene whose objects cannot be told
-apart by any phrase). Texts are lowercase words from `vocabulary_words()`; a question's final word carries
-its '?'.
+apart by any phrase). Texts are lowercase words separated by single spaces; a question's final word
+carries its '?'.
 """
 
 from __future__ import annotations
 
 import collections
-import string
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -408,23 +407,8 @@ def example(seed: int, index: int, split: str = "train", task: str | Mapping[str
   return result
 
 
-def batch(seed: int, step: int, batch_size: int, split: str = "train",
-          task: str | Mapping[str, float] = "caption", image_size: int = 224, max_objects: int = 3) -> dict:
-  """Batch `step`: examples step * batch_size .. (step + 1) * batch_size - 1 of the stream, stacked.
-
-  A pure function of its arguments, so a resumed run sees exactly the batches of an uninterrupted one.
-
-  Returns:
-    {"image": float32 [B, S, S, 3], "inputs": B prompts, "targets": B targets, "task": B kinds}.
-  """
-  examples = [example(seed, step * batch_size + k, split, task, image_size, max_objects)
-              for k in range(batch_size)]
-  return {"image": np.stack([e["image"] for e in examples]),
-          **{key: [e[key] for e in examples] for key in ("inputs", "targets", "task")}}
-
-
 # ----------------------------------------------------------------------------------------------------------------
-# Baselines and vocabulary
+# Baselines
 # ----------------------------------------------------------------------------------------------------------------
 
 
@@ -460,43 +444,5 @@ def vqa_majority_baseline(seed: int = 0, num_examples: int = 1000, split: str = 
   return result
 
 
-def _question_words() -> set[str]:
-  """The words of every question: template words, field words, and '?' attached to a field's last word."""
-  shapes, plurals, colours = set(scenes.SHAPES), set(_PLURALS.values()), set(scenes.COLOURS)
-  positions = set(_POSITION_ANSWERS)  # the position phrases ('at the top left')
-  ref_words = {"the", "object"} | set(scenes.SIZES) | colours | shapes | {w for p in positions for w in p.split()}
-  ref_ends = {"object"} | shapes | {p.split()[-1] for p in positions}
-  fields = {  # field -> (the words its values use, the words they can end on)
-      "ref": (ref_words, ref_ends), "ref2": (ref_words, ref_ends), "shape": (shapes, shapes),
-      "shapes": (plurals, plurals), "shapes2": (plurals, plurals), "colour": (colours, colours),
-      "colour2": (colours, colours), "a": ({"a", "an"}, {"a", "an"})}
-  words = set()
-  for template in _QUESTIONS.values():
-    field = None  # the field just before the current literal text
-    for literal, next_field, _, _ in string.Formatter().parse(template):
-      if field is not None and literal.startswith("?"):
-        words |= {end + "?" for end in fields[field][1]}
-      words |= {word for word in literal.split() if word != "?"}
-      if next_field is not None:
-        words |= fields[next_field][0]
-      field = next_field
-  return words
-
-
-def vocabulary_words() -> list[str]:
-  """Every word any prompt or target can hold, sorted: for a word-level tokenizer.
-
-  Location tokens are words here, one per token: pass texts through `locations.separate_loc_tokens` before a
-  whitespace tokenizer, and `locations.tokens_to_boxes` reads its detokenised output as well.
-  """
-  words = set(scenes.vocabulary_words()) | _question_words() | set(locations.LOC_TOKENS)
-  # prompts and answers; not vqg's "question", which only the seqio task (sentencepiece) reads: adding a word
-  # would renumber the word-level vocabulary under every tiny run measured with it
-  words |= {"caption", "answer", "en", "refexp", "detect", ";", "none", "yes", "no"}
-  words |= {str(n) for n in range(1, scenes.MAX_OBJECTS + 1)}  # count answers
-  words |= {word for answer in _POSITION_ANSWERS.values() for word in answer.split()}
-  return sorted(words)
-
-
 __all__ = ["TASKS", "QUESTION_TYPES", "KINDS", "SPLITS", "ALL_TASKS", "MIN_IMAGE_SIZE", "object_box", "example",
-           "batch", "vqa_majority_baseline", "vocabulary_words"]
+           "vqa_majority_baseline"]

@@ -11,7 +11,7 @@ of every object, in random order, from one of several templates, sometimes with 
   "a scene with two red objects and one cyan object namely a red ring a cyan cross and a small red diamond"
 
 Captions use a closed, lowercase vocabulary (`vocabulary_words()`), words separated by single spaces and no
-punctuation, so a word-level tokenizer (`tasks.word_vocab.WordVocabulary`) covers them exactly.
+punctuation.
 
 The data is unbounded and deterministic: batch `index` of a run with `seed` is a pure function of its
 arguments, drawn from `np.random.SeedSequence([seed, split_id, index])`. A few (colour, shape) combinations,

@@ -44,7 +44,7 @@ def test_unknown_size_name(tmp_path):
     ("--gin.CHECKPOINT_PERIOD=0", "CHECKPOINT_PERIOD must be an integer >= 1; got 0"),
     ("--gin.BATCH_SIZE=8.0", "BATCH_SIZE must be an integer >= 1; got 8.0"),
     ("--gin.TRAIN_STEPS='4'", "total_steps must be an integer >= 1; got '4'"),
-    ("--gin.MIXTURE_OR_TASK_NAME='no_such_task'", "MIXTURE_OR_TASK_NAME='no_such_task' is neither"),
+    ("--gin.MIXTURE_OR_TASK_NAME='no_such_task'", "'no_such_task' is neither a registered seqio task nor a mixture"),
     ("--gin.TASK_FEATURE_LENGTHS={'inputs': 8}", "takes TASK_FEATURE_LENGTHS with the keys ['text']"),
     ("--gin.vlm.optim.schedule.peak=-1.0", "schedule peak (the learning rate) must be a number > 0; got -1.0"),
     ("--gin.vlm.optim.schedule.peak=0", "schedule peak (the learning rate) must be a number > 0; got 0"),

@@ -108,16 +108,21 @@ def siglip_by_hand(checkpoint) -> tuple:
   """(image paths -> L2-normalised pooled embeddings, texts -> the same), computed directly with the encoder:
   what the SigLIP tasks' scores are checked against."""
   from encoders import siglip  # pylint: disable=import-outside-toplevel
-  from tasks import scene_pairs  # pylint: disable=import-outside-toplevel
+  from tests import scene_data  # pylint: disable=import-outside-toplevel
   from vlm import infer, pali  # pylint: disable=import-outside-toplevel
   encoder = siglip.load(checkpoint)
+  vocab = scene_data.vocabulary()
 
   def images(paths):
     return normalise(encoder.encode_image(np.stack([pali.fit_square(infer.read_image(str(p)), SIZE, "squash")
                                                     for p in paths]))["pooled"])
 
-  def texts(batch):
-    return normalise(encoder.encode_text(scene_pairs.vocabulary().encode_batch(batch, 16))["pooled"])
+  def texts(batch):  # as the seqio tasks tokenise texts: sentencepiece ids + EOS, cut to 16, padded with 0
+    ids = np.zeros((len(batch), 16), np.int32)
+    for row, text in enumerate(batch):
+      pieces = (list(vocab.encode(text)) + [vocab.eos_id])[:16]
+      ids[row, :len(pieces)] = pieces
+    return normalise(encoder.encode_text(ids)["pooled"])
   return images, texts
 
 
@@ -294,13 +299,14 @@ def test_bleu4_and_rouge_l_equal_coco_caption():
 @pytest.fixture(scope="module")
 def siglip_checkpoint(tmp_path_factory):
   from encoders import siglip, text as text_lib  # pylint: disable=import-outside-toplevel
-  from tasks import scene_pairs  # pylint: disable=import-outside-toplevel
+  from tests import scene_data  # pylint: disable=import-outside-toplevel
   directory = tmp_path_factory.mktemp("siglip")
   model = siglip.SigLIPModel(image=vit_lib.config("pico/4", image_size=SIZE),
-                             text=text_lib.config("pico", vocab_size=scene_pairs.vocab_size(), max_len=16))
-  trainer.train(model, scene_pairs.SceneCaptionPairs(SIZE, {"text": 16}), model_dir=str(directory), train_steps=2,
-                batch_size=8, optimizer=optim.adamw, learning_rate=1e-3,
-                partitioner=partitioning.Partitioner(devices=jax.devices()[:1]), checkpoint_period=2, progress=False)
+                             text=text_lib.config("pico", vocab_size=scene_data.vocab_size(), max_len=16))
+  data = scene_data.Batches("webli_pairs_synthetic", {"text": 16}, size=SIZE)
+  trainer.train(model, data, model_dir=str(directory), train_steps=2, batch_size=8, optimizer=optim.adamw,
+                learning_rate=1e-3, partitioner=partitioning.Partitioner(devices=jax.devices()[:1]),
+                checkpoint_period=2, progress=False)
   return directory
 
 
@@ -317,7 +323,7 @@ def test_siglip_zero_shot_and_retrieval_end_to_end(siglip_checkpoint, tmp_path):
   out = tmp_path / "out"
   result = run_eval(f"--gin.CHECKPOINT_PATH='{siglip_checkpoint}'", f"--gin.DATA_DIR='{tmp_path}'",
                     f"--gin.OUTPUT_DIR='{out}'", "--gin.EVAL_TASKS=['zero_shot', 'coco_retrieval']",
-                    "--gin.TOKENIZER='scene_words'",
+                    "--gin.TOKENIZER='sentencepiece'",
                     "--gin.zero_shot.templates=['a photo of a {}', 'a {}']")
   assert result.returncode == 0, result.stderr
   # By hand: the same encoder, images and texts, through vlm.metrics.
@@ -355,7 +361,7 @@ def test_mixing_siglip_and_pali_tasks_is_refused(tmp_path):
 
 
 def test_siglip_tasks_without_a_tokenizer_say_which_to_set():
-  with pytest.raises(ValueError, match=r"set TOKENIZER \(transfer_eval.evaluate.tokenizer\) to 'scene_words'"):
+  with pytest.raises(ValueError, match=r"set TOKENIZER \(transfer_eval.evaluate.tokenizer\) to 'sentencepiece'"):
     transfer_eval.text_tokenizer(None, 16)
 
 

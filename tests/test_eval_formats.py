@@ -34,24 +34,24 @@ def _untrained(directory, model, batch):
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-  """tests.tiny_models' pico PaLI (16 px, scene word vocabulary, prompts of 12 tokens, answers of 6), untrained."""
-  from tasks import scene_pali  # pylint: disable=import-outside-toplevel
+  """tests.tiny_models' pico PaLI (16 px, sentencepiece vocabulary, prompts of 12 tokens, answers of 6), untrained."""
+  from tests import scene_data  # pylint: disable=import-outside-toplevel
   from vlm import model as model_lib, ul2  # pylint: disable=import-outside-toplevel
   model = model_lib.PaLIModel(vit=vit_lib.config("pico/4", image_size=SIZE, pool_type="none"),
-                              ul2=ul2.config("pico", vocab_size=scene_pali.vocab_size()), max_decode_len=6,
-                              vocabulary=scene_pali.vocabulary(), prompt_length=12)
-  batch = scene_pali.SceneTaskBatches(SIZE, {"inputs": 12, "targets": 6}, "vqa").batch(0, 2)
+                              ul2=ul2.config("pico", vocab_size=scene_data.vocab_size()), max_decode_len=6,
+                              vocabulary=scene_data.vocabulary(), prompt_length=12)
+  batch = scene_data.Batches("vqa_synthetic", {"inputs": 12, "targets": 6}, size=SIZE).batch(0, 2)
   return _untrained(tmp_path_factory.mktemp("pali"), model, batch)
 
 
 @pytest.fixture(scope="module")
 def siglip_checkpoint(tmp_path_factory):
-  """tests/test_eval.py's pico SigLIP (scene word vocabulary, texts of 16 tokens), untrained."""
+  """tests/test_eval.py's pico SigLIP (sentencepiece vocabulary, texts of 16 tokens), untrained."""
   from encoders import siglip, text as text_lib  # pylint: disable=import-outside-toplevel
-  from tasks import scene_pairs  # pylint: disable=import-outside-toplevel
+  from tests import scene_data  # pylint: disable=import-outside-toplevel
   model = siglip.SigLIPModel(image=vit_lib.config("pico/4", image_size=SIZE),
-                             text=text_lib.config("pico", vocab_size=scene_pairs.vocab_size(), max_len=16))
-  batch = scene_pairs.SceneCaptionPairs(SIZE, {"text": 16}).batch(0, 2)
+                             text=text_lib.config("pico", vocab_size=scene_data.vocab_size(), max_len=16))
+  batch = scene_data.Batches("webli_pairs_synthetic", {"text": 16}, size=SIZE).batch(0, 2)
   return _untrained(tmp_path_factory.mktemp("siglip"), model, batch)
 
 
@@ -260,7 +260,7 @@ def test_siglip_xm3600_retrieval_and_fewshot(siglip_checkpoint, tmp_path, gin_bi
                "vlm.transfer_tasks.fewshot.test_images = 'fewshot/test'",
                "vlm.transfer_tasks.fewshot.shots = [1, 3]", "vlm.transfer_tasks.fewshot.draws = 2")
   results, out = transfer_eval.evaluate(str(siglip_checkpoint), ["xm3600_retrieval", "fewshot"], str(tmp_path),
-                                        str(tmp_path / "out"), batch_size=4, tokenizer="scene_words", progress=False)
+                                        str(tmp_path / "out"), batch_size=4, tokenizer="sentencepiece", progress=False)
   results = {r["task"]: r for r in results}
   assert json.loads((tmp_path / "out/fewshot.json").read_text())["metrics"] == results["fewshot"]["metrics"]
   # By hand: the same encoder, images and texts, through vlm.metrics.

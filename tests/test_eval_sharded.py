@@ -12,7 +12,6 @@ import warnings
 
 import gin
 import jax
-import numpy as np
 import pytest
 
 from tests import tiny_models
@@ -190,20 +189,20 @@ def test_two_processes_write_the_predictions_one_process_writes(checkpoint, data
 
 
 def test_transfer_evaluation_runs_every_eval_period_in_training(data_dir, tmp_path):
-  from tasks import scene_pali  # pylint: disable=import-outside-toplevel
   from encoders import vit as vit_lib  # pylint: disable=import-outside-toplevel
+  from tests import scene_data  # pylint: disable=import-outside-toplevel
   from vlm import ul2  # pylint: disable=import-outside-toplevel
   size = tiny_models.PALI_IMAGE_SIZE
   model = model_lib.PaLIModel(vit=vit_lib.config("pico/4", image_size=size, pool_type="none"),
-                              ul2=ul2.config("pico", vocab_size=scene_pali.vocab_size()), max_decode_len=6,
-                              vocabulary=scene_pali.vocabulary(), prompt_length=12)
+                              ul2=ul2.config("pico", vocab_size=scene_data.vocab_size()), max_decode_len=6,
+                              vocabulary=scene_data.vocabulary(), prompt_length=12)
   gin.clear_config()
   gin.parse_config_file(os.path.join(REPO, "gin_configs/runs/transfer_eval_in_training.gin"))
   gin.parse_config("\n".join(["BATCH_SIZE = 8", f"TRANSFER_DATA_DIR = '{data_dir}'",
                                "TRANSFER_TASKS = ['vqav2']"]))
   evaluator = gin.get_bindings("vlm.trainer.train")["evaluator"]  # the file's evaluator, built by gin
   assert isinstance(evaluator, transfer_eval.TransferEvaluation)
-  trainer.train(model, scene_pali.SceneTaskBatches(size, {"inputs": 12, "targets": 6}, "vqa"),
+  trainer.train(model, scene_data.Batches("vqa_synthetic", {"inputs": 12, "targets": 6}, size=size),
                 model_dir=str(tmp_path), train_steps=2, batch_size=8, optimizer=optim.adamw, learning_rate=1e-3,
                 partitioner=partitioning.Partitioner(num_partitions=2), checkpoint_period=2, progress=False,
                 evaluator=evaluator, eval_period=1)

@@ -4,7 +4,6 @@ Every process runs `python -m vlm.train` with the distributed flags, as on two h
 jax.distributed joins them, with gloo carrying the collectives between CPU processes.
 """
 
-import json
 import os
 import socket
 import subprocess
@@ -15,7 +14,7 @@ import jax
 import numpy as np
 import pytest
 
-from tasks import scene_pairs
+from tests import scene_data
 from vlm import manifests, partitioning, summaries
 
 RUN = "gin_configs/runs/siglip_tiny_synthetic.gin"
@@ -146,16 +145,16 @@ def test_a_bad_coordinator_address_ends_in_one_line(tmp_path, address):
   assert f"coordinator address {address!r} is not HOST:PORT" in errors[0]
 
 
-class RowSource(scene_pairs.SceneCaptionPairs):
-  """Scene pairs that can read part of a batch, recording which rows they were asked for."""
+class RowSource(scene_data.Batches):
+  """Scene pairs (tasks.pipeline) that read part of a batch, recording which rows they were asked for."""
 
   def __init__(self):
-    super().__init__(image_size=16)
+    super().__init__("webli_pairs_synthetic", {"text": 16}, size=16)
     self.asked = []
 
   def batch_rows(self, step, batch_size, rows):
     self.asked.append(list(rows))
-    return {k: v[rows] for k, v in self.batch(step, batch_size).items()}
+    return super().batch_rows(step, batch_size, rows)
 
 
 def test_a_source_that_reads_rows_is_asked_for_this_process_rows_only():
@@ -164,7 +163,7 @@ def test_a_source_that_reads_rows_is_asked_for_this_process_rows_only():
   batch = partitioning.read_batch(partitioner, source, 5, 16)
   # One process holds every row of the 4 x 2 mesh's 'data' axis.
   assert source.asked == [list(range(16))]
-  expected = source.batch(5, 16)
+  expected = RowSource().batch(5, 16)  # a fresh pipeline's whole batch 5
   for key, value in batch.items():
     assert value.shape == expected[key].shape and value.sharding == partitioner.batch_sharding(value.ndim)
     np.testing.assert_array_equal(jax.device_get(value), expected[key])

@@ -114,7 +114,7 @@ def test_bad_requests_are_one_clear_error():
     pipeline.SeqioBatches("vqa_synthetic", LENGTHS,
                           feature_converter=feature_converters.MultimodalEncDecFeatureConverter(pack=True)
                           ).batch(0, 2)
-  with pytest.raises(ValueError, match="unknown seqio task or mixture 'nope'"):
+  with pytest.raises(ValueError, match="'nope' is neither a registered seqio task nor a mixture"):
     pipeline.SeqioBatches("nope", LENGTHS)
   with pytest.raises(ValueError, match="does not split over 3 processes"):
     pipeline.SeqioBatches("vqa_synthetic", LENGTHS).process_batch(0, 8, 0, 3)

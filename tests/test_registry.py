@@ -184,7 +184,7 @@ def test_the_real_size_pali3_runs_read_the_registered_mixtures(run):
   try:
     gin.parse_config_files_and_bindings([f"gin_configs/runs/{run}.gin"], ["IMAGE_SIZE = 28"])
     assert gin.query_parameter("%MIXTURE_OR_TASK_NAME") == PALI3_RUNS[run]
-    data = gin.get_configurable("tasks.by_name.batches")()
+    data = gin.get_configurable("tasks.pipeline.SeqioBatches")()
     assert isinstance(data, pipeline.SeqioBatches) and data.name == PALI3_RUNS[run]
     batch = data.batch(0, 4)
     model = gin.query_parameter("%MODEL").scoped_configurable_fn()

@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 
 from tasks import locations
-from tasks import scene_pali
 from tasks import scene_tasks
 from tasks import scenes
-from tasks.word_vocab import WordVocabulary
+from tasks import vocab as vocab_lib
 
 PLURALS = {shape + ("es" if shape.endswith("s") else "s"): shape for shape in scenes.SHAPES}
 
@@ -110,16 +109,17 @@ def tight_box(mask):
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def test_examples_are_deterministic_and_batches_are_their_examples():
+def test_examples_are_deterministic_and_independent_of_call_order():
   for task in ("caption", "vqa", "refexp", "detect", scene_tasks.ALL_TASKS):
     a, b = (scene_tasks.example(3, 17, "train", task, 32) for _ in range(2))
     assert np.array_equal(a["image"], b["image"]) and a["inputs"] == b["inputs"] and a["targets"] == b["targets"]
-  batch = scene_tasks.batch(3, 2, 4, "validation", scene_tasks.ALL_TASKS, 32)
-  for k in range(4):
-    one = scene_tasks.example(3, 8 + k, "validation", scene_tasks.ALL_TASKS, 32)
-    assert np.array_equal(batch["image"][k], one["image"])
-    assert (batch["inputs"][k], batch["targets"][k], batch["task"][k]) == (one["inputs"], one["targets"],
-                                                                          one["task"])
+  # A pure function of its index: drawn in any order (as seqio's shuffled, sharded reads draw them), the same.
+  forward = [scene_tasks.example(3, i, "validation", scene_tasks.ALL_TASKS, 32) for i in range(8, 12)]
+  backward = [scene_tasks.example(3, i, "validation", scene_tasks.ALL_TASKS, 32) for i in reversed(range(8, 12))]
+  for one, again in zip(forward, reversed(backward)):
+    assert np.array_equal(one["image"], again["image"])
+    assert (one["inputs"], one["targets"], one["task"]) == (again["inputs"], again["targets"], again["task"])
+  assert len({e["image"].tobytes() for e in forward}) == 4
   other = scene_tasks.example(4, 17, "train", "caption", 32)
   assert not np.array_equal(other["image"], scene_tasks.example(3, 17, "train", "caption", 32)["image"])
 
@@ -155,11 +155,11 @@ def test_bad_arguments_raise():
 
 @pytest.mark.parametrize("image_size", [32, 64, 224])
 def test_images(image_size):
-  batch = scene_tasks.batch(0, 0, 6, "train", scene_tasks.ALL_TASKS, image_size)
-  images = batch["image"]
+  drawn = [scene_tasks.example(0, i, "train", scene_tasks.ALL_TASKS, image_size) for i in range(6)]
+  images = np.stack([e["image"] for e in drawn])
   assert images.shape == (6, image_size, image_size, 3) and images.dtype == np.float32
   assert images.min() >= -1 and images.max() <= 1 and np.isfinite(images).all()
-  assert all(isinstance(t, str) and t for t in batch["inputs"] + batch["targets"])
+  assert all(isinstance(e[k], str) and e[k] for e in drawn for k in ("inputs", "targets"))
 
 
 def test_splits_share_no_examples_and_respect_held_out_combos():
@@ -213,8 +213,6 @@ def test_split_captions_are_a_caption_cut_in_two():
 
 
 def test_question_generation_inverts_vqa():
-  with pytest.raises(ValueError, match="'vqg' is not in the word-level scene vocabulary"):
-    scene_pali.SceneTaskBatches(tasks={"vqg": 1, "caption": 1})
   kinds = collections.Counter()
   for split in scene_tasks.SPLITS:
     for e in examples("vqg", 300, split, image_size=16, max_objects=5):
@@ -287,14 +285,17 @@ def test_detection_targets():
   assert 20 < none < 90  # about a quarter name something absent
 
 
-def test_vocabulary_covers_every_text_and_word_tokens_keep_boxes():
-  words = scene_tasks.vocabulary_words()
-  assert words == sorted(set(words)) and set(locations.LOC_TOKENS) <= set(words)
-  vocab = WordVocabulary(words)
-  word_level = {k: v for k, v in scene_tasks.ALL_TASKS.items() if k != "vqg"}  # vqg: sentencepiece only
-  for e in examples(word_level, 400, "validation", 16, max_objects=9):
+def test_sentencepiece_vocabulary_round_trips_every_text_and_keeps_boxes():
+  vocab = vocab_lib.vocabulary()
+  loc_id = dict(zip(locations.LOC_TOKENS, vocab.loc_ids))
+  caption_words = set(scenes.vocabulary_words())
+  for e in examples(scene_tasks.ALL_TASKS, 400, "validation", 16, max_objects=9):
     for text in (e["inputs"], e["targets"]):
-      spaced = locations.separate_loc_tokens(text)
-      assert set(spaced.split()) <= set(words), text
-      decoded = vocab.decode(vocab.encode(spaced))
+      ids = vocab.encode(text)
+      assert vocab.unk_id not in ids and vocab.decode(ids) == text, text
+      # each location token is one id, in the text's order
+      assert [i for i in ids if i in vocab.loc_ids] == [loc_id[t] for t in re.findall(r"<loc\d{4}>", text)]
+      decoded = vocab.decode(ids)
       assert locations.tokens_to_boxes(decoded, 16, 16) == locations.tokens_to_boxes(text, 16, 16)
+    if e["task"] in ("caption", "splitcap"):  # captions keep to the scenes' closed word list
+      assert set(e["targets"].split()) <= caption_words, e["targets"]

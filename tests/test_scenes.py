@@ -1,5 +1,5 @@
-"""The scenes-of-shapes task (tasks.scenes) and its word vocabulary (tasks.word_vocab): determinism, splits,
-captions, rendering and tokenisation."""
+"""The scenes-of-shapes task (tasks.scenes): determinism, splits, captions, rendering, and the captions'
+tokenisation by the runs' sentencepiece vocabulary (tasks.vocab)."""
 
 import collections
 import math
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tasks import scenes
-from tasks.word_vocab import EOS_ID, PAD_ID, UNK_ID, WordVocabulary
+from tasks import vocab as vocab_lib
 
 
 def to_unit(rgb):
@@ -270,44 +270,16 @@ def test_sample_batch_is_fast():
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# WordVocabulary
+# Tokenisation (the shipped sentencepiece vocabulary)
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def test_word_vocabulary_ids():
-  vocab = WordVocabulary(["a", "red", "circle", "red"])  # duplicates are dropped
-  assert (PAD_ID, EOS_ID, UNK_ID) == (0, 1, 2)
-  assert vocab.vocab_size == 6 and vocab.words == ["a", "red", "circle"]
-  assert vocab.encode("a red circle") == [3, 4, 5, EOS_ID]
-  assert vocab.encode("a  blue\tcircle") == [3, UNK_ID, 5, EOS_ID]
-  assert vocab.encode("") == [EOS_ID]
-  assert vocab.decode([3, 4, 5, EOS_ID, 4, 4]) == "a red circle"  # stops at eos
-  assert vocab.decode(np.array([PAD_ID, 3, PAD_ID, 5])) == "a circle"  # skips pad
-  assert vocab.decode([3, UNK_ID]) == "a <unk>"
-  with pytest.raises(ValueError):
-    vocab.decode([6])
-  with pytest.raises(ValueError):
-    WordVocabulary(["two words"])
-
-
-def test_word_vocabulary_round_trips_captions():
-  vocab = WordVocabulary(scenes.vocabulary_words())
-  assert vocab.vocab_size == 3 + len(scenes.vocabulary_words())
-  for text in scenes.sample_batch(0, 0, 64, split="eval")["text"]:
+def test_sentencepiece_vocabulary_round_trips_captions():
+  vocab = vocab_lib.vocabulary()
+  texts = scenes.sample_batch(0, 0, 64, split="eval")["text"]
+  texts += [scenes.class_prompt(c, s) for c, s in scenes.all_combos()]
+  texts.append(" ".join(scenes.vocabulary_words()))  # every caption word, rare ones included
+  for text in texts:
     ids = vocab.encode(text)
-    assert UNK_ID not in ids and ids[-1] == EOS_ID
-    assert vocab.decode(ids) == text
-
-
-def test_encode_batch_pads_and_truncates():
-  vocab = WordVocabulary(["a", "red", "circle", "and", "blue", "ring"])
-  ids = vocab.encode_batch(["a red circle", "a red circle and a blue ring", ""], length=6)
-  assert ids.dtype == np.int32 and ids.shape == (3, 6)
-  np.testing.assert_array_equal(ids[0], [3, 4, 5, EOS_ID, PAD_ID, PAD_ID])  # right-padded
-  np.testing.assert_array_equal(ids[1], [3, 4, 5, 6, 3, EOS_ID])  # truncated, still ending in eos
-  np.testing.assert_array_equal(ids[2], [EOS_ID, 0, 0, 0, 0, 0])
-  assert vocab.decode(ids[1]) == "a red circle and a"
-  assert vocab.decode(ids[0]) == "a red circle"
-  np.testing.assert_array_equal(vocab.encode_batch(["a red"], length=3)[0], [3, 4, EOS_ID])  # exact fit
-  with pytest.raises(ValueError):
-    vocab.encode_batch(["a"], length=0)
+    assert ids and vocab.unk_id not in ids, text
+    assert max(ids) < vocab.vocab_size and vocab.decode(ids) == text

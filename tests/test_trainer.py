@@ -14,16 +14,21 @@ import pytest
 from encoders import siglip
 from encoders import text as text_lib
 from encoders import vit as vit_lib
-from tasks import scene_pairs
+from tests import scene_data
 from vlm import base_model, checkpoints, mfu, optim, partitioning, summaries, trainer
 
 IMAGE_SIZE, TEXT_LENGTH = 16, 40
 LENGTHS = {"text": TEXT_LENGTH}
 
 
+def pairs():
+  """The tiny run's data: webli_pairs_synthetic at IMAGE_SIZE, sentencepiece texts of TEXT_LENGTH."""
+  return scene_data.Batches("webli_pairs_synthetic", LENGTHS, size=IMAGE_SIZE)
+
+
 def tiny_model():
   return siglip.SigLIPModel(image=vit_lib.config("pico/4", image_size=IMAGE_SIZE),
-                            text=text_lib.config("pico", vocab_size=scene_pairs.vocab_size(), max_len=TEXT_LENGTH))
+                            text=text_lib.config("pico", vocab_size=scene_data.vocab_size(), max_len=TEXT_LENGTH))
 
 
 def run(model_dir, steps, *, data=None, checkpoint_period=4, lr=3e-3, num_devices=1, num_partitions=1,
@@ -31,9 +36,9 @@ def run(model_dir, steps, *, data=None, checkpoint_period=4, lr=3e-3, num_device
   partitioner = partitioning.Partitioner(num_partitions, parameter_partitioning_dims,
                                          devices=jax.devices()[:num_devices])
   return trainer.train(
-      tiny_model(), data or scene_pairs.SceneCaptionPairs(IMAGE_SIZE, LENGTHS), model_dir=str(model_dir),
-      train_steps=steps, batch_size=16, optimizer=optimizer, learning_rate=lr, partitioner=partitioner,
-      checkpoint_period=checkpoint_period, log_period=1, progress=False, **kw)
+      tiny_model(), data or pairs(), model_dir=str(model_dir), train_steps=steps, batch_size=16,
+      optimizer=optimizer, learning_rate=lr, partitioner=partitioner, checkpoint_period=checkpoint_period,
+      log_period=1, progress=False, **kw)
 
 
 def losses(model_dir):
@@ -79,11 +84,12 @@ class PoisonedData:
   """Clean batches, then a NaN image from step `bad_step` on."""
 
   def __init__(self, bad_step):
-    self.clean, self.bad_step = scene_pairs.SceneCaptionPairs(IMAGE_SIZE, LENGTHS), bad_step
+    self.clean, self.bad_step = pairs(), bad_step
 
   def batch(self, step, batch_size):
-    batch = self.clean.batch(step, batch_size)
+    batch = dict(self.clean.batch(step, batch_size))
     if step >= self.bad_step:
+      batch["image"] = batch["image"].copy()  # the pipeline's own array stays clean
       batch["image"][0, 0, 0, 0] = np.nan
     return batch
 
@@ -111,8 +117,8 @@ def test_an_update_that_blows_the_parameters_up_is_never_checkpointed(tmp_path):
 def test_counts_must_be_positive_integers(tmp_path, field, value, macro):
   args = dict(model_dir=str(tmp_path), train_steps=2, batch_size=16, checkpoint_period=1)
   with pytest.raises(ValueError, match=f"{macro} must be an integer >= 1; got {value!r}"):
-    trainer.train(tiny_model(), scene_pairs.SceneCaptionPairs(IMAGE_SIZE, LENGTHS), optimizer=optim.adamw,
-                  learning_rate=1e-3, progress=False, **{**args, field: value})
+    trainer.train(tiny_model(), pairs(), optimizer=optim.adamw, learning_rate=1e-3, progress=False,
+                  **{**args, field: value})
   assert not (tmp_path / "model_config.json").exists()
 
 
@@ -120,11 +126,11 @@ def test_a_checkpoint_of_another_shape_is_named_and_leaves_model_dir_as_it_was(t
   run(tmp_path, 2, checkpoint_period=2)
   (tmp_path / "model_config.json").unlink()  # as in a copied MODEL_DIR: nothing tells the models apart first
   other = siglip.SigLIPModel(image=vit_lib.config("pico/4", image_size=IMAGE_SIZE),
-                             text=text_lib.config("pico", vocab_size=scene_pairs.vocab_size() + 8, max_len=TEXT_LENGTH))
+                             text=text_lib.config("pico", vocab_size=scene_data.vocab_size() + 8, max_len=TEXT_LENGTH))
   with pytest.raises(checkpoints.CheckpointError, match=r"checkpoints/2: parameter txt/Embed_0/embedding has shape "
                                                         r"\(\d+, 32\) but the model config expects"):
-    trainer.train(other, scene_pairs.SceneCaptionPairs(IMAGE_SIZE, LENGTHS), model_dir=str(tmp_path),
-                  train_steps=4, batch_size=16, optimizer=optim.adamw, learning_rate=1e-3, progress=False)
+    trainer.train(other, pairs(), model_dir=str(tmp_path), train_steps=4, batch_size=16, optimizer=optim.adamw,
+                  learning_rate=1e-3, progress=False)
   assert not (tmp_path / "model_config.json").exists()  # not rewritten by the run that could not start
   run(tmp_path, 4, checkpoint_period=2)  # the right model still resumes
 
@@ -147,7 +153,7 @@ def test_unwritable_model_dir_fails_before_training(tmp_path):
 
 def test_batch_size_must_divide_the_data_axis(tmp_path):
   with pytest.raises(ValueError, match="BATCH_SIZE=16 is not divisible by the 3 devices"):
-    trainer.train(tiny_model(), scene_pairs.SceneCaptionPairs(IMAGE_SIZE, LENGTHS), model_dir=str(tmp_path),
+    trainer.train(tiny_model(), pairs(), model_dir=str(tmp_path),
                   train_steps=1, batch_size=16, optimizer=optim.adamw, learning_rate=1e-3,
                   partitioner=partitioning.Partitioner(devices=jax.devices()[:3]), progress=False)
 
@@ -157,7 +163,7 @@ def test_a_parameter_the_mesh_cannot_split_is_named_before_compiling(tmp_path):
                              text=text_lib.config("pico", vocab_size=57, max_len=TEXT_LENGTH))
   with pytest.raises(ValueError, match=r"parameter txt/Embed_0/embedding of shape \(57, 32\) cannot be split 2 "
                                        r"ways on axis 0"):
-    trainer.train(model, scene_pairs.SceneCaptionPairs(IMAGE_SIZE, LENGTHS), model_dir=str(tmp_path),
+    trainer.train(model, pairs(), model_dir=str(tmp_path),
                   train_steps=1, batch_size=16, optimizer=optim.adamw, learning_rate=1e-3,
                   partitioner=partitioning.Partitioner(num_partitions=2), progress=False)
 
@@ -181,7 +187,7 @@ class StatefulData:
   step it is asked for, so only its saved state can make a resumed run read what the uninterrupted one did."""
 
   def __init__(self):
-    self.source, self.position, self.served = scene_pairs.SceneCaptionPairs(IMAGE_SIZE, LENGTHS), 0, []
+    self.source, self.position, self.served = pairs(), 0, []
 
   def batch(self, step, batch_size):
     del step
@@ -210,7 +216,7 @@ def test_a_stateful_input_pipeline_is_checkpointed_and_restored(tmp_path):
 def step_functions(num_partitions, parameter_partitioning_dims, optimizer=optim.adamw, microbatches=1,
                    model=None, example=None):
   partitioner = partitioning.Partitioner(num_partitions, parameter_partitioning_dims)
-  example = example or scene_pairs.SceneCaptionPairs(IMAGE_SIZE, LENGTHS).batch(0, 16)
+  example = example or pairs().batch(0, 16)
   example = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in example.items()}
   tx = optimizer(learning_rate=1e-3)
   return partitioner, trainer.build_step_functions(model or tiny_model(), tx, partitioner, example,
@@ -322,12 +328,12 @@ def test_flops_are_counted_from_the_program():
 @pytest.mark.parametrize("remat", ["none", "full"])
 def test_model_flops_count_every_scanned_layer_and_no_recomputation(remat):
   batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype)
-           for k, v in scene_pairs.SceneCaptionPairs(IMAGE_SIZE, LENGTHS).batch(0, 4).items()}
+           for k, v in pairs().batch(0, 4).items()}
 
   def flops(scan, remat="none", microbatches=1):
     model = siglip.SigLIPModel(
         image=vit_lib.config("pico/4", image_size=IMAGE_SIZE, scan=scan, remat=remat),
-        text=text_lib.config("pico", vocab_size=scene_pairs.vocab_size(), max_len=TEXT_LENGTH, scan=scan,
+        text=text_lib.config("pico", vocab_size=scene_data.vocab_size(), max_len=TEXT_LENGTH, scan=scan,
                              remat=remat), chunked=False)
     params = nn.meta.unbox(jax.eval_shape(model.init_variables, jax.random.key(0), batch)["params"])
     return mfu.model_flops_per_step(model, params, batch, microbatches)

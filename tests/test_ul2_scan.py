@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from encoders import vit as vit_lib
-from tasks import scene_pali
+from tests import scene_data
 from vlm import checkpoints, model as model_lib, optim, partitioning, plan, ul2, ul2_checkpoints
 
 CONFIG = ul2.config("pico", vocab_size=97, num_encoder_layers=3, num_decoder_layers=2)
@@ -113,7 +113,7 @@ def test_hf_export_and_project_checkpoints_of_a_scanned_ul2(tmp_path, unscanned)
 
 def _pali(ul2_scan: bool, **kw):
   return model_lib.PaLIModel(vit=vit_lib.config("pico/4", image_size=16, pool_type="none"),
-                             ul2=ul2.config("pico", vocab_size=scene_pali.vocab_size(), scan=ul2_scan), **kw)
+                             ul2=ul2.config("pico", vocab_size=scene_data.vocab_size(), scan=ul2_scan), **kw)
 
 
 def _pali_params(model, abstract=False):

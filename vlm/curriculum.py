@@ -4,10 +4,12 @@
 
 Stages, each an ordinary `vlm.train` run of its gin file (so each can also be run, resumed or changed alone):
   0. siglip_tiny_synthetic.gin    SigLIP image encoder pretraining (sigmoid loss) at 32 px
-  1. pali_tiny_stage1.gin         PaLI: the SigLIP ViT frozen, captioning / VQA / refexp / detection at 32 px
-  2. pali_tiny_stage2.gin         resolution up to 48 px, ViT unfrozen
+  1. pali_tiny_stage1.gin         PaLI: the SigLIP ViT frozen, the stage-1 mixture (captions, OCR, VQA, VQG,
+                                  detection, refexp, documents, charts, multilingual) at 32 px
+  2. pali_tiny_stage2.gin         resolution up to 48 px, ViT unfrozen, OCR and documents upweighted
   3. pali_tiny_transfer_vqa.gin   fine-tune on VQA, ViT frozen
-Each stage warm-starts from the previous one's MODEL_DIR and evaluates at its end; re-running the command
+Every stage reads seqio tasks through tasks.pipeline with the shipped sentencepiece vocabulary, as a real run
+does. Each warm-starts from the previous one's MODEL_DIR and evaluates at its end; re-running the command
 resumes (finished stages are skipped by the trainer). The summary prints every stage's evaluation and writes
 a grid of predictions drawn on held-out images.
 """
@@ -60,22 +62,29 @@ def summarize(stages: list[tuple[str, str]]) -> None:
   print(f"loss curves: {', '.join(os.path.join(d, summaries.LOSS_PLOT) for _, d in stages)}")
 
 
-def draw_predictions(model_dir: str, path: str, n: int = 16) -> str | None:
-  """Greedy answers of a PaLI MODEL_DIR on held-out scenes of every task, drawn to `path`."""
+# What predictions.png shows: held-out examples of the scene tasks, four each, boxes drawn.
+PREDICTION_TASKS = ("vqa_synthetic", "webli_captions_synthetic", "refexp_synthetic", "detection_synthetic")
+
+
+def draw_predictions(model_dir: str, path: str, per_task: int = 4) -> str | None:
+  """Greedy answers of a PaLI MODEL_DIR on held-out examples of PREDICTION_TASKS, drawn to `path`."""
   import jax  # pylint: disable=import-outside-toplevel
-  from tasks import scene_pali  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from tasks import pipeline  # pylint: disable=import-outside-toplevel
   from vlm import checkpoints, decoding, model as model_lib, summaries  # pylint: disable=import-outside-toplevel
   try:
     model, params = model_lib.load(model_dir)
   except checkpoints.CheckpointError:
     return None  # not a PaLI run (a SigLIP-only curriculum)
-  size = model.config.vit.image_size
-  data = scene_pali.SceneTaskBatches(size, {"inputs": model.prompt_length or 16, "targets": model.max_decode_len},
-                                     {"caption": 1, "vqa": 2, "refexp": 1, "detect": 1}, split="validation")
-  raw, batch = data.examples(0, n), data.batch(0, n)
+  with gin.unlock_config():  # the examples at the model's resolution, as its stage read them
+    gin.bind_parameter("tasks.registry.image_size.size", model.config.vit.image_size)
+  lengths = {"inputs": model.prompt_length, "targets": model.max_decode_len}
+  batches = [pipeline.SeqioBatches(task, lengths, split="validation").batch(0, per_task) for task in PREDICTION_TASKS]
+  batch = {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
   tokens = decoding.jit(model.predict_batch)(params, {k: batch[k] for k in ("image", "encoder_input_tokens")}).tokens
-  answers = [scene_pali.detokenize(row) for row in jax.device_get(tokens)]
-  return summaries.plot_predictions(raw["image"], raw["inputs"], answers, raw["targets"], path)
+  texts = lambda rows: [model.detokenize(row) for row in rows]  # noqa: E731
+  return summaries.plot_predictions(batch["image"], texts(batch["encoder_input_tokens"]),
+                                    texts(jax.device_get(tokens)), texts(batch["decoder_target_tokens"]), path)
 
 
 if __name__ == "__main__":

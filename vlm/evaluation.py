@@ -4,16 +4,17 @@
   - zero-shot classification of single-object images among all (colour, shape) classes by their prompts,
     reported separately for combinations seen in training and for HELD_OUT_COMBOS (never seen together);
   - image->text and text->image R@1 on held-out scenes.
-Chance levels are reported next to them, so a reader can tell learning from luck. Given a seqio `pairs_task`
-it reads that task's validation pairs and its vocabulary instead, and evaluates NaFlex models (a 'patches'
-budget in the feature lengths) on patches. With `dense` (the default) it adds the dense evaluations of
-vlm.dense_evaluation: zero-shot and linear-probe segmentation mIoU, k-NN accuracy; and for a model with a
-LocCa decoder (encoders/objectives/locca.py) that decoder's referring expressions (IoU >= 0.5, beside the
-centre baseline: a box at the image centre of the mean target size, scored the same way) and captions
-(CIDEr), by greedy decoding on held-out scenes.
+Chance levels are reported next to them, so a reader can tell learning from luck. The retrieval pairs are
+the validation split of a seqio `pairs_task`, tokenised as it is (tasks.vocab); NaFlex models (a 'patches'
+budget in the feature lengths) are evaluated on patches. With `dense` (the default) it adds the dense
+evaluations of vlm.dense_evaluation: zero-shot and linear-probe segmentation mIoU, k-NN accuracy; and for a
+model with a LocCa decoder (encoders/objectives/locca.py) that decoder's referring expressions (IoU >= 0.5,
+beside the centre baseline: a box at the image centre of the mean target size, scored the same way) and
+captions (CIDEr), by greedy decoding on held-out scenes.
 
 `SeqioTaskEvaluation` judges a PaLI on the validation split of seqio tasks by greedy decoding, each task
-scored as its benchmark is (ANLS for documents, relaxed accuracy for charts, else exact match).
+scored as its benchmark is (ANLS for documents, relaxed accuracy for charts, else exact match), and the
+generated scene tasks beside their baselines (the majority answer, a centre box, shuffled images).
 
 Multi-host: every process calls the evaluator (its jitted computations span every process's devices), feeds
 it the same inputs and gets the same numbers; the trainer has process 0 write them.
@@ -26,7 +27,6 @@ import jax
 from jax.experimental import multihost_utils
 import numpy as np
 
-from tasks import scene_pairs
 from tasks import scenes
 from vlm import decoding
 from vlm import metrics
@@ -56,7 +56,7 @@ def fixed_lengths(task_feature_lengths: dict) -> dict[str, int]:
   return {k: max(v) if isinstance(v, (tuple, list)) else v for k, v in task_feature_lengths.items()}
 
 
-def _seqio_prompts(texts: list[str], length: int) -> np.ndarray:
+def seqio_prompts(texts: list[str], length: int) -> np.ndarray:
   """Texts as the seqio tasks tokenise them (the configured tasks.vocab vocabulary, EOS), padded with 0."""
   from tasks import vocab as vocab_lib  # pylint: disable=import-outside-toplevel  (TensorFlow)
   vocab = vocab_lib.vocabulary()
@@ -76,42 +76,38 @@ class SceneZeroShotRetrieval:
     task_feature_lengths: the run's; 'text' is the prompt length, and 'patches' (its largest choice) makes
       the images NaFlex patches of `patch_size` pixels.
     pairs_task: a seqio task of image-text pairs whose validation split gives the retrieval pairs (and whose
-      vocabulary, tasks.vocab, tokenises the class prompts); None: tasks.scene_pairs' numpy pairs and words.
+      vocabulary, tasks.vocab, tokenises the class prompts).
     dense: also the dense evaluations (vlm.dense_evaluation), on scenes of image_size.
     languages: retrieval per language as well (i2t_R1_<lang>, t2i_R1_<lang>), on held-out scenes captioned in
-      each of these tasks.multilingual languages (pairs_task runs: its vocabulary).
+      each of these tasks.multilingual languages.
   """
 
   def __init__(self, image_size: int = 32, task_feature_lengths: dict[str, int] | None = None,
                images_per_class: int = 20, retrieval_pairs: int = 512, seed: int = 1234,
-               pairs_task: str | None = None, patch_size: int = 16, dense: bool = True, dense_scenes: int = 256,
+               pairs_task: str = "webli_pairs_synthetic", patch_size: int = 16, dense: bool = True,
+               dense_scenes: int = 256,
                locca_examples: int = 256, languages: tuple[str, ...] = (), pairs_per_language: int = 256):
     self._predict = {}  # model -> jitted predict_batch, compiled once per run
     self._features = {}  # model -> jitted image features for the dense evaluations
     self.image_size, self.dense, self.dense_scenes = image_size, dense, dense_scenes
     self._dense_data = None  # built at the first call, when the tower's patch size is known
     self._locca_data, self._locca_decode, self.locca_examples, self.seed = None, {}, locca_examples, seed
-    self.by_language = {}  # language -> held-out pairs captioned in it (pairs_task runs)
+    self.by_language = {}  # language -> held-out pairs captioned in it
     self.combos = scenes.all_combos()
     prompts = [scenes.class_prompt(c, s) for c, s in self.combos]
     zs = scenes.zero_shot_batch(seed, self.combos, images_per_class, image_size)
     self.zs_images, self.zs_labels = {"image": zs["image"]}, zs["label"]
     self.held_out = np.array([self.combos[i] in scenes.HELD_OUT_COMBOS for i in self.zs_labels])
-    if pairs_task is None:
-      pairs = scene_pairs.SceneCaptionPairs(image_size, task_feature_lengths, split="eval", seed=seed)
-      self.prompts = scene_pairs.vocabulary().encode_batch(prompts, pairs.text_length)
-      self.pairs = pairs.batch(0, retrieval_pairs)
-      return
     from tasks import naflex, pipeline  # pylint: disable=import-outside-toplevel  (TensorFlow)
     # The pairs' own features: a run's other lengths (LocCa's) belong to its training task.
     lengths = {k: v for k, v in fixed_lengths(task_feature_lengths).items() if k in ("text", "patches")}
     self.pairs = pipeline.SeqioBatches(pairs_task, lengths, split="validation", seed=seed).batch(0, retrieval_pairs)
-    self.prompts = _seqio_prompts(prompts, lengths["text"])
+    self.prompts = seqio_prompts(prompts, lengths["text"])
     for lang in languages:
       from tasks import multilingual  # pylint: disable=import-outside-toplevel
       rows = [multilingual.example(seed, i, "validation", image_size, lang=lang) for i in range(pairs_per_language)]
       self.by_language[lang] = {"image": np.stack([row["image"] for row in rows]),
-                                "text": _seqio_prompts([row["targets"] for row in rows], lengths["text"])}
+                                "text": seqio_prompts([row["targets"] for row in rows], lengths["text"])}
     if "patches" in lengths:  # the single-object images as NaFlex patches, at the budget
       pixels = np.clip(np.round((zs["image"] + 1) * 127.5), 0, 255).astype(np.uint8)
       self.zs_images = naflex.patchify_batch(list(pixels), patch_size, lengths["patches"])
@@ -165,7 +161,7 @@ def locca_eval_data(image_size: int, examples: int, seed: int) -> dict:
   for kind, prompt in (("refexp", None), ("caption", "caption en")):
     rows = [scene_tasks.example(seed, i, "validation", kind, image_size, with_scene=True) for i in range(examples)]
     prompts = [prompt or row["inputs"] for row in rows]
-    data[kind] = {"image": np.stack([row["image"] for row in rows]), "prompt": _seqio_prompts(prompts, 16),
+    data[kind] = {"image": np.stack([row["image"] for row in rows]), "prompt": seqio_prompts(prompts, 16),
                   "targets": [row["targets"] for row in rows], "objects": np.array([len(row["scene"]) for row in rows])}
   return data
 
@@ -226,59 +222,6 @@ def decode_texts(predict, params, batch: dict[str, np.ndarray], detokenize, chun
   return texts
 
 
-@gin.configurable(module="vlm.evaluation")
-class SceneTaskEvaluation:
-  """A PaLI on held-out generated scenes: VQA accuracy per question type next to the majority-answer
-  baseline, caption CIDEr, and referring-expression accuracy (IoU >= 0.5), by greedy decoding.
-  """
-
-  def __init__(self, image_size: int = 32, task_feature_lengths: dict[str, int] | None = None,
-               tasks: tuple[str, ...] = ("vqa",), examples_per_task: int = 256, seed: int = 1234):
-    from tasks import scene_pali, scene_tasks  # pylint: disable=import-outside-toplevel
-    self.scene_pali, self.image_size = scene_pali, image_size
-    self.batches = {}
-    for task in tasks:
-      data = scene_pali.SceneTaskBatches(image_size, task_feature_lengths, task, split="validation", seed=seed)
-      self.batches[task] = (data.examples(0, examples_per_task), data.batch(0, examples_per_task))
-    self.majority = scene_tasks.vqa_majority_baseline(seed=seed) if "vqa" in tasks else None
-    self._predict = {}
-
-  def __call__(self, model, params) -> dict[str, float]:
-    predict = self._predict.setdefault(id(model), decoding.jit(model.predict_batch))
-    out = {}
-    for task, (raw, batch) in self.batches.items():
-      inputs = {k: batch[k] for k in ("image", "encoder_input_tokens")}
-      answers = decode_texts(predict, params, inputs, self.scene_pali.detokenize)
-      out.update(self._score(task, raw, answers))
-      if task == "refexp":
-        # The same phrases over other scenes' images: what the model gets from the words alone ("the ring at
-        # the bottom" says where to look), the bar its use of the image has to clear.
-        shuffled = decode_texts(predict, params, {**inputs, "image": np.roll(inputs["image"], 1, axis=0)},
-                                self.scene_pali.detokenize)
-        out["refexp_shuffled_images_baseline"] = refexp_accuracy(
-            shuffled, target_boxes(raw["targets"], self.image_size), self.image_size)
-    return out
-
-  def _score(self, task: str, raw: dict, answers: list[str]) -> dict[str, float]:
-    targets = raw["targets"]
-    if task == "caption":
-      return {"caption_cider": metrics.cider(answers, [[t] for t in targets])}
-    if task == "refexp":
-      truth = target_boxes(targets, self.image_size)
-      return {"refexp_accuracy": refexp_accuracy(answers, truth, self.image_size),
-              "refexp_centre_baseline": centre_baseline(truth, self.image_size)}
-    kinds = np.array(raw["task"])
-    correct = np.array([a == t for a, t in zip(answers, targets)])
-    out = {f"{task}_accuracy": 100.0 * float(correct.mean())}
-    if task == "vqa" and self.majority is not None:
-      out["vqa_majority_baseline"] = self.majority["all"]["accuracy"]
-      for question_type in sorted({k.removeprefix("vqa_") for k in kinds}):
-        selected = kinds == f"vqa_{question_type}"
-        out[f"vqa_{question_type}"] = 100.0 * float(correct[selected].mean())
-        out[f"vqa_{question_type}_majority"] = self.majority[question_type]["accuracy"]
-    return out
-
-
 def target_boxes(targets: list[str], image_size: int) -> list[list]:
   """The boxes each refexp target's location tokens write, in pixels of a square image."""
   from tasks import locations  # pylint: disable=import-outside-toplevel
@@ -309,6 +252,12 @@ TASK_METRICS: dict[str, tuple[str, ...]] = {
     "charts_native_synthetic": ("relaxed_accuracy",),
 }
 
+# The generated scene tasks, reported under short names beside their baselines: VQA per question type beside
+# the majority answer's accuracy, caption CIDEr, referring expressions beside the centre box and the same
+# phrases over shuffled images, detection by exact match.
+SCENE_TASKS: dict[str, str] = {"vqa_synthetic": "vqa", "webli_captions_synthetic": "caption",
+                               "refexp_synthetic": "refexp", "detection_synthetic": "detect"}
+
 
 def score(metric: str, answers: list[str], references: list[str]) -> float:
   """Percent: 'anls' (DocVQA), 'relaxed_accuracy' (ChartQA) or 'accuracy' (exact match)."""
@@ -323,21 +272,32 @@ def score(metric: str, answers: list[str], references: list[str]) -> float:
 
 @gin.configurable(module="vlm.evaluation")
 class SeqioTaskEvaluation:
-  """A PaLI on the validation split of seqio tasks, by greedy decoding: '<task>_<metric>' for each of the
-  task's TASK_METRICS (exact-match 'accuracy' for others). Dense or NaFlex, as the feature lengths say.
+  """A PaLI on the validation split of seqio tasks, by greedy decoding. Each task of SCENE_TASKS is reported
+  under its short name beside its baselines (vqa_accuracy, vqa_<question type>, vqa_<type>_majority,
+  vqa_majority_baseline; caption_cider; refexp_accuracy, refexp_centre_baseline,
+  refexp_shuffled_images_baseline; detect_accuracy); any other as '<task>_<metric>' for each of its
+  TASK_METRICS (exact-match 'accuracy' for others). Dense or NaFlex, as the feature lengths say.
 
   Args:
     tasks: registered seqio task names.
     task_feature_lengths: the run's (choices drawn per step are evaluated at their largest).
     examples_per_task: validation examples decoded per task (its first ones: the same every evaluation).
+    seed: the validation examples' data seed.
   """
 
   def __init__(self, tasks: tuple[str, ...] = gin.REQUIRED, task_feature_lengths: dict | None = None,
                examples_per_task: int = 256, seed: int = 1234):
-    from tasks import pipeline  # pylint: disable=import-outside-toplevel  (TensorFlow)
+    from tasks import pipeline, registry, scene_tasks  # pylint: disable=import-outside-toplevel  (TensorFlow)
     lengths = fixed_lengths(task_feature_lengths)
     self.batches = {task: pipeline.SeqioBatches(task, lengths, split="validation", seed=seed).batch(0, examples_per_task)
                     for task in tasks}
+    self.image_size = registry.image_size()  # the square scenes' side: the frame their boxes are scored in
+    self.majority, self.question_types = None, None
+    if "vqa_synthetic" in tasks:  # each row's question type, from the generator the pipeline read it from
+      self.majority = scene_tasks.vqa_majority_baseline(seed=seed)
+      self.question_types = np.array([
+          scene_tasks.example(seed, i, "validation", "vqa", scene_tasks.MIN_IMAGE_SIZE)["task"].removeprefix("vqa_")
+          for i in range(examples_per_task)])
     self._predict = {}
 
   def __call__(self, model, params) -> dict[str, float]:
@@ -347,6 +307,34 @@ class SeqioTaskEvaluation:
       inputs = {k: v for k, v in batch.items() if not k.startswith("decoder_")}
       answers = decode_texts(predict, params, inputs, model.detokenize)
       references = [model.detokenize(row) for row in batch["decoder_target_tokens"]]
-      for metric in TASK_METRICS.get(task, ("accuracy",)):
-        out[f"{task}_{metric}"] = score(metric, answers, references)
+      if task == "refexp_synthetic":
+        # The same phrases over other scenes' images: what the model gets from the words alone ("the ring at
+        # the bottom" says where to look), the bar its use of the image has to clear.
+        shuffled = decode_texts(predict, params, {**inputs, "image": np.roll(inputs["image"], 1, axis=0)},
+                                model.detokenize)
+        out.update(self._refexp(answers, shuffled, references))
+      elif task in SCENE_TASKS:
+        out.update(self._scene_task(SCENE_TASKS[task], answers, references))
+      else:
+        for metric in TASK_METRICS.get(task, ("accuracy",)):
+          out[f"{task}_{metric}"] = score(metric, answers, references)
+    return out
+
+  def _refexp(self, answers: list[str], shuffled: list[str], references: list[str]) -> dict[str, float]:
+    truth = target_boxes(references, self.image_size)
+    return {"refexp_accuracy": refexp_accuracy(answers, truth, self.image_size),
+            "refexp_centre_baseline": centre_baseline(truth, self.image_size),
+            "refexp_shuffled_images_baseline": refexp_accuracy(shuffled, truth, self.image_size)}
+
+  def _scene_task(self, name: str, answers: list[str], references: list[str]) -> dict[str, float]:
+    if name == "caption":
+      return {"caption_cider": metrics.cider(answers, [[t] for t in references])}
+    correct = np.array([a.strip() == t.strip() for a, t in zip(answers, references)])
+    out = {f"{name}_accuracy": 100.0 * float(correct.mean())}
+    if name == "vqa":
+      out["vqa_majority_baseline"] = self.majority["all"]["accuracy"]
+      for question_type in sorted(set(self.question_types)):
+        selected = self.question_types == question_type
+        out[f"vqa_{question_type}"] = 100.0 * float(correct[selected].mean())
+        out[f"vqa_{question_type}_majority"] = self.majority[question_type]["accuracy"]
     return out

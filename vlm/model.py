@@ -237,10 +237,14 @@ def _with_images(inputs: dict) -> dict:
 
 
 def vocabulary_from_json(obj: dict):
-  """The vocabulary a checkpoint recorded: word-level (tasks.word_vocab) or sentencepiece (tasks.vocab)."""
+  """The vocabulary a checkpoint recorded (sentencepiece, tasks.vocab).
+
+  Raises:
+    ValueError: it is the word-level vocabulary of the project's early tiny runs, retired with their data path.
+  """
   if obj.get("type") == "words":
-    from tasks import word_vocab  # pylint: disable=import-outside-toplevel
-    return word_vocab.WordVocabulary.from_json(obj)
+    raise ValueError("this checkpoint records the retired word-level scene vocabulary (tiny runs up to commit "
+                     "76bff43); retrain it with the current gin files (sentencepiece, tasks.vocab)")
   from tasks import vocab  # pylint: disable=import-outside-toplevel  (imports TensorFlow via seqio)
   return vocab.PaliVocabulary.from_json(obj)
 

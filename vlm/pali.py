@@ -265,8 +265,5 @@ def _check_positive_int(value, name: str) -> int:
 
 
 def _encode(vocabulary, text: str) -> list[int]:
-  """Token ids with EOS, for either vocabulary kind (word-level, or seqio sentencepiece)."""
-  from tasks import locations  # pylint: disable=import-outside-toplevel
-  if hasattr(vocabulary, "encode_batch"):  # word-level: location tokens are separate words
-    return vocabulary.encode(locations.separate_loc_tokens(text))
+  """Token ids with EOS (a seqio vocabulary: location tokens are one id each)."""
   return list(vocabulary.encode(text)) + [vocabulary.eos_id]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
 from typing import Mapping
 
 METRICS_FILE = "metrics.jsonl"
@@ -174,8 +175,10 @@ def plot_predictions(images, prompts, answers, targets, path: str, columns: int 
         ax.add_patch(plt.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, linewidth=1.5, **style))
     ok = "ok" if answer == target else "x"
     ax.set_title(f"{_short(prompt)}\n-> {_short(answer)} [{ok}]\nexpected {_short(target)}", fontsize=7)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
+  with warnings.catch_warnings():  # an early model's answer may hold pieces of scripts the font lacks
+    warnings.filterwarnings("ignore", message="Glyph .* missing from font")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
   plt.close(fig)
   return path
 

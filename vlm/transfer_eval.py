@@ -224,19 +224,20 @@ class Decoder:
 
 
 def text_tokenizer(name: str | None, max_len: int) -> Callable[[list[str]], np.ndarray]:
-  """texts -> int [N, max_len] as the SigLIP was trained: 'scene_words' (the project's scene runs' word
-  vocabulary), or a HF tokenizer directory (padded to max_len, as HF SigLIP checkpoints expect)."""
-  if name == "scene_words":
-    from tasks import scene_pairs  # pylint: disable=import-outside-toplevel
-    return lambda texts: scene_pairs.vocabulary().encode_batch(texts, max_len)
+  """texts -> int [N, max_len] as the SigLIP was trained: 'sentencepiece' (the project's runs: the configured
+  tasks.vocab vocabulary, EOS appended, padded with 0), or a HF tokenizer directory (padded to max_len, as HF
+  SigLIP checkpoints expect)."""
+  if name == "sentencepiece":
+    from vlm import evaluation  # pylint: disable=import-outside-toplevel
+    return lambda texts: evaluation.seqio_prompts(texts, max_len)
   if isinstance(name, str) and os.path.isdir(name):
     import transformers  # pylint: disable=import-outside-toplevel
     tokenizer = transformers.AutoTokenizer.from_pretrained(name)
     return lambda texts: np.asarray(tokenizer(texts, padding="max_length", max_length=max_len,
                                               truncation=True)["input_ids"], np.int32)
   raise ValueError(f"SigLIP tasks need the texts' tokenizer: set TOKENIZER (transfer_eval.evaluate.tokenizer) to "
-                   "'scene_words' "
-                   f"(the project's scene runs) or a HF tokenizer directory; got {name!r}")
+                   "'sentencepiece' "
+                   f"(the project's runs) or a HF tokenizer directory; got {name!r}")
 
 
 def embed(encoder, tokenize, evaluator: EmbeddingEvaluator, batch_size: int,

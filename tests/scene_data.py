@@ -1,0 +1,48 @@
+"""Batches of the generated seqio tasks (tasks.registry) at a test's small image size, as the runs read them:
+tasks.pipeline with the shipped sentencepiece vocabulary (tasks.vocab)."""
+
+import contextlib
+
+import gin
+
+from tasks import pipeline
+from tasks import vocab
+
+
+@contextlib.contextmanager
+def image_size(size: int):
+  """tasks.registry.image_size bound to `size` inside the block, and back to what it was after."""
+  try:
+    previous = gin.query_parameter("tasks.registry.image_size.size")
+  except ValueError:
+    previous = None
+  with gin.unlock_config():
+    gin.bind_parameter("tasks.registry.image_size.size", size)
+  try:
+    yield
+  finally:
+    with gin.unlock_config():
+      gin.bind_parameter("tasks.registry.image_size.size", 224 if previous is None else previous)
+
+
+class Batches(pipeline.SeqioBatches):
+  """SeqioBatches of a task or mixture at `size` px: the size is bound whenever a pipeline is built (which
+  reads it), so tests at different sizes do not see each other's binding."""
+
+  def __init__(self, name: str, task_feature_lengths: dict, size: int = 16, split: str = "train", seed: int = 0):
+    self.size = size
+    with image_size(size):
+      super().__init__(name, task_feature_lengths, split=split, seed=seed)
+
+  def process_batch(self, step, global_batch_size, process_index, process_count):
+    with image_size(self.size):
+      return super().process_batch(step, global_batch_size, process_index, process_count)
+
+
+def vocab_size() -> int:
+  """The UL2's / text tower's embedding rows for the shipped vocabulary."""
+  return vocab.vocab_size()
+
+
+def vocabulary():
+  return vocab.vocabulary()
