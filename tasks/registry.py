@@ -333,14 +333,12 @@ def _locca_pair(seed, split, index, size):
   kind = _draw(locca_tasks(), rng)
   if kind == "caption":
     ex = scene_tasks.example(seed, index, split, "caption", size, with_scene=True)
+    inputs, targets = "caption en", ex["targets"]
   else:
     ex = scene_tasks.example(seed, index, split, "refexp", size, with_scene=True, max_objects=locca_max_objects())
-  if kind == "caption":
-    inputs, targets = "caption en", ex["targets"]
-  elif kind == "refexp":
     inputs, targets = ex["inputs"], ex["targets"]
-  else:  # grounded captioning: the box in, its phrase out
-    inputs, targets = f"grounded {ex['targets']}", ex["inputs"].removeprefix("refexp ")
+    if kind == "grounded":  # grounded captioning: the box in, its phrase out
+      inputs, targets = f"grounded {targets}", inputs.removeprefix("refexp ")
   return {"image": ex["image"], "text": _pair_caption(ex["scene"], rng), "locca_inputs": inputs,
           "locca_targets": targets}
 

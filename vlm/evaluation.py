@@ -85,8 +85,8 @@ class SceneZeroShotRetrieval:
   def __init__(self, image_size: int = 32, task_feature_lengths: dict[str, int] | None = None,
                images_per_class: int = 20, retrieval_pairs: int = 512, seed: int = 1234,
                pairs_task: str = "webli_pairs_synthetic", patch_size: int = 16, dense: bool = True,
-               dense_scenes: int = 256,
-               locca_examples: int = 256, languages: tuple[str, ...] = (), pairs_per_language: int = 256):
+               dense_scenes: int = 256, locca_examples: int = 256, languages: tuple[str, ...] = (),
+               pairs_per_language: int = 256):
     self._predict = {}  # model -> jitted predict_batch, compiled once per run
     self._features = {}  # model -> jitted image features for the dense evaluations
     self.image_size, self.dense, self.dense_scenes = image_size, dense, dense_scenes
@@ -307,14 +307,15 @@ class SeqioTaskEvaluation:
       inputs = {k: v for k, v in batch.items() if not k.startswith("decoder_")}
       answers = decode_texts(predict, params, inputs, model.detokenize)
       references = [model.detokenize(row) for row in batch["decoder_target_tokens"]]
-      if task == "refexp_synthetic":
+      name = SCENE_TASKS.get(task)
+      if name == "refexp":
         # The same phrases over other scenes' images: what the model gets from the words alone ("the ring at
         # the bottom" says where to look), the bar its use of the image has to clear.
         shuffled = decode_texts(predict, params, {**inputs, "image": np.roll(inputs["image"], 1, axis=0)},
                                 model.detokenize)
         out.update(self._refexp(answers, shuffled, references))
-      elif task in SCENE_TASKS:
-        out.update(self._scene_task(SCENE_TASKS[task], answers, references))
+      elif name is not None:
+        out.update(self._scene_task(name, answers, references))
       else:
         for metric in TASK_METRICS.get(task, ("accuracy",)):
           out[f"{task}_{metric}"] = score(metric, answers, references)
