@@ -1,6 +1,5 @@
 """PaLI assembly: visual-token prefix, decoding and scoring, several images, warm starts, freezing, learning."""
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -207,6 +206,7 @@ def test_warm_starts_refuse_another_function_with_the_same_shapes(tmp_path):
 
 
 def nn_unbox(tree):
+  import flax.linen as nn  # pylint: disable=import-outside-toplevel
   return nn.meta.unbox(tree)
 
 
@@ -334,35 +334,3 @@ def test_refexp_is_scored_again_on_other_scenes_images(monkeypatch):
   np.testing.assert_array_equal(seen[0]["image"], batch["image"])
   np.testing.assert_array_equal(seen[1]["image"], np.roll(batch["image"], 1, axis=0))
   np.testing.assert_array_equal(seen[1]["encoder_input_tokens"], batch["encoder_input_tokens"])
-
-
-def test_sincos_location_init_sets_only_the_location_rows():
-  """location_init='sincos' starts the location tokens' embedding rows and output columns as 1-D sine-cosine
-  codes of their bins (near bins nearer than far ones) and leaves every other parameter as 'normal' draws it."""
-  codes = model_lib.sincos_location_codes(1024, 32)
-  assert codes.shape == (1024, 32)
-  np.testing.assert_allclose((codes ** 2).mean(), 1.0, rtol=1e-6)
-  similarity = codes @ codes[512]
-  assert similarity[512] > similarity[516] > similarity[600] and similarity[512] > similarity[:400].max()
-  vocab = scene_data.vocabulary()
-  b = batch()
-  init = lambda **kw: jax.tree.map(np.asarray, nn_unbox(  # noqa: E731
-      tiny(vocabulary=vocab, **kw).init_variables(jax.random.key(0), b)["params"]))
-  plain, coded = init(), init(location_init="sincos")
-  loc = np.asarray(vocab.loc_ids)
-  embedding, kernel = coded["ul2"]["token_embedder"]["embedding"], coded["ul2"]["decoder"]["logits_dense"]["kernel"]
-  np.testing.assert_allclose(embedding[loc], codes, rtol=1e-6)
-  np.testing.assert_allclose(kernel[:, loc], codes.T / np.sqrt(32), rtol=1e-6)
-  others = np.setdiff1d(np.arange(embedding.shape[0]), loc)
-  np.testing.assert_array_equal(embedding[others], plain["ul2"]["token_embedder"]["embedding"][others])
-  np.testing.assert_array_equal(kernel[:, others], plain["ul2"]["decoder"]["logits_dense"]["kernel"][:, others])
-  np.testing.assert_array_equal(coded["img"]["embedding"]["kernel"], plain["img"]["embedding"]["kernel"])
-
-
-@pytest.mark.parametrize("kwargs, message", [
-    ({"location_init": "gaussian"}, "location_init='gaussian' is not one of normal, sincos"),
-    ({"location_init": "sincos"}, "needs a vocabulary with location tokens"),
-])
-def test_bad_location_init_is_one_line(kwargs, message):
-  with pytest.raises(ValueError, match=message):
-    tiny(**kwargs)

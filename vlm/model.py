@@ -122,10 +122,6 @@ class PaLIModel(base_model.BaseModel):
       for inference, which pads prompts to it and refuses (or truncates) longer ones.
     patch_budget: for a NaFlex model, the patches an image gets (TASK_FEATURE_LENGTHS['patches'], the largest
       if it varies); recorded so that inference cuts images the same way. None: images are squashed squares.
-    location_init: how a fresh UL2 starts the rows of the vocabulary's location tokens, in the embedding
-      table and in the output projection: 'normal' as every other token, or 'sincos', a 1-D sine-cosine code
-      of the bin's position (LOCATION_INITS). Only a start: the rows train either way, checkpoints look the
-      same, and a warm start (an earlier stage, a UL2 checkpoint) replaces them.
   """
 
   FEATURE_CONVERTER_CLS = base_model.LazyClass("tasks.feature_converters", "MultimodalEncDecFeatureConverter")
@@ -134,7 +130,7 @@ class PaLIModel(base_model.BaseModel):
                label_smoothing: float = 0.0, z_loss: float = 1e-4, siglip_checkpoint: str | None = None,
                ul2_checkpoint: str | None = None, pali_checkpoint: str | None = None, max_decode_len: int = 32, decode_method: str = "greedy",
                decode_options: dict | None = None, vocabulary: Any = None, prompt_length: int | None = None,
-               patch_budget: int | None = None, location_init: str = "normal"):
+               patch_budget: int | None = None):
     self.config = PaLIConfig(vit=vit, ul2=ul2)
     self.module = PaLI(self.config)
     self.label_smoothing, self.z_loss = label_smoothing, z_loss
@@ -148,23 +144,12 @@ class PaLIModel(base_model.BaseModel):
                        "set vlm.ul2.config.vocab_size = @tasks.vocab.vocab_size() (or a larger table)")
     self.vocabulary, self.prompt_length = vocabulary, prompt_length
     self.patch_budget = max(patch_budget) if isinstance(patch_budget, (tuple, list)) else patch_budget
-    if location_init not in LOCATION_INITS:
-      raise ValueError(f"location_init={location_init!r} is not one of {', '.join(LOCATION_INITS)} "
-                       "(gin: vlm.model.PaLIModel.location_init)")
-    if location_init != "normal" and not getattr(vocabulary, "loc_ids", None):
-      raise ValueError(f"location_init={location_init!r} needs a vocabulary with location tokens "
-                       "(gin: vlm.model.PaLIModel.vocabulary = @tasks.vocab.vocabulary())")
-    self.location_init = location_init
 
   def init_variables(self, rng: jax.Array, batch: dict) -> dict:
     prompt = jnp.ones((1,) + tuple(batch["encoder_input_tokens"].shape[1:]), jnp.int32)
     targets = jnp.ones((1,) + tuple(batch["decoder_target_tokens"].shape[1:]), jnp.int32)
-    variables = self.module.init(rng, encoder_input_tokens=prompt, decoder_input_tokens=targets,
-                                 **_with_images(vit_lib.example_inputs(batch)))
-    if self.location_init == "sincos":
-      variables = {**variables, "params": _sincos_location_rows(variables["params"], self.vocabulary.loc_ids,
-                                                                self.config.ul2)}
-    return variables
+    return self.module.init(rng, encoder_input_tokens=prompt, decoder_input_tokens=targets,
+                            **_with_images(vit_lib.example_inputs(batch)))
 
   def _logits(self, params, batch):
     targets, decoder_inputs, weights = ul2_lib.decoder_features(batch)
@@ -231,45 +216,6 @@ class PaLIModel(base_model.BaseModel):
       out["patch_budget"] = self.patch_budget
     out["max_decode_len"] = self.max_decode_len
     return out
-
-
-def sincos_location_codes(num_bins: int, width: int, temperature: float = 10_000.0) -> np.ndarray:
-  """[num_bins, width] 1-D sine-cosine codes of the bins' centres (b + 0.5, in bins), half the channels sin and
-  half cos at width / 2 geometric frequencies (periods 2*pi to 2*pi*temperature bins), so the dot product of two
-  codes falls off with the distance between their bins; every entry has unit mean square."""
-  half = width // 2
-  omega = 1.0 / temperature ** (np.arange(half, dtype=np.float64) / half)
-  angles = (np.arange(num_bins, dtype=np.float64)[:, None] + 0.5) * omega
-  return (np.sqrt(2.0) * np.concatenate([np.sin(angles), np.cos(angles)], axis=1)).astype(np.float32)
-
-
-# How a fresh UL2 starts its location tokens' rows (PaLIModel.location_init). 'sincos': with 1,024 bins a tiny
-# run sees each bin a handful of times, and independently drawn rows give a model no hint that <loc0511> lies
-# next to <loc0512>; codes of the bin's position make neighbouring bins near from the start (embedding rows
-# scaled as the table's N(0, 1) rows, output columns as its fan-in init, norm ~1).
-LOCATION_INITS = ("normal", "sincos")
-
-
-def _sincos_location_rows(params: dict, loc_ids: list[int], config: ul2_lib.UL2Config) -> dict:
-  """params with the location tokens' embedding rows and output columns set to sincos_location_codes."""
-  ids = np.asarray(loc_ids)
-  if not np.array_equal(ids, np.arange(ids[0], ids[0] + len(ids))):
-    raise ValueError("location tokens must have consecutive ids to be initialised as a block")
-  codes = jnp.asarray(sincos_location_codes(len(ids), config.d_model))
-
-  def set_rows(boxed, rows, axis):
-    value = nn.meta.unbox(boxed)
-    value = jax.lax.dynamic_update_slice_in_dim(value, rows.astype(value.dtype), int(ids[0]), axis=axis)
-    return boxed.replace_boxed(value) if isinstance(boxed, nn.meta.AxisMetadata) else value
-
-  ul2 = dict(params["ul2"])
-  ul2["token_embedder"] = {"embedding": set_rows(ul2["token_embedder"]["embedding"], codes, 0)}
-  if not config.tie_embeddings:
-    decoder = dict(ul2["decoder"])
-    decoder["logits_dense"] = {"kernel": set_rows(decoder["logits_dense"]["kernel"],
-                                                  codes.T / np.sqrt(config.d_model), 1)}
-    ul2["decoder"] = decoder
-  return {**params, "ul2": ul2}
 
 
 def _padding_last(x: jax.Array, mask: jax.Array, real: jax.Array, visual: int) -> tuple[jax.Array, jax.Array]:
