@@ -403,3 +403,20 @@ def test_the_plot_draws_one_evaluation_as_bars_and_several_as_curves(tmp_path, e
   assert width == 1200
   # bars: one row a key, so 26 keys make the figure taller than the curves' fixed 4 inches
   assert (height > 700) == (evaluations == 1), height
+
+
+def test_the_summary_writer_leaves_torch_unloaded_and_writes_readable_events(tmp_path):
+  """tensorboardX imports torch whenever it is installed (~3 s at every run's start); the writer keeps it out
+  of a fresh process, and TensorBoard still reads the scalars it wrote."""
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  code = ("import sys; from vlm import summaries; w = summaries.SummaryWriter(sys.argv[1], 0); "
+          "w.write(1, {'loss': 2.5}); w.close(); print('torch' in sys.modules); import torch")  # importable after
+  result = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  assert result.returncode == 0 and result.stdout.strip() == "False", result.stderr
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  events = [tmp_path / "train" / name for name in os.listdir(tmp_path / "train")]
+  values = [v.simple_value for e in events for event in tf.compat.v1.train.summary_iterator(str(e))
+            for v in event.summary.value if v.tag == "loss"]
+  assert values == [2.5]

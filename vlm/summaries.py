@@ -22,7 +22,7 @@ class SummaryWriter:
   dropped first, so the file always tells one uninterrupted story."""
 
   def __init__(self, model_dir: str, resume_step: int):
-    from tensorboardX import SummaryWriter as TBWriter  # pylint: disable=import-outside-toplevel
+    TBWriter = _tensorboardx_writer()  # pylint: disable=invalid-name
     self.path = os.path.join(model_dir, METRICS_FILE)
     _truncate_after(self.path, resume_step)
     # purge_step: TensorBoard hides the events a resumed run logged past its checkpoint, as metrics.jsonl drops them.
@@ -41,6 +41,24 @@ class SummaryWriter:
   def close(self) -> None:
     for writer in self._tb.values():
       writer.close()
+
+
+def _tensorboardx_writer():
+  """tensorboardX's SummaryWriter class, imported without torch where torch is not loaded yet.
+
+  tensorboardX imports torch whenever it is installed (the test extras install it), only to accept torch
+  tensors, which this module never passes; that import costs ~3 s at the start of every run. A None entry in
+  sys.modules makes `import torch` fail, for the duration of this import only.
+  """
+  if "tensorboardX" in sys.modules or "torch" in sys.modules:
+    from tensorboardX import SummaryWriter as TBWriter  # pylint: disable=import-outside-toplevel
+    return TBWriter
+  sys.modules["torch"] = None
+  try:
+    from tensorboardX import SummaryWriter as TBWriter  # pylint: disable=import-outside-toplevel
+  finally:
+    del sys.modules["torch"]
+  return TBWriter
 
 
 def _truncate_after(path: str, step: int) -> None:
