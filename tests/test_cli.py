@@ -103,14 +103,21 @@ def test_help_lists_the_gin_flags():
 
 @pytest.mark.slow
 def test_tiny_run_trains_evaluates_and_resumes(tmp_path):
+  # A small evaluation (what it computes is tested elsewhere; here that it runs and is logged at each end).
   args = [f"--gin_file={RUN}", f"--gin.MODEL_DIR='{tmp_path}'", "--gin.CHECKPOINT_PERIOD=10",
-          "--gin.EVAL_PERIOD=20", "--gin.BATCH_SIZE=32"]
+          "--gin.EVAL_PERIOD=20", "--gin.BATCH_SIZE=32",
+          "--gin.vlm.evaluation.SceneZeroShotRetrieval.images_per_class=2",
+          "--gin.vlm.evaluation.SceneZeroShotRetrieval.retrieval_pairs=64",
+          "--gin.vlm.evaluation.SceneZeroShotRetrieval.dense_scenes=32"]
   first = train(*args, "--gin.TRAIN_STEPS=10")
   assert first.returncode == 0, first.stderr
   assert "starting from scratch" in first.stdout and "zero_shot_held_out" in first.stdout
   second = train(*args, "--gin.TRAIN_STEPS=20")
   assert second.returncode == 0, second.stderr
   assert "resuming from step 10" in second.stdout
+  for run in (first, second):  # a clean console: no library's log lines (absl, orbax, TensorFlow)
+    logged = [line for line in run.stderr.splitlines() if line.startswith(("WARNING:", "ERROR:", "INFO:"))]
+    assert not logged, logged
   for name in ("metrics.jsonl", "loss.png", "config.gin", "model_config.json", "checkpoints", "train", "eval"):
     assert (tmp_path / name).exists(), name
   records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]

@@ -74,7 +74,8 @@ def test_naflex_siglip_run_trains_at_budgets_drawn_per_step_and_evaluates(tmp_pa
                  "--gin.PATCH_BUDGETS=(16, 32)",
                  "--gin.vlm.trainer.train.log_period=1",
                  "--gin.vlm.evaluation.SceneZeroShotRetrieval.retrieval_pairs=32",
-                 "--gin.vlm.evaluation.SceneZeroShotRetrieval.images_per_class=1")
+                 "--gin.vlm.evaluation.SceneZeroShotRetrieval.images_per_class=1",
+                 "--gin.vlm.evaluation.SceneZeroShotRetrieval.dense_scenes=32")
   assert result.returncode == 0, result.stderr
   records = _records(tmp_path)
   assert [r["step"] for r in records if "split" not in r] == [1, 2, 3, 4, 5, 6]

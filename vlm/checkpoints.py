@@ -258,10 +258,11 @@ class _DropOrbaxTracebacks(logging.Filter):
 
 
 class _DropOrbaxNoise(logging.Filter):
-  """Drops two orbax warnings that precede every restore and say nothing wrong: a step's items carry no metadata
-  file of their own (the step has one), and a read-only manager was asked for (restore_params asks for one)."""
+  """Drops orbax warnings that say nothing wrong: two precede every restore (a step's items carry no metadata
+  file of their own, the step has one; a read-only manager was asked for, restore_params asks for one), and one
+  names the array handler this module registers on CPU (_save_replicated_arrays_whole_on_cpu)."""
 
-  _NOISE = ("Metadata file does not exist: ", "Given directory is read only=")
+  _NOISE = ("Metadata file does not exist: ", "Given directory is read only=", "Type handler registry type ")
 
   def filter(self, record: logging.LogRecord) -> bool:
     return not (f"{os.sep}orbax{os.sep}" in record.pathname and str(record.msg).startswith(self._NOISE))
