@@ -15,6 +15,7 @@ from encoders import vit as vit_lib
 from tasks import benchmark_files, locations, scene_tasks
 from tests import tiny_models
 from tests.cli_errors import assert_one_line_error
+from tests.tensorboard_events import tensorboard_scalars
 from vlm import metrics, optim, partitioning, trainer, transfer_eval, transfer_tasks
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -130,16 +131,6 @@ def run_eval(*bindings):
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
   return subprocess.run([sys.executable, "-m", "vlm.eval", f"--gin_file={GIN}", *bindings], cwd=REPO, env=env,
                         capture_output=True, text=True, timeout=600)
-
-
-def tensorboard_scalars(directory) -> dict[str, float]:
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  scalars = {}
-  for name in os.listdir(directory):
-    if name.startswith("events.out.tfevents"):
-      for event in tf.compat.v1.train.summary_iterator(str(directory / name)):
-        scalars.update({value.tag: value.simple_value for value in event.summary.value})
-  return scalars
 
 
 def test_every_task_end_to_end_scores_as_vlm_metrics(checkpoint, data_dir, tmp_path):

@@ -15,6 +15,7 @@ from encoders import siglip
 from encoders import text as text_lib
 from encoders import vit as vit_lib
 from tests import scene_data
+from tests.tensorboard_events import tensorboard_events
 from vlm import base_model, checkpoints, mfu, optim, partitioning, summaries, trainer
 
 IMAGE_SIZE, TEXT_LENGTH = 16, 40
@@ -415,8 +416,4 @@ def test_the_summary_writer_leaves_torch_unloaded_and_writes_readable_events(tmp
   result = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120,
                           cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   assert result.returncode == 0 and result.stdout.strip() == "False", result.stderr
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  events = [tmp_path / "train" / name for name in os.listdir(tmp_path / "train")]
-  values = [v.simple_value for e in events for event in tf.compat.v1.train.summary_iterator(str(e))
-            for v in event.summary.value if v.tag == "loss"]
-  assert values == [2.5]
+  assert [value for tag, value in tensorboard_events(tmp_path / "train") if tag == "loss"] == [2.5]
