@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.cli_errors import assert_one_line_error
+from tests.cli_errors import assert_one_line_error, run_main
 
 RUN = "gin_configs/runs/siglip_tiny_synthetic.gin"
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -19,13 +19,19 @@ def train(*args, timeout=600):
                         text=True, timeout=timeout)
 
 
+def refused(*args):
+  """vlm.train's outcome for ARGS it refuses before any work: run in this process (tests/cli_errors.run_main).
+  test_unknown_gin_binding and the tests below that train start it as a user does."""
+  return run_main("vlm.train", *args)
+
+
 def test_unknown_gin_binding(tmp_path):
   result = train(f"--gin_file={RUN}", "--gin.vlm.trainer.train.no_such_arg=3", f"--gin.MODEL_DIR='{tmp_path}'")
   assert_one_line_error(result, "no_such_arg")
 
 
 def test_unknown_configurable(tmp_path):
-  result = train(f"--gin_file={RUN}", "--gin.NoSuchThing.x=3")
+  result = refused(f"--gin_file={RUN}", "--gin.NoSuchThing.x=3")
   assert_one_line_error(result, "NoSuchThing")
 
 
@@ -36,7 +42,7 @@ def test_missing_gin_file():
 
 
 def test_unknown_size_name(tmp_path):
-  result = train(f"--gin_file={RUN}", "--gin.encoders.vit.config.variant='Q/4'", f"--gin.MODEL_DIR='{tmp_path}'")
+  result = refused(f"--gin_file={RUN}", "--gin.encoders.vit.config.variant='Q/4'", f"--gin.MODEL_DIR='{tmp_path}'")
   assert_one_line_error(result, "unknown ViT size 'Q/4'")
 
 
@@ -50,21 +56,21 @@ def test_unknown_size_name(tmp_path):
     ("--gin.vlm.optim.schedule.peak=0", "schedule peak (the learning rate) must be a number > 0; got 0"),
 ])
 def test_bad_macro_values_name_the_macro(tmp_path, flag, fragment):
-  assert_one_line_error(train(f"--gin_file={RUN}", f"--gin.MODEL_DIR='{tmp_path}'", flag), fragment)
+  assert_one_line_error(refused(f"--gin_file={RUN}", f"--gin.MODEL_DIR='{tmp_path}'", flag), fragment)
 
 
 def test_command_line_mistakes(tmp_path):
-  assert_one_line_error(train(f"--gin_file={RUN}", f"--gin.MODEL_DIR={tmp_path}"),
+  assert_one_line_error(refused(f"--gin_file={RUN}", f"--gin.MODEL_DIR={tmp_path}"),
                         f"--gin.MODEL_DIR={tmp_path}", f"a string needs quotes: --gin.MODEL_DIR=\"'{tmp_path}'\"")
-  result = train(f"--gin_file={RUN}", "--gin.MIXTURE_OR_TASK_NAME=scene")  # gin's error held an ast object's repr
+  result = refused(f"--gin_file={RUN}", "--gin.MIXTURE_OR_TASK_NAME=scene")  # gin's error held an ast object's repr
   assert_one_line_error(result, "not a gin value; a string needs quotes")
   assert " object at 0x" not in result.stderr
-  assert_one_line_error(train(f"--gin_file={RUN}", "--gin.vlm.optim.schedule.peak=float('nan')"),
+  assert_one_line_error(refused(f"--gin_file={RUN}", "--gin.vlm.optim.schedule.peak=float('nan')"),
                         "not a gin value; a gin value is a literal", "not a call")
-  assert_one_line_error(train(f"--gin_file={RUN}", "--gin.TRAIN_STEPS"), "unrecognised argument '--gin.TRAIN_STEPS'")
-  assert_one_line_error(train(), "at least one --gin_file is required")
+  assert_one_line_error(refused(f"--gin_file={RUN}", "--gin.TRAIN_STEPS"), "unrecognised argument '--gin.TRAIN_STEPS'")
+  assert_one_line_error(refused(), "at least one --gin_file is required")
   # T5X's spelling of a binding works too.
-  assert_one_line_error(train(f"--gin_file={RUN}", "--gin_bindings=vlm.trainer.train.no_such_arg = 3"), "no_such_arg")
+  assert_one_line_error(refused(f"--gin_file={RUN}", "--gin_bindings=vlm.trainer.train.no_such_arg = 3"), "no_such_arg")
 
 
 def run_elsewhere(directory, module, *args):
@@ -129,9 +135,7 @@ def test_tiny_run_trains_evaluates_and_resumes(tmp_path):
 @pytest.mark.parametrize("program", ["vlm.curriculum", "tasks.list", "tasks.show"])
 def test_each_program_names_itself_for_an_unknown_flag(program):
   task = ["--task=vqa_synthetic"] if program == "tasks.show" else []
-  result = subprocess.run([sys.executable, "-m", program, *task, "--bogus"], cwd=REPO, capture_output=True,
-                          text=True, timeout=120)
-  assert_one_line_error(result, "--bogus", f"python -m {program} --help")
+  assert_one_line_error(run_main(program, *task, "--bogus"), "--bogus", f"python -m {program} --help")
 
 
 @pytest.mark.parametrize("text, fragment", [
@@ -140,7 +144,7 @@ def test_each_program_names_itself_for_an_unknown_flag(program):
 ])
 def test_a_broken_gin_file_is_named_in_one_line(tmp_path, text, fragment):
   (tmp_path / "broken.gin").write_text(text)
-  assert_one_line_error(train(f"--gin_file={tmp_path / 'broken.gin'}"), f"gin file {tmp_path / 'broken.gin'}",
+  assert_one_line_error(refused(f"--gin_file={tmp_path / 'broken.gin'}"), f"gin file {tmp_path / 'broken.gin'}",
                         fragment)
 
 

@@ -14,7 +14,7 @@ from PIL import Image
 from encoders import vit as vit_lib
 from tasks import benchmark_files, locations, scene_tasks
 from tests import tiny_models
-from tests.cli_errors import assert_one_line_error
+from tests.cli_errors import assert_one_line_error, run_main
 from tests.tensorboard_events import tensorboard_scalars
 from vlm import metrics, optim, partitioning, trainer, transfer_eval, transfer_tasks
 
@@ -133,6 +133,11 @@ def run_eval(*bindings):
                         capture_output=True, text=True, timeout=600)
 
 
+def refused_eval(*bindings):
+  """vlm.eval's outcome for bindings it refuses before evaluating: run in this process (cli_errors.run_main)."""
+  return run_main("vlm.eval", f"--gin_file={GIN}", *bindings)
+
+
 def test_every_task_end_to_end_scores_as_vlm_metrics(checkpoint, data_dir, tmp_path):
   out = tmp_path / "out"
   result = run_eval(f"--gin.CHECKPOINT_PATH='{checkpoint}'", f"--gin.DATA_DIR='{data_dir}'",
@@ -194,17 +199,17 @@ def test_karpathy_reads_only_its_split(data_dir):
 
 
 def test_unknown_task_is_one_line(checkpoint, data_dir):
-  assert_one_line_error(run_eval(f"--gin.CHECKPOINT_PATH='{checkpoint}'", f"--gin.DATA_DIR='{data_dir}'",
+  assert_one_line_error(refused_eval(f"--gin.CHECKPOINT_PATH='{checkpoint}'", f"--gin.DATA_DIR='{data_dir}'",
                                  "--gin.EVAL_TASKS=['vqav2', 'nocaps']"), "unknown eval task 'nocaps'", "vqav2")
 
 
 def test_wrong_layout_names_the_field_and_file(checkpoint, tmp_path):
   write_benchmarks(tmp_path)
   _json(f"{tmp_path}/chartqa/test/test_human.json", [{"imgname": "c0.png", "question": "how many?", "label": "2"}])
-  assert_one_line_error(run_eval(f"--gin.CHECKPOINT_PATH='{checkpoint}'", f"--gin.DATA_DIR='{tmp_path}'",
+  assert_one_line_error(refused_eval(f"--gin.CHECKPOINT_PATH='{checkpoint}'", f"--gin.DATA_DIR='{tmp_path}'",
                                  "--gin.EVAL_TASKS=['chartqa']"), "test_human.json", "'query'")
   _json(f"{tmp_path}/textvqa/TextVQA_0.5.1_val.json", [{"question": "q", "answers": ["a"]}])
-  assert_one_line_error(run_eval(f"--gin.CHECKPOINT_PATH='{checkpoint}'", f"--gin.DATA_DIR='{tmp_path}'",
+  assert_one_line_error(refused_eval(f"--gin.CHECKPOINT_PATH='{checkpoint}'", f"--gin.DATA_DIR='{tmp_path}'",
                                  "--gin.EVAL_TASKS=['textvqa']"), "TextVQA_0.5.1_val.json", "'data'")
 
 
@@ -218,7 +223,7 @@ def test_empty_references_is_one_line(tmp_path):
 
 def test_siglip_checkpoint_is_one_line(data_dir, tmp_path):
   (tmp_path / "model_config.json").write_text(json.dumps({"model": "siglip"}))
-  assert_one_line_error(run_eval(f"--gin.CHECKPOINT_PATH='{tmp_path}'", f"--gin.DATA_DIR='{data_dir}'",
+  assert_one_line_error(refused_eval(f"--gin.CHECKPOINT_PATH='{tmp_path}'", f"--gin.DATA_DIR='{data_dir}'",
                                  "--gin.EVAL_TASKS=['vqav2']"), "'siglip' model, not a PaLI")
   assert not (tmp_path / "eval_transfer").exists()  # nothing written for a run that could not start
 
@@ -227,7 +232,7 @@ def test_the_checkpoint_is_checked_before_the_task_files(tmp_path):
   """A wrong CHECKPOINT_PATH is named even when the task files are missing too (it is the cheaper mistake to
   find; the files are still read before any parameter is)."""
   for checkpoint in (tmp_path / "nope", tmp_path):
-    assert_one_line_error(run_eval(f"--gin.CHECKPOINT_PATH='{checkpoint}'", f"--gin.DATA_DIR='{tmp_path / 'none'}'",
+    assert_one_line_error(refused_eval(f"--gin.CHECKPOINT_PATH='{checkpoint}'", f"--gin.DATA_DIR='{tmp_path / 'none'}'",
                                    "--gin.EVAL_TASKS=['vqav2']"), f"{checkpoint} is not a PaLI training directory")
 
 
@@ -263,7 +268,7 @@ def test_vqav2_question_without_answers_is_named(tmp_path):
 
 
 def test_unset_checkpoint_is_one_line(data_dir):
-  assert_one_line_error(run_eval(f"--gin.DATA_DIR='{data_dir}'", "--gin.EVAL_TASKS=['vqav2']"),
+  assert_one_line_error(refused_eval(f"--gin.DATA_DIR='{data_dir}'", "--gin.EVAL_TASKS=['vqav2']"),
                         "CHECKPOINT_PATH is not set", "--gin.CHECKPOINT_PATH=")
 
 
@@ -374,7 +379,7 @@ def test_a_given_checkpoint_step_is_evaluated_or_refused_in_one_line(checkpoint,
   _, at_two = model_lib.load(checkpoint, step=2)
   jax.tree.map(np.testing.assert_array_equal, newest, at_two)
   assert pali.load(checkpoint, step=2).max_decode_len == pali.load(checkpoint).max_decode_len
-  result = run_eval(f"--gin.CHECKPOINT_PATH='{checkpoint}'", f"--gin.DATA_DIR='{data_dir}'",
+  result = refused_eval(f"--gin.CHECKPOINT_PATH='{checkpoint}'", f"--gin.DATA_DIR='{data_dir}'",
                     f"--gin.OUTPUT_DIR='{tmp_path}'", "--gin.EVAL_TASKS=['vqav2']", "--gin.CHECKPOINT_STEP=7")
   assert_one_line_error(result, "has no complete checkpoint at step 7; its steps: 2")
 

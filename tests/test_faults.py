@@ -21,7 +21,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.cli_errors import assert_one_line_error
+from tests.cli_errors import assert_one_line_error, run_main
 from vlm import checkpoints
 
 RUN = "gin_configs/runs/siglip_tiny_synthetic.gin"
@@ -73,6 +73,11 @@ def train(model_dir, env=None, extra=()):
   """The run, to its end."""
   return subprocess.run([sys.executable, "-m", "vlm.train", *ARGS, *extra, f"--gin.MODEL_DIR='{model_dir}'"],
                         cwd=REPO, env=env or environment(), capture_output=True, text=True, timeout=TIMEOUT_S)
+
+
+def refused(model_dir, extra=()):
+  """The run's outcome when it stops before training: in this process (tests/cli_errors.run_main)."""
+  return run_main("vlm.train", *ARGS, *extra, f"--gin.MODEL_DIR='{model_dir}'")
 
 
 @contextlib.contextmanager
@@ -178,7 +183,7 @@ def test_a_disk_that_fills_up_during_a_save_ends_in_one_line(tmp_path):
 def test_an_unwritable_model_dir_ends_in_one_line_before_training(tmp_path):
   blocker = tmp_path / "file"
   blocker.write_text("")
-  result = train(blocker / "run")
+  result = refused(blocker / "run")
   assert_one_line_error(result, f"MODEL_DIR {blocker / 'run'} is not writable", "--gin.MODEL_DIR")
   assert "model:" not in result.stdout  # nothing was built
 
@@ -189,7 +194,7 @@ def test_a_full_disk_ends_in_one_line_before_training(tmp_path):
   model_dir = tmp_path / "run"
   model_dir.mkdir()
   os.symlink("/dev/full", model_dir / ".write_test.0")
-  result = train(model_dir)
+  result = refused(model_dir)
   assert_one_line_error(result, f"MODEL_DIR {model_dir} is not writable (No space left on device)", "free space")
   assert "model:" not in result.stdout
 
@@ -245,15 +250,15 @@ def test_a_second_run_on_a_held_model_dir_is_refused_and_a_killed_holders_lock_t
 
 
 def test_a_run_that_fails_validation_leaves_no_model_dir_behind(tmp_path):
-  result = train(tmp_path / "new" / "run", extra=["--gin.vlm.trainer.train.microbatches=3"])  # 8 rows: no
+  result = refused(tmp_path / "new" / "run", extra=["--gin.vlm.trainer.train.microbatches=3"])  # 8 rows: no
   assert result.returncode == 1, result.stderr
   assert not (tmp_path / "new").exists()
   kept = tmp_path / "kept"
   kept.mkdir()
-  assert train(kept, extra=["--gin.vlm.trainer.train.frozen_params='img/(('"]).returncode == 1
+  assert refused(kept, extra=["--gin.vlm.trainer.train.frozen_params='img/(('"]).returncode == 1
   assert kept.is_dir() and os.listdir(kept) == []
 
 
 def test_an_invalid_frozen_params_regex_ends_in_one_line(tmp_path):
-  result = train(tmp_path / "run", extra=["--gin.vlm.trainer.train.frozen_params='img/(('"])
+  result = refused(tmp_path / "run", extra=["--gin.vlm.trainer.train.frozen_params='img/(('"])
   assert_one_line_error(result, "frozen_params='img/(('", "is not a valid regular expression", "missing )")

@@ -11,7 +11,7 @@ from PIL import Image
 
 from tasks import scene_tasks
 from tests import scene_data, tiny_models
-from tests.cli_errors import assert_one_line_error
+from tests.cli_errors import assert_one_line_error, run_main
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = tiny_models.PALI_IMAGE_SIZE
@@ -35,6 +35,12 @@ def infer(*args):
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
   return subprocess.run([sys.executable, "-m", "vlm.infer", *map(str, args)], cwd=REPO, env=env,
                         capture_output=True, text=True, timeout=300)
+
+
+def infer_here(*args):
+  """vlm.infer's outcome run in this process (cli_errors.run_main): the tests of what it refuses and of its
+  options. The answers as a user gets them, from `python -m vlm.infer`, are checked by the tests that call infer."""
+  return run_main("vlm.infer", *args)
 
 
 def test_answers_one_image(checkpoint):
@@ -76,21 +82,21 @@ def test_jsonl_batch_matches_single_requests(checkpoint):
     (("--prompt", "caption en", "--resize", "none"), "pass --resize squash or --resize pad"),
 ])
 def test_bad_input_is_one_clear_line(checkpoint, args, fragment):
-  result = infer("--checkpoint", checkpoint, "--image", checkpoint / "a.png", *args)
+  result = infer_here("--checkpoint", checkpoint, "--image", checkpoint / "a.png", *args)
   assert result.returncode == 1 and "Traceback" not in result.stderr
   errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
   assert len(errors) == 1 and fragment in errors[0], result.stderr
 
 
 def test_missing_checkpoint_and_image(tmp_path, checkpoint):
-  result = infer("--checkpoint", tmp_path, "--image", checkpoint / "a.png", "--prompt", "caption en")
+  result = infer_here("--checkpoint", tmp_path, "--image", checkpoint / "a.png", "--prompt", "caption en")
   assert result.returncode == 1 and "not a PaLI training directory" in result.stderr
-  result = infer("--checkpoint", checkpoint, "--image", tmp_path / "nope.png", "--prompt", "caption en")
+  result = infer_here("--checkpoint", checkpoint, "--image", tmp_path / "nope.png", "--prompt", "caption en")
   assert result.returncode == 1 and "does not exist" in result.stderr
 
 
 def test_truncated_prompt_still_answers(checkpoint):
-  result = infer("--checkpoint", checkpoint, "--image", checkpoint / "a.png", "--prompt",
+  result = infer_here("--checkpoint", checkpoint, "--image", checkpoint / "a.png", "--prompt",
                  "answer en " + "how many " * 10, "--truncate_prompt")
   assert result.returncode == 0 and "cut from" in result.stderr
 
@@ -157,7 +163,7 @@ def test_a_16_bit_png_reads_as_its_8_bit_twin(checkpoint, tmp_path):
   from vlm import infer as infer_lib
   np.testing.assert_array_equal(infer_lib.read_image(str(tmp_path / "grey16.png")),
                                 infer_lib.read_image(str(tmp_path / "grey8.png")))
-  answers = [infer("--checkpoint", checkpoint, "--image", tmp_path / name, "--prompt", "caption en").stdout
+  answers = [infer_here("--checkpoint", checkpoint, "--image", tmp_path / name, "--prompt", "caption en").stdout
              for name in ("grey8.png", "grey16.png")]
   assert answers[0] == answers[1] and answers[0].strip()
 
@@ -182,18 +188,18 @@ def _png_header_only(path, width, height):
 ])
 def test_bad_numbers_and_destinations_are_refused_before_decoding(checkpoint, args, fragment):
   args = [str(checkpoint / "a.png") if a == "__FILE__" else a for a in args]
-  result = infer("--checkpoint", checkpoint, "--image", checkpoint / "a.png", "--prompt", "caption en", *args)
+  result = infer_here("--checkpoint", checkpoint, "--image", checkpoint / "a.png", "--prompt", "caption en", *args)
   assert_one_line_error(result, fragment)
 
 
 def test_bad_requests_are_one_line(checkpoint, tmp_path):
   _png_header_only(tmp_path / "bomb.png", 30000, 30000)
-  bomb = infer("--checkpoint", checkpoint, "--image", tmp_path / "bomb.png", "--prompt", "caption en")
+  bomb = infer_here("--checkpoint", checkpoint, "--image", tmp_path / "bomb.png", "--prompt", "caption en")
   assert_one_line_error(bomb, "bomb.png", "too large to decode safely")
   for request, fragment in (({"image": "a.png", "prompt": ["caption en"]}, "'prompt' must be a string"),
                             ({"image": 7, "prompt": "caption en"}, "'image' must be a string")):
     (tmp_path / "r.jsonl").write_text(json.dumps(request) + "\n")
-    assert_one_line_error(infer("--checkpoint", checkpoint, "--input", tmp_path / "r.jsonl"), fragment)
+    assert_one_line_error(infer_here("--checkpoint", checkpoint, "--input", tmp_path / "r.jsonl"), fragment)
 
 
 def test_answers_written_before_a_failure_are_kept(checkpoint, tmp_path):
@@ -204,7 +210,7 @@ def test_answers_written_before_a_failure_are_kept(checkpoint, tmp_path):
   requests.write_text("".join(json.dumps({"image": name, "prompt": "caption en"}) + "\n"
                               for name in ("a.png", "a.png", "broken.png")))
   out = tmp_path / "answers.jsonl"
-  result = infer("--checkpoint", checkpoint, "--input", requests, "--output", out, "--batch_size", 2)
+  result = infer_here("--checkpoint", checkpoint, "--input", requests, "--output", out, "--batch_size", 2)
   assert_one_line_error(result, "broken.png", "cannot be decoded")
   assert [json.loads(line)["prompt"] for line in out.read_text().splitlines()] == ["caption en"] * 2
 
@@ -229,5 +235,5 @@ def test_inference_fits_images_as_training_does(method, height, width):
 
 
 def test_a_bad_command_line_is_one_line():
-  assert_one_line_error(infer(), "--checkpoint", "python -m vlm.infer --help")
-  assert_one_line_error(infer("--checkpoint", "x", "--prompt", "ocr"), "--image", "--input")
+  assert_one_line_error(infer_here(), "--checkpoint", "python -m vlm.infer --help")
+  assert_one_line_error(infer_here("--checkpoint", "x", "--prompt", "ocr"), "--image", "--input")

@@ -11,8 +11,8 @@ import pytest
 
 from encoders import vit
 from tests import hf_fixtures
-from tests.cli_errors import assert_one_line_error
-from tests.test_cli import train
+from tests.cli_errors import assert_one_line_error, run_main
+from tests.test_cli import refused, train
 from vlm import model as model_lib
 from vlm import ul2
 
@@ -100,23 +100,18 @@ def test_naflex_and_squashed_pali_runs_train_and_evaluate(tmp_path):
   from tasks import documents
   receipt = documents.example(0, 0, "validation", 96, kind="receipt", native_aspect=True)["image"]
   Image.fromarray(np.round((receipt + 1) * 127.5).astype(np.uint8)).save(tmp_path / "receipt.png")
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-  import subprocess
-  import sys
-  for extra in ([], ["--patch_budget=64"]):
-    answer = subprocess.run([sys.executable, "-m", "vlm.infer", f"--checkpoint={tmp_path / 'naflex'}",
-                             f"--image={tmp_path / 'receipt.png'}", "--prompt=answer en what is the total?",
-                             "--max_decode_len=4", *extra], env=env, capture_output=True, text=True, timeout=300)
+  for extra in ([], ["--patch_budget=64"]):  # vlm.infer in this process (tests/cli_errors.run_main)
+    answer = run_main("vlm.infer", f"--checkpoint={tmp_path / 'naflex'}", f"--image={tmp_path / 'receipt.png'}",
+                      "--prompt=answer en what is the total?", "--max_decode_len=4", *extra)
     assert answer.returncode == 0 and answer.stdout.strip(), answer.stderr
-  refused = subprocess.run([sys.executable, "-m", "vlm.infer", f"--checkpoint={tmp_path / 'squashed'}",
-                            f"--image={tmp_path / 'receipt.png'}", "--prompt=ocr", "--patch_budget=64"],
-                           env=env, capture_output=True, text=True, timeout=300)
-  assert_one_line_error(refused, "--patch_budget is for NaFlex models")
+  not_naflex = run_main("vlm.infer", f"--checkpoint={tmp_path / 'squashed'}", f"--image={tmp_path / 'receipt.png'}",
+                     "--prompt=ocr", "--patch_budget=64")
+  assert_one_line_error(not_naflex, "--patch_budget is for NaFlex models")
 
 
 @pytest.mark.parametrize("run, binding", [("pali_tiny_naflex", "--gin.PATCH_BUDGET=0"),
                                           ("siglip_naflex_tiny_synthetic", "--gin.PATCH_BUDGETS=(16, -1)")])
 def test_a_budget_below_one_patch_is_one_clear_line(tmp_path, run, binding):
-  result = train(f"--gin_file=gin_configs/runs/{run}.gin", f"--gin.MODEL_DIR='{tmp_path}'", binding)
+  result = refused(f"--gin_file=gin_configs/runs/{run}.gin", f"--gin.MODEL_DIR='{tmp_path}'", binding)
   assert_one_line_error(result, "TASK_FEATURE_LENGTHS['patches'] must be an integer >= 1")
   assert not os.listdir(tmp_path)  # nothing written
