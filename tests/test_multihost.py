@@ -23,12 +23,13 @@ TIMEOUT_S = 600  # per launch; every process of a launch is killed past it
 
 # The tiny run, shrunk: a few steps of batch 16, a checkpoint every 3 steps, losses logged every step, the
 # schedule's length pinned (a 3-step run is then the first half of the 6-step one) and a small evaluation
-# at the end only.
+# (dense metrics on 64 scenes, not 256) at the end only.
 ARGS = [f"--gin_file={RUN}", "--gin.BATCH_SIZE=16", "--gin.CHECKPOINT_PERIOD=3", "--gin.EVAL_PERIOD=1000",
         "--gin.vlm.trainer.train.log_period=1", "--gin.vlm.trainer.train.progress=False",
         "--gin.vlm.optim.schedule.total_steps=6",
         "--gin.vlm.evaluation.SceneZeroShotRetrieval.images_per_class=1",
-        "--gin.vlm.evaluation.SceneZeroShotRetrieval.retrieval_pairs=32"]
+        "--gin.vlm.evaluation.SceneZeroShotRetrieval.retrieval_pairs=32",
+        "--gin.vlm.evaluation.SceneZeroShotRetrieval.dense_scenes=64"]
 
 
 def free_port() -> int:

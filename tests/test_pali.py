@@ -243,7 +243,7 @@ def test_wrong_vit_pooling_is_refused():
 
 
 @pytest.mark.slow
-def test_tiny_pali_beats_the_majority_answer(tmp_path):
+def test_tiny_pali_beats_the_majority_answer(tmp_path, optimised_xla):  # pylint: disable=unused-argument
   """A few hundred steps on generated VQA: answers on held-out scenes clearly beat the majority answer."""
   from vlm import evaluation  # pylint: disable=import-outside-toplevel
   # Sentencepiece prompts take 8 to 21 tokens: 16 cuts the longest position comparisons (~5%), as it cut them
