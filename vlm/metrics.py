@@ -509,6 +509,21 @@ def refexp_accuracy(predicted: Sequence[Sequence[float] | None], targets: Sequen
   return float(100.0 * np.mean([p is not None and box_iou(p, t) >= 0.5 for p, t in zip(predicted, targets)]))
 
 
+def refexp_centre_baseline(targets: Sequence[Sequence[float]], image_shapes: Sequence[Sequence[float]]) -> float:
+  """DESIGN.md's refexp_centre_baseline: refexp_accuracy of one box per target at the centre of its image, of
+  the targets' mean size relative to their images (scaled back to each image: benchmark images differ in size).
+  What a model scores without looking.
+
+  Args:
+    targets: the referred boxes (y0, x0, y1, x1), in pixels.
+    image_shapes: (height, width) of each target's image.
+  """
+  boxes, shapes = np.asarray(targets, np.float64), np.asarray(image_shapes, np.float64)  # [N, 4], [N, 2]
+  size = ((boxes[:, 2:] - boxes[:, :2]) / shapes).mean(axis=0) * shapes  # [N, 2]: (h, w) in each image's pixels
+  centre = np.concatenate([(shapes - size) / 2, (shapes + size) / 2], axis=1)
+  return refexp_accuracy([tuple(b) for b in centre], targets)
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # BLEU-4 and ROUGE-L as coco-caption's pycocoevalcap computes them (on `ptb_tokenize`d text, as CIDEr).
 # ------------------------------------------------------------------------------------------------------------------

@@ -425,24 +425,12 @@ def answer_box(answer: str, ex: dict) -> tuple[float, ...] | None:
   return boxes[0] if boxes else None
 
 
-def centre_boxes(examples: list[dict]) -> list[tuple[float, float, float, float]]:
-  """refexp_centre_baseline's guesses: a box at each image's centre, of the targets' mean size.
-
-  The mean is of sizes relative to their images (COCO images differ in size), scaled to each image.
-  """
-  relative = np.mean([[ex["bbox"][3] / ex["height"], ex["bbox"][2] / ex["width"]] for ex in examples], axis=0)
-  out = []
-  for ex in examples:
-    h, w = relative[0] * ex["height"], relative[1] * ex["width"]
-    out.append(((ex["height"] - h) / 2, (ex["width"] - w) / 2, (ex["height"] + h) / 2, (ex["width"] + w) / 2))
-  return out
-
-
 def score_refexp(predictions: list[str], examples: list[dict]) -> dict[str, float]:
   targets = [target_box(ex) for ex in examples]
   return {"refexp_accuracy": metrics.refexp_accuracy([answer_box(p, ex) for p, ex in zip(predictions, examples)],
                                                      targets),
-          "refexp_centre_baseline": metrics.refexp_accuracy(centre_boxes(examples), targets)}
+          "refexp_centre_baseline": metrics.refexp_centre_baseline(targets, [(ex["height"], ex["width"])
+                                                                            for ex in examples])}
 
 
 def build(names, data_dir: str) -> list[Evaluator | EmbeddingEvaluator]:
