@@ -27,9 +27,10 @@ def run_main(module: str, *args) -> subprocess.CompletedProcess:
   For the commands a test expects to fail before they do any work. A `python -m` start pays its imports each
   time (about 8 s on the 2-core CI machine, TensorFlow's 5 s of them), and the one-line-error tests, one start
   each, were a sixth of the suite's time. Each program keeps tests that start it as a user does, in its own
-  process. Here the exit code is SystemExit's, and an exception that escapes main is printed to stderr as the
-  interpreter would (a traceback, exit code 1), and warnings print to stderr as it prints them. The gin config is cleared before and after, and the program runs
-  with glibc's default malloc (vlm.host_memory's settings would stay with this process).
+  process. Here the exit code is SystemExit's, an exception that escapes main is printed to stderr as the
+  interpreter would print it (a traceback, exit code 1), and so are warnings. The gin config is cleared before
+  and after, and the program runs with glibc's default malloc (vlm.host_memory's settings would stay with this
+  process).
   """
   out, err = io.StringIO(), io.StringIO()
   saved_format, saved_malloc = warnings.formatwarning, os.environ.get("VLM_SYSTEM_MALLOC")

@@ -97,7 +97,7 @@ def test_missing_checkpoint_and_image(tmp_path, checkpoint):
 
 def test_truncated_prompt_still_answers(checkpoint):
   result = infer_here("--checkpoint", checkpoint, "--image", checkpoint / "a.png", "--prompt",
-                 "answer en " + "how many " * 10, "--truncate_prompt")
+                      "answer en " + "how many " * 10, "--truncate_prompt")
   assert result.returncode == 0 and "cut from" in result.stderr
 
 
