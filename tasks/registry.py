@@ -62,7 +62,9 @@ go through the same normalise / resize steps as decoded JPEGs would.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 
 import gin
@@ -93,6 +95,24 @@ _CAPTION_STREAM = 110  # and of the multilingual pairs' caption draws
 def image_size(size: int = 224) -> int:
   """The side of every synthetic task's images, in pixels (at least 16)."""
   return size
+
+
+@contextlib.contextmanager
+def image_size_bound(size: int):
+  """image_size bound to `size` inside the block (pipelines built there draw their images at it), and on leaving
+  to what it was bound to before, or to its default."""
+  key = "tasks.registry.image_size.size"
+  try:
+    previous = gin.query_parameter(key)
+  except ValueError:  # not bound
+    previous = inspect.signature(image_size).parameters["size"].default
+  with gin.unlock_config():
+    gin.bind_parameter(key, size)
+  try:
+    yield
+  finally:
+    with gin.unlock_config():
+      gin.bind_parameter(key, previous)
 
 
 def check_image_size(size: int, patch: int = 1, what: str = "IMAGE_SIZE") -> int:
@@ -512,7 +532,7 @@ for _name, _rates in (("pali_stage1_synthetic", stage1_rates), ("pali_stage2_syn
 seqio.MixtureRegistry.add("documents_charts_native_synthetic", [(name, 1.0) for name in NATIVE_ASPECT_TASKS])
 
 
-__all__ = ["SPLITS", "image_size", "patch_size", "views", "caption_granularity", "caption_languages", "VIEW_FEATURES",
-           "LOCCA_TASKS", "locca_tasks", "LOCCA_FEATURES", "SCENE_ASPECTS", "NATIVE_ASPECT_TASKS", "STAGE1_RATES",
+__all__ = ["SPLITS", "image_size", "image_size_bound", "patch_size", "views", "caption_granularity",
+           "caption_languages", "VIEW_FEATURES", "LOCCA_TASKS", "locca_tasks", "LOCCA_FEATURES", "SCENE_ASPECTS", "NATIVE_ASPECT_TASKS", "STAGE1_RATES",
            "stage1_rates", "STAGE2_RATES", "stage2_rates", "GeneratorSource", "VOCABULARY", "IMAGE_TEXT_FEATURES",
            "PAIR_FEATURES", "TEXT_FEATURES", "IMAGE_PREPROCESSORS", "IMAGE_TASKS"]

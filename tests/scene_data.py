@@ -1,28 +1,14 @@
 """Batches of the generated seqio tasks (tasks.registry) at a test's small image size, as the runs read them:
 tasks.pipeline with the shipped sentencepiece vocabulary (tasks.vocab)."""
 
-import contextlib
-
-import gin
-
 from tasks import pipeline
+from tasks import registry
 from tasks import vocab
 
 
-@contextlib.contextmanager
 def image_size(size: int):
   """tasks.registry.image_size bound to `size` inside the block, and back to what it was after."""
-  try:
-    previous = gin.query_parameter("tasks.registry.image_size.size")
-  except ValueError:
-    previous = None
-  with gin.unlock_config():
-    gin.bind_parameter("tasks.registry.image_size.size", size)
-  try:
-    yield
-  finally:
-    with gin.unlock_config():
-      gin.bind_parameter("tasks.registry.image_size.size", 224 if previous is None else previous)
+  return registry.image_size_bound(size)
 
 
 class Batches(pipeline.SeqioBatches):

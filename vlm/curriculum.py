@@ -70,16 +70,16 @@ def draw_predictions(model_dir: str, path: str, per_task: int = 4) -> str | None
   """Greedy answers of a PaLI MODEL_DIR on held-out examples of PREDICTION_TASKS, drawn to `path`."""
   import jax  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
-  from tasks import pipeline  # pylint: disable=import-outside-toplevel
+  from tasks import pipeline, registry  # pylint: disable=import-outside-toplevel
   from vlm import checkpoints, decoding, model as model_lib, summaries  # pylint: disable=import-outside-toplevel
   try:
     model, params = model_lib.load(model_dir)
   except checkpoints.CheckpointError:
     return None  # not a PaLI run (a SigLIP-only curriculum)
-  with gin.unlock_config():  # the examples at the model's resolution, as its stage read them
-    gin.bind_parameter("tasks.registry.image_size.size", model.config.vit.image_size)
   lengths = {"inputs": model.prompt_length, "targets": model.max_decode_len}
-  batches = [pipeline.SeqioBatches(task, lengths, split="validation").batch(0, per_task) for task in PREDICTION_TASKS]
+  with registry.image_size_bound(model.config.vit.image_size):  # the examples at the resolution its stage read
+    batches = [pipeline.SeqioBatches(task, lengths, split="validation").batch(0, per_task)
+               for task in PREDICTION_TASKS]
   batch = {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
   tokens = decoding.jit(model.predict_batch)(params, {k: batch[k] for k in ("image", "encoder_input_tokens")}).tokens
   texts = lambda rows: [model.detokenize(row) for row in rows]  # noqa: E731
