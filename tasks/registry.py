@@ -533,6 +533,7 @@ seqio.MixtureRegistry.add("documents_charts_native_synthetic", [(name, 1.0) for 
 
 
 __all__ = ["SPLITS", "image_size", "image_size_bound", "patch_size", "views", "caption_granularity",
-           "caption_languages", "VIEW_FEATURES", "LOCCA_TASKS", "locca_tasks", "LOCCA_FEATURES", "SCENE_ASPECTS", "NATIVE_ASPECT_TASKS", "STAGE1_RATES",
-           "stage1_rates", "STAGE2_RATES", "stage2_rates", "GeneratorSource", "VOCABULARY", "IMAGE_TEXT_FEATURES",
-           "PAIR_FEATURES", "TEXT_FEATURES", "IMAGE_PREPROCESSORS", "IMAGE_TASKS"]
+           "caption_languages", "VIEW_FEATURES", "LOCCA_TASKS", "locca_tasks", "LOCCA_FEATURES", "SCENE_ASPECTS",
+           "NATIVE_ASPECT_TASKS", "STAGE1_RATES", "stage1_rates", "STAGE2_RATES", "stage2_rates", "GeneratorSource",
+           "VOCABULARY", "IMAGE_TEXT_FEATURES", "PAIR_FEATURES", "TEXT_FEATURES", "IMAGE_PREPROCESSORS",
+           "IMAGE_TASKS"]

@@ -6,22 +6,17 @@ from tasks import registry
 from tasks import vocab
 
 
-def image_size(size: int):
-  """tasks.registry.image_size bound to `size` inside the block, and back to what it was after."""
-  return registry.image_size_bound(size)
-
-
 class Batches(pipeline.SeqioBatches):
   """SeqioBatches of a task or mixture at `size` px: the size is bound whenever a pipeline is built (which
   reads it), so tests at different sizes do not see each other's binding."""
 
   def __init__(self, name: str, task_feature_lengths: dict, size: int = 16, split: str = "train", seed: int = 0):
     self.size = size
-    with image_size(size):
+    with registry.image_size_bound(size):
       super().__init__(name, task_feature_lengths, split=split, seed=seed)
 
   def process_batch(self, step, global_batch_size, process_index, process_count):
-    with image_size(self.size):
+    with registry.image_size_bound(self.size):
       return super().process_batch(step, global_batch_size, process_index, process_count)
 
 

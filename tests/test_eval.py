@@ -200,17 +200,17 @@ def test_karpathy_reads_only_its_split(data_dir):
 
 def test_unknown_task_is_one_line(checkpoint, data_dir):
   assert_one_line_error(refused_eval(f"--gin.CHECKPOINT_PATH='{checkpoint}'", f"--gin.DATA_DIR='{data_dir}'",
-                                 "--gin.EVAL_TASKS=['vqav2', 'nocaps']"), "unknown eval task 'nocaps'", "vqav2")
+                                     "--gin.EVAL_TASKS=['vqav2', 'nocaps']"), "unknown eval task 'nocaps'", "vqav2")
 
 
 def test_wrong_layout_names_the_field_and_file(checkpoint, tmp_path):
   write_benchmarks(tmp_path)
   _json(f"{tmp_path}/chartqa/test/test_human.json", [{"imgname": "c0.png", "question": "how many?", "label": "2"}])
   assert_one_line_error(refused_eval(f"--gin.CHECKPOINT_PATH='{checkpoint}'", f"--gin.DATA_DIR='{tmp_path}'",
-                                 "--gin.EVAL_TASKS=['chartqa']"), "test_human.json", "'query'")
+                                     "--gin.EVAL_TASKS=['chartqa']"), "test_human.json", "'query'")
   _json(f"{tmp_path}/textvqa/TextVQA_0.5.1_val.json", [{"question": "q", "answers": ["a"]}])
   assert_one_line_error(refused_eval(f"--gin.CHECKPOINT_PATH='{checkpoint}'", f"--gin.DATA_DIR='{tmp_path}'",
-                                 "--gin.EVAL_TASKS=['textvqa']"), "TextVQA_0.5.1_val.json", "'data'")
+                                     "--gin.EVAL_TASKS=['textvqa']"), "TextVQA_0.5.1_val.json", "'data'")
 
 
 def test_empty_references_is_one_line(tmp_path):
@@ -224,7 +224,7 @@ def test_empty_references_is_one_line(tmp_path):
 def test_siglip_checkpoint_is_one_line(data_dir, tmp_path):
   (tmp_path / "model_config.json").write_text(json.dumps({"model": "siglip"}))
   assert_one_line_error(refused_eval(f"--gin.CHECKPOINT_PATH='{tmp_path}'", f"--gin.DATA_DIR='{data_dir}'",
-                                 "--gin.EVAL_TASKS=['vqav2']"), "'siglip' model, not a PaLI")
+                                     "--gin.EVAL_TASKS=['vqav2']"), "'siglip' model, not a PaLI")
   assert not (tmp_path / "eval_transfer").exists()  # nothing written for a run that could not start
 
 
@@ -232,8 +232,9 @@ def test_the_checkpoint_is_checked_before_the_task_files(tmp_path):
   """A wrong CHECKPOINT_PATH is named even when the task files are missing too (it is the cheaper mistake to
   find; the files are still read before any parameter is)."""
   for checkpoint in (tmp_path / "nope", tmp_path):
-    assert_one_line_error(refused_eval(f"--gin.CHECKPOINT_PATH='{checkpoint}'", f"--gin.DATA_DIR='{tmp_path / 'none'}'",
-                                   "--gin.EVAL_TASKS=['vqav2']"), f"{checkpoint} is not a PaLI training directory")
+    result = refused_eval(f"--gin.CHECKPOINT_PATH='{checkpoint}'", f"--gin.DATA_DIR='{tmp_path / 'none'}'",
+                          "--gin.EVAL_TASKS=['vqav2']")
+    assert_one_line_error(result, f"{checkpoint} is not a PaLI training directory")
 
 
 def test_unset_task_file_names_the_binding(tmp_path):
@@ -380,7 +381,7 @@ def test_a_given_checkpoint_step_is_evaluated_or_refused_in_one_line(checkpoint,
   jax.tree.map(np.testing.assert_array_equal, newest, at_two)
   assert pali.load(checkpoint, step=2).max_decode_len == pali.load(checkpoint).max_decode_len
   result = refused_eval(f"--gin.CHECKPOINT_PATH='{checkpoint}'", f"--gin.DATA_DIR='{data_dir}'",
-                    f"--gin.OUTPUT_DIR='{tmp_path}'", "--gin.EVAL_TASKS=['vqav2']", "--gin.CHECKPOINT_STEP=7")
+                        f"--gin.OUTPUT_DIR='{tmp_path}'", "--gin.EVAL_TASKS=['vqav2']", "--gin.CHECKPOINT_STEP=7")
   assert_one_line_error(result, "has no complete checkpoint at step 7; its steps: 2")
 
 

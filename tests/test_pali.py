@@ -9,7 +9,7 @@ import seqio
 from encoders import siglip
 from encoders import text as text_lib
 from encoders import vit as vit_lib
-from tasks import registry  # noqa: F401  (registers the generated seqio tasks the mixture below names)
+from tasks import registry  # also registers the generated seqio tasks the mixture below names
 from tests import hf_fixtures, scene_data
 from vlm import checkpoints, model as model_lib, optim, partitioning, trainer, ul2, ul2_checkpoints
 
@@ -253,7 +253,7 @@ def test_tiny_pali_beats_the_majority_answer(tmp_path, optimised_xla):  # pylint
   model = model_lib.PaLIModel(vit=vit_lib.config("mu/4", image_size=32, pool_type="none"),
                               ul2=ul2.config("tiny", vocab_size=scene_data.vocab_size()), max_decode_len=4,
                               vocabulary=scene_data.vocabulary())
-  with scene_data.image_size(32):
+  with registry.image_size_bound(32):
     evaluator = evaluation.SeqioTaskEvaluation(("vqa_synthetic",), lengths, examples_per_task=400)
   results = trainer.train(
       model, scene_data.Batches("vqa_synthetic", lengths, size=32), model_dir=str(tmp_path), train_steps=300,
@@ -289,7 +289,7 @@ def test_the_refexp_centre_baseline_is_one_centre_box_of_the_mean_target_size():
   from vlm import evaluation
   truth = [[(8.0, 8.0, 24.0, 24.0)], [(0.0, 0.0, 16.0, 16.0)]]
   assert evaluation.centre_baseline(truth, 32) == 50.0
-  with scene_data.image_size(32):
+  with registry.image_size_bound(32):
     scene = evaluation.SeqioTaskEvaluation(("refexp_synthetic",), {"inputs": 12, "targets": 12}, examples_per_task=8)
   assert scene.image_size == 32  # the frame the boxes are scored in
   references = refexp_references(scene)
@@ -313,7 +313,7 @@ def test_refexp_is_scored_again_on_other_scenes_images(monkeypatch):
   a model that reads boxes off position words scores there what it scores on the right images."""
   import types  # pylint: disable=import-outside-toplevel
   from vlm import evaluation
-  with scene_data.image_size(32):
+  with registry.image_size_bound(32):
     scene = evaluation.SeqioTaskEvaluation(("refexp_synthetic",), {"inputs": 12, "targets": 12}, examples_per_task=8)
   batch = scene.batches["refexp_synthetic"]
   references = refexp_references(scene)
