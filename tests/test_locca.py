@@ -91,18 +91,17 @@ def test_locca_tasks_give_boxes_and_phrases():
   import gin
   from tasks import pipeline, registry, vocab  # noqa: F401
   with gin.unlock_config():
-    gin.bind_parameter("tasks.registry.image_size.size", 32)
     gin.bind_parameter("tasks.registry.locca_tasks.rates", {"refexp": 1.0})
   try:
-    rows = pipeline.SeqioBatches("scene_pairs_locca_synthetic", {"text": 64, "locca_inputs": 16, "locca_targets": 16},
-                                 seed=2).batch(0, 4)
+    with registry.image_size_bound(32):
+      rows = pipeline.SeqioBatches("scene_pairs_locca_synthetic", {"text": 64, "locca_inputs": 16,
+                                                                   "locca_targets": 16}, seed=2).batch(0, 4)
     v = vocab.vocabulary()
     for i in range(4):
       assert v.decode(rows["locca_inputs"][i]).startswith("refexp ")
       assert v.decode(rows["locca_targets"][i]).count("<loc") == 4
   finally:
     with gin.unlock_config():
-      gin.bind_parameter("tasks.registry.image_size.size", 224)
       gin.bind_parameter("tasks.registry.locca_tasks.rates", {"caption": 1.0, "refexp": 1.0, "grounded": 1.0})
 
 

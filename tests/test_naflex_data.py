@@ -84,13 +84,12 @@ def test_bad_input_is_one_clear_error(call, match):
 @pytest.fixture
 def small_images():
   import gin
-  from tasks import registry  # noqa: F401  (registers the tasks and their gin configurables)
+  from tasks import registry  # also registers the tasks and their gin configurables
   with gin.unlock_config():
-    gin.bind_parameter("tasks.registry.image_size.size", 32)
     gin.bind_parameter("tasks.registry.patch_size.size", 4)
-  yield
+  with registry.image_size_bound(32):
+    yield
   with gin.unlock_config():
-    gin.bind_parameter("tasks.registry.image_size.size", 224)
     gin.bind_parameter("tasks.registry.patch_size.size", 16)
 
 

@@ -223,24 +223,23 @@ def test_caption_granularities():
 
 def test_multi_crop_views_are_pure_in_seed_and_step():
   import gin
-  from tasks import pipeline, registry  # noqa: F401  (registers the tasks)
+  from tasks import pipeline, registry  # also registers the tasks
   with gin.unlock_config():
-    gin.bind_parameter("tasks.registry.image_size.size", 32)
     gin.bind_parameter("tasks.registry.patch_size.size", 4)
   try:
-    run = pipeline.SeqioBatches("scene_pairs_views_synthetic", {"text": 40}, seed=5)
-    first = [run.batch(step, 4) for step in range(3)]
-    assert first[0]["global_views"].shape == (4, 2, 32, 32, 3) and first[0]["local_views"].shape == (4, 4, 16, 16, 3)
-    ratios = first[0]["global_masks"].mean(-1)
-    assert first[0]["global_masks"].shape == (4, 2, 64) and np.all((ratios > 0.05) & (ratios <= 0.5))
-    resumed = pipeline.SeqioBatches("scene_pairs_views_synthetic", {"text": 40}, seed=5).batch(2, 4)
-    for key in resumed:
-      np.testing.assert_array_equal(resumed[key], first[2][key], err_msg=key)
-    assert not np.array_equal(first[0]["global_views"][:, 0], first[0]["global_views"][:, 1])  # two crops
+    with registry.image_size_bound(32):
+      run = pipeline.SeqioBatches("scene_pairs_views_synthetic", {"text": 40}, seed=5)
+      first = [run.batch(step, 4) for step in range(3)]
+      resumed = pipeline.SeqioBatches("scene_pairs_views_synthetic", {"text": 40}, seed=5).batch(2, 4)
   finally:
     with gin.unlock_config():
-      gin.bind_parameter("tasks.registry.image_size.size", 224)
       gin.bind_parameter("tasks.registry.patch_size.size", 16)
+  assert first[0]["global_views"].shape == (4, 2, 32, 32, 3) and first[0]["local_views"].shape == (4, 4, 16, 16, 3)
+  ratios = first[0]["global_masks"].mean(-1)
+  assert first[0]["global_masks"].shape == (4, 2, 64) and np.all((ratios > 0.05) & (ratios <= 0.5))
+  for key in resumed:
+    np.testing.assert_array_equal(resumed[key], first[2][key], err_msg=key)
+  assert not np.array_equal(first[0]["global_views"][:, 0], first[0]["global_views"][:, 1])  # two crops
 
 
 # -------------------------------------------------------------------------------------------- dense evals

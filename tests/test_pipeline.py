@@ -2,7 +2,6 @@
 
 import collections
 
-import gin
 import numpy as np
 import pytest
 import seqio
@@ -21,11 +20,8 @@ if SMALL_MIXTURE not in seqio.MixtureRegistry.names():
 
 @pytest.fixture(autouse=True)
 def small_images():
-  with gin.unlock_config():
-    gin.bind_parameter("tasks.registry.image_size.size", 32)
-  yield
-  with gin.unlock_config():
-    gin.bind_parameter("tasks.registry.image_size.size", 224)
+  with registry.image_size_bound(32):
+    yield
 
 
 def assert_same(a, b):
@@ -37,10 +33,9 @@ def assert_same(a, b):
 @pytest.fixture(scope="module")
 def run():
   """Batches 0..3 (batch 8) of an uninterrupted run of the stage-1 mixture, seed 1."""
-  with gin.unlock_config():
-    gin.bind_parameter("tasks.registry.image_size.size", 32)
-  batches = pipeline.SeqioBatches(MIXTURE, LENGTHS, seed=1)
-  result = [batches.batch(step, 8) for step in range(4)]
+  with registry.image_size_bound(32):
+    batches = pipeline.SeqioBatches(MIXTURE, LENGTHS, seed=1)
+    result = [batches.batch(step, 8) for step in range(4)]
   batches.close()
   return result
 

@@ -23,11 +23,8 @@ TASKS = sorted(registry.IMAGE_TASKS) + ["ul2_denoise_synthetic", "webli_pairs_sy
 
 @pytest.fixture(autouse=True)
 def small_images():
-  with gin.unlock_config():
-    gin.bind_parameter("tasks.registry.image_size.size", SIZE)
-  yield
-  with gin.unlock_config():
-    gin.bind_parameter("tasks.registry.image_size.size", 224)
+  with registry.image_size_bound(SIZE):
+    yield
 
 
 def first(name, split="train", seed=0, n=1, shard_info=None):
