@@ -293,6 +293,17 @@ def test_the_probe_separates_classes_and_barely_moves_with_rounding_noise():
   assert (one(features) != two(features)).mean() < 0.005
 
 
+def test_the_position_probe_reads_where_tokens_are_only_if_they_say_it():
+  from vlm import dense_evaluation as de
+  rng = np.random.default_rng(0)
+  grid, width = (4, 6), 64
+  basis = rng.normal(size=(8, width))  # what the image shows lives in a subspace of the tokens
+  content = lambda n: rng.normal(size=(n, 24, 8)) @ basis + 0.05 * rng.normal(size=(n, 24, width))  # noqa: E731
+  positional = rng.normal(size=(24, width))  # a learned-looking position embedding: a vector per cell
+  assert de.position_probe_r2(content(256) + positional, content(64) + positional, grid) > 99.0
+  assert abs(de.position_probe_r2(content(256), content(64), grid)) < 2.0  # nothing in the tokens says where
+
+
 # ------------------------------------------------------------------------------------------ kill -9 resume
 
 

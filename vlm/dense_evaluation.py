@@ -8,6 +8,10 @@
                       image embedding lives
   seg_miou_probe      a linear probe (softmax regression solved by L-BFGS, background a class) on frozen patch
                       tokens, fitted on train-split scenes, scored on the held-out ones
+  position_probe_r2   how well a linear map (least squares) reads each frozen patch token's own grid cell (row,
+                      column) off the token, fitted on the probe scenes: R^2 in percent on the held-out ones,
+                      the mean of the row's and the column's. A reader of the frozen tokens (PaLI's stage 1)
+                      can only say where an object is if its tokens say where they are; near 0 they do not
   knn_accuracy        single-object images classified by the cosine-weighted vote of their 20 nearest
                       neighbours (pooled features) in a bank of labelled single-object images (DINO's k-NN)
   seg_miou_oracle     the best a patch-level prediction can do: each patch's majority class as its prediction
@@ -96,6 +100,28 @@ def fit_probe(features: np.ndarray, labels: np.ndarray, steps: int = 100, weight
   return lambda f: np.argmax(((f - mean) / scale) @ w + b, axis=-1)
 
 
+def position_probe_r2(probe_tokens: np.ndarray, eval_tokens: np.ndarray, grid: tuple[int, int],
+                      ridge: float = 1e-3) -> float:
+  """Percent R^2 (mean over row and column) of a linear map from patch tokens [N, gh * gw, D] (in raster order)
+  to their (row, column), fitted by ridge regression on `probe_tokens`, scored on `eval_tokens`.
+
+  The tokens are centred and scaled by one global standard deviation (as fit_probe's) and the ridge term keeps
+  near-constant channels from amplifying float rounding: plain least squares moved by 4e-4 relative between two
+  meshes' features of one run.
+  """
+  rows, cols = np.divmod(np.arange(grid[0] * grid[1]), grid[1])
+  where = np.stack([rows, cols], -1).astype(np.float64)  # [T, 2]
+  x = probe_tokens.reshape(-1, probe_tokens.shape[-1]).astype(np.float64)
+  mean, scale = x.mean(0), float(np.sqrt(x.var(0).mean())) + 1e-12
+  x = (x - mean) / scale
+  y = np.tile(where, (len(probe_tokens), 1))
+  weights = np.linalg.solve(x.T @ x + ridge * len(x) * np.eye(x.shape[1]), x.T @ (y - y.mean(0)))
+  truth = np.tile(where, (len(eval_tokens), 1))
+  fitted = ((eval_tokens.reshape(-1, eval_tokens.shape[-1]) - mean) / scale) @ weights + y.mean(0)
+  residual = ((fitted - truth) ** 2).sum(0)
+  return float(100.0 * np.mean(1.0 - residual / ((truth - truth.mean(0)) ** 2).sum(0)))
+
+
 def knn_accuracy(bank: np.ndarray, bank_labels: np.ndarray, queries: np.ndarray, query_labels: np.ndarray,
                  k: int = 20, temperature: float = 0.07) -> float:
   """Percent of queries whose k nearest bank entries (cosine; features L2-normalised) vote for their label,
@@ -166,10 +192,11 @@ def dense_metrics(features, data: SceneDenseData, class_text: np.ndarray) -> dic
   predict = fit_probe(probe_features.reshape(-1, probe_features.shape[-1]), data.probe_labels.reshape(-1))
   probed = predict(evaluated["tokens"]).reshape(n, h // p, w // p)
   out["seg_miou_probe"] = miou(upsample(probed, p), data.eval_classes)
+  out["position_probe_r2"] = position_probe_r2(probe_features, evaluated["tokens"], (h // p, w // p))
   bank, queries = features(data.bank_images)["pooled"], features(data.query_images)["pooled"]
   out["knn_accuracy"] = knn_accuracy(_l2(bank), data.bank_labels, _l2(queries), data.query_labels)
   return out
 
 
-__all__ = ["NUM_CLASSES", "miou", "patch_labels", "upsample", "fit_probe", "knn_accuracy", "SceneDenseData",
-           "dense_metrics"]
+__all__ = ["NUM_CLASSES", "miou", "patch_labels", "upsample", "fit_probe", "position_probe_r2", "knn_accuracy",
+           "SceneDenseData", "dense_metrics"]
