@@ -348,8 +348,9 @@ def _rng(seed: int, index: int, split: str, *stream: int) -> np.random.Generator
   return np.random.default_rng(np.random.SeedSequence([seed, split_id, index, *stream]))
 
 
-def _resolve_task(seed: int, index: int, split: str, task: str | Mapping[str, float]) -> str:
-  """The example's kind (one of KINDS): a mixture's pick, and 'vqa' made one question type."""
+def example_kind(seed: int, index: int, split: str = "train", task: str | Mapping[str, float] = "caption") -> str:
+  """The kind (one of KINDS) of example(seed, index, split, task): a mixture's pick, and 'vqa' made one question
+  type. Drawn from its own stream, before and apart from the scene: nothing is rendered."""
   names = set(KINDS) | {"vqa"}
   rates = {task: 1.0} if isinstance(task, str) else dict(task)
   unknown = sorted(set(rates) - names)
@@ -398,7 +399,7 @@ def example(seed: int, index: int, split: str = "train", task: str | Mapping[str
   """
   if image_size < MIN_IMAGE_SIZE:
     raise ValueError(f"image_size must be at least {MIN_IMAGE_SIZE}, got {image_size}")
-  kind = _resolve_task(seed, index, split, task)
+  kind = example_kind(seed, index, split, task)
   scene, (inputs, targets), scene_rng = _scene_and_texts(seed, index, split, kind, image_size, max_objects)
   result = {"image": scenes.render_scenes([scene], image_size, scene_rng)[0], "inputs": inputs,
             "targets": targets, "task": kind}
@@ -444,5 +445,5 @@ def vqa_majority_baseline(seed: int = 0, num_examples: int = 1000, split: str = 
   return result
 
 
-__all__ = ["TASKS", "QUESTION_TYPES", "KINDS", "SPLITS", "ALL_TASKS", "MIN_IMAGE_SIZE", "object_box", "example",
-           "vqa_majority_baseline"]
+__all__ = ["TASKS", "QUESTION_TYPES", "KINDS", "SPLITS", "ALL_TASKS", "MIN_IMAGE_SIZE", "object_box",
+           "example_kind", "example", "vqa_majority_baseline"]

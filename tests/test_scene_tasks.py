@@ -140,6 +140,10 @@ def test_mixture_rates():
   # The mixture does not depend on the order its mapping lists the tasks in.
   reordered = dict(reversed(list(scene_tasks.ALL_TASKS.items())))
   assert [scene_tasks.example(1, i, "train", reordered, 16)["task"] for i in range(400)] == tasks
+  # example_kind says each example's kind without drawing it (the VQA evaluation's question types).
+  assert [scene_tasks.example_kind(1, i, "train", scene_tasks.ALL_TASKS) for i in range(400)] == tasks
+  assert [scene_tasks.example_kind(7, i, "validation", "vqa") for i in range(50)] == [
+      scene_tasks.example(7, i, "validation", "vqa", 16)["task"] for i in range(50)]
 
 
 def test_bad_arguments_raise():

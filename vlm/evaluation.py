@@ -289,11 +289,10 @@ class SeqioTaskEvaluation:
                     for task in tasks}
     self.image_size = registry.image_size()  # the square scenes' side: the frame their boxes are scored in
     self.majority, self.question_types = None, None
-    if "vqa_synthetic" in tasks:  # each row's question type, from the generator the pipeline read it from
+    if "vqa_synthetic" in tasks:  # each row's question type, as the generator the pipeline read it from drew it
       self.majority = scene_tasks.vqa_majority_baseline(seed=seed)
-      self.question_types = np.array([
-          scene_tasks.example(seed, i, "validation", "vqa", scene_tasks.MIN_IMAGE_SIZE)["task"].removeprefix("vqa_")
-          for i in range(examples_per_task)])
+      self.question_types = np.array([scene_tasks.example_kind(seed, i, "validation", "vqa").removeprefix("vqa_")
+                                      for i in range(examples_per_task)])
     self._predict = {}
 
   def __call__(self, model, params) -> dict[str, float]:
