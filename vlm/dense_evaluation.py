@@ -8,7 +8,7 @@
                       image embedding lives
   seg_miou_probe      a linear probe (softmax regression solved by L-BFGS, background a class) on frozen patch
                       tokens, fitted on train-split scenes, scored on the held-out ones
-  position_probe_r2   how well a linear map (least squares) reads each frozen patch token's own grid cell (row,
+  position_probe_r2   how well a linear map (ridge regression) reads each frozen patch token's own grid cell (row,
                       column) off the token, fitted on the probe scenes: R^2 in percent on the held-out ones,
                       the mean of the row's and the column's. A reader of the frozen tokens (PaLI's stage 1)
                       can only say where an object is if its tokens say where they are; near 0 they do not

@@ -187,14 +187,16 @@ def locca_metrics(model, params, data: dict, image_size: int, cache: dict, max_l
   out = {}
   refexp = data["refexp"]
   truth = target_boxes(refexp["targets"], image_size)
+  targets = [t[0] for t in truth]
 
   def score(metric: str, images: np.ndarray):
     answers = decode_texts(cache[id(model)], params, {"image": images, "prompt": refexp["prompt"]}, detokenize)
-    out[f"refexp_{metric}"] = refexp_accuracy(answers, truth, image_size)
+    predicted = first_boxes(answers, image_size)  # parsed once, scored on the whole set and on each subset
+    out[f"refexp_{metric}"] = metrics.refexp_accuracy(predicted, targets)
     for subset, rows in (("one_object", refexp["objects"] == 1), ("several_objects", refexp["objects"] > 1)):
       if rows.any():
-        out[f"refexp_{subset}_{metric}"] = refexp_accuracy([a for a, r in zip(answers, rows) if r],
-                                                           [t for t, r in zip(truth, rows) if r], image_size)
+        out[f"refexp_{subset}_{metric}"] = metrics.refexp_accuracy(
+            [p for p, r in zip(predicted, rows) if r], [t for t, r in zip(targets, rows) if r])
 
   score("accuracy", refexp["image"])
   # The same phrases over other scenes' images: what the decoder gets from the words alone ("the ring at the
@@ -228,11 +230,15 @@ def target_boxes(targets: list[str], image_size: int) -> list[list]:
   return [locations.tokens_to_boxes(t, image_size, image_size) for t in targets]
 
 
+def first_boxes(answers: list[str], image_size: int) -> list:
+  """The first box each answer's location tokens write (None where they write none), in pixels."""
+  from tasks import locations  # pylint: disable=import-outside-toplevel
+  return [(locations.tokens_to_boxes(a, image_size, image_size) or [None])[0] for a in answers]
+
+
 def refexp_accuracy(answers: list[str], truth: list[list], image_size: int) -> float:
   """refexp_accuracy: percent of answers whose first box has IoU >= 0.5 with its target's first box."""
-  from tasks import locations  # pylint: disable=import-outside-toplevel
-  predicted = [(locations.tokens_to_boxes(a, image_size, image_size) or [None])[0] for a in answers]
-  return metrics.refexp_accuracy(predicted, [t[0] for t in truth])
+  return metrics.refexp_accuracy(first_boxes(answers, image_size), [t[0] for t in truth])
 
 
 def centre_baseline(truth: list[list], image_size: int) -> float:
