@@ -330,7 +330,10 @@ def _initial_state(model: BaseModel, fns: StepFunctions, partitioner: partitioni
 def check_model_dir(model_dir: str) -> None:
   """Fails before any compile if MODEL_DIR cannot be written (permissions, a file in the way, a full disk).
 
-  Changes nothing: a directory it must create to probe is removed again (the run creates it once it starts).
+  Changes nothing in a one-process run: a directory it must create to probe is removed again (the run creates it
+  once it starts). With several processes, which probe at once, it stays: one process removing the directory it
+  made would pull it from under another's probe (makedirs raised "File exists" when the directory vanished
+  between its mkdir and its check, in a two-process test).
   """
   if not isinstance(model_dir, (str, os.PathLike)) or not os.fspath(model_dir):
     raise ValueError(f"MODEL_DIR must be a directory path, a quoted string in gin (--gin.MODEL_DIR=\"'/tmp/run'\"); "
@@ -349,12 +352,12 @@ def check_model_dir(model_dir: str) -> None:
     raise OSError(f"MODEL_DIR {model_dir} is not writable ({e.strerror}); free space or fix its permissions, "
                   "or choose another with --gin.MODEL_DIR=\"'...'\"") from None
   finally:
-    if created:
+    if created and jax.process_count() == 1:
       _remove_empty_dirs(os.path.abspath(model_dir), created)
 
 
 def _remove_empty_dirs(path: str, top: str) -> None:
-  """Removes `path` and its parents up to `top` while they are empty (another process may be probing too)."""
+  """Removes `path` and its parents up to `top` while they are empty."""
   while True:
     try:
       os.rmdir(path)
