@@ -97,15 +97,20 @@ def image_size(size: int = 224) -> int:
   return size
 
 
-@contextlib.contextmanager
 def image_size_bound(size: int):
-  """image_size bound to `size` inside the block (pipelines built there draw their images at it), and on leaving
-  to what it was bound to before, or to its default."""
-  key = "tasks.registry.image_size.size"
+  """image_size bound to `size` inside a `with` block (pipelines built there draw their images at it), and on
+  leaving to what it was bound to before, or to its default."""
+  return _size_bound(image_size, size)
+
+
+@contextlib.contextmanager
+def _size_bound(configurable, size: int):
+  """`configurable`'s `size` parameter bound inside the block, then back to its previous binding or default."""
+  key = f"tasks.registry.{configurable.__name__}.size"
   try:
     previous = gin.query_parameter(key)
   except ValueError:  # not bound
-    previous = inspect.signature(image_size).parameters["size"].default
+    previous = inspect.signature(configurable).parameters["size"].default
   with gin.unlock_config():
     gin.bind_parameter(key, size)
   try:
@@ -136,6 +141,11 @@ def check_image_size(size: int, patch: int = 1, what: str = "IMAGE_SIZE") -> int
 def patch_size(size: int = 16) -> int:
   """The NaFlex patch side in pixels (the ViT's), when TASK_FEATURE_LENGTHS asks for patches."""
   return size
+
+
+def patch_size_bound(size: int):
+  """patch_size bound to `size` inside a `with` block, as image_size_bound binds the image size."""
+  return _size_bound(patch_size, size)
 
 
 @gin.configurable(module="tasks.registry")
@@ -532,7 +542,7 @@ for _name, _rates in (("pali_stage1_synthetic", stage1_rates), ("pali_stage2_syn
 seqio.MixtureRegistry.add("documents_charts_native_synthetic", [(name, 1.0) for name in NATIVE_ASPECT_TASKS])
 
 
-__all__ = ["SPLITS", "image_size", "image_size_bound", "patch_size", "views", "caption_granularity",
+__all__ = ["SPLITS", "image_size", "image_size_bound", "patch_size", "patch_size_bound", "views", "caption_granularity",
            "caption_languages", "VIEW_FEATURES", "LOCCA_TASKS", "locca_tasks", "LOCCA_FEATURES", "SCENE_ASPECTS",
            "NATIVE_ASPECT_TASKS", "STAGE1_RATES", "stage1_rates", "STAGE2_RATES", "stage2_rates", "GeneratorSource",
            "VOCABULARY", "IMAGE_TEXT_FEATURES", "PAIR_FEATURES", "TEXT_FEATURES", "IMAGE_PREPROCESSORS",

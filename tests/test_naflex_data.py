@@ -83,14 +83,9 @@ def test_bad_input_is_one_clear_error(call, match):
 
 @pytest.fixture
 def small_images():
-  import gin
   from tasks import registry  # also registers the tasks and their gin configurables
-  with gin.unlock_config():
-    gin.bind_parameter("tasks.registry.patch_size.size", 4)
-  with registry.image_size_bound(32):
+  with registry.image_size_bound(32), registry.patch_size_bound(4):
     yield
-  with gin.unlock_config():
-    gin.bind_parameter("tasks.registry.patch_size.size", 16)
 
 
 def test_native_aspect_generators_keep_their_shapes():

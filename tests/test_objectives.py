@@ -222,18 +222,11 @@ def test_caption_granularities():
 
 
 def test_multi_crop_views_are_pure_in_seed_and_step():
-  import gin
   from tasks import pipeline, registry  # also registers the tasks
-  with gin.unlock_config():
-    gin.bind_parameter("tasks.registry.patch_size.size", 4)
-  try:
-    with registry.image_size_bound(32):
-      run = pipeline.SeqioBatches("scene_pairs_views_synthetic", {"text": 40}, seed=5)
-      first = [run.batch(step, 4) for step in range(3)]
-      resumed = pipeline.SeqioBatches("scene_pairs_views_synthetic", {"text": 40}, seed=5).batch(2, 4)
-  finally:
-    with gin.unlock_config():
-      gin.bind_parameter("tasks.registry.patch_size.size", 16)
+  with registry.image_size_bound(32), registry.patch_size_bound(4):
+    run = pipeline.SeqioBatches("scene_pairs_views_synthetic", {"text": 40}, seed=5)
+    first = [run.batch(step, 4) for step in range(3)]
+    resumed = pipeline.SeqioBatches("scene_pairs_views_synthetic", {"text": 40}, seed=5).batch(2, 4)
   assert first[0]["global_views"].shape == (4, 2, 32, 32, 3) and first[0]["local_views"].shape == (4, 4, 16, 16, 3)
   ratios = first[0]["global_masks"].mean(-1)
   assert first[0]["global_masks"].shape == (4, 2, 64) and np.all((ratios > 0.05) & (ratios <= 0.5))

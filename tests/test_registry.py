@@ -195,3 +195,9 @@ def test_the_real_size_pali3_runs_read_the_registered_mixtures(run):
     gin.clear_config()
     with gin.unlock_config():
       gin.bind_parameter("tasks.registry.image_size.size", SIZE)
+
+
+def test_size_bindings_are_restored_to_the_previous_binding_or_the_default():
+  with registry.image_size_bound(48), registry.patch_size_bound(8):
+    assert (registry.image_size(), registry.patch_size()) == (48, 8)
+  assert (registry.image_size(), registry.patch_size()) == (SIZE, 16)  # the fixture's binding; the default
