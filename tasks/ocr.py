@@ -3,7 +3,8 @@
 Each image shows 1..8 lines of words (from WORDS, in lower, Title or UPPER case) and numbers ("42", "3.75"),
 in one of the twelve DejaVu fonts, one colour, slightly rotated, on a flat, gradient or noisy background whose
 brightness is far from the text's. The font is scaled to the image: the text block always lies inside it and
-the planned amount of text shrinks with the image, so small images show a word or two, large ones paragraphs.
+the planned amount of text shrinks with the image, so small images show a word or two, large ones paragraphs
+(`plan_size` plans it for another size instead: the same text at every resolution).
 
   inputs:  "ocr"
   targets: the lines top to bottom, words separated by one space, lines by `line_separator` (default " "):
@@ -269,7 +270,7 @@ def render_text(lines: list[str], image_size: int | tuple[int, int], rng: np.ran
 
 
 def example(seed: int, index: int, split: str = "train", image_size: int | tuple[int, int] = 224,
-            line_separator: str = " ") -> dict:
+            line_separator: str = " ", plan_size: int | tuple[int, int] | None = None) -> dict:
   """Example `index` of the OCR stream: a pure function of its arguments.
 
   Args:
@@ -278,14 +279,18 @@ def example(seed: int, index: int, split: str = "train", image_size: int | tuple
     split: "train" or "validation" (disjoint words, disjoint random streams).
     image_size: the side, or (height, width), in pixels.
     line_separator: what joins the lines in the target.
+    plan_size: the image size the amount of text is planned for (default: image_size). With it fixed, one
+      (seed, index, split) shows the same text at every image_size, scaled to fit: a comparison of
+      resolutions then reads the same texts.
 
   Returns:
     {"image": float32 [H, W, 3] in [-1, 1], "inputs": "ocr", "targets": the text as rendered}.
   """
   h, w = render.image_hw(image_size)
   rng = render.example_rng(seed, split, index, STREAM)
-  # Plan the amount of text so that it fits at _MIN_FONT_PX at least.
-  usable_h, usable_w = h * (1 - 2 * _MARGIN), w * (1 - 2 * _MARGIN)
+  # Plan the amount of text so that it fits at _MIN_FONT_PX at least (in an image of plan_size).
+  plan_h, plan_w = render.image_hw(image_size if plan_size is None else plan_size)
+  usable_h, usable_w = plan_h * (1 - 2 * _MARGIN), plan_w * (1 - 2 * _MARGIN)
   max_lines = max(1, min(_MAX_LINES, int(usable_h / (_LINE_SPACING * _MIN_FONT_PX))))
   max_chars = max(3, int(usable_w / (_CHAR_EM * _MIN_FONT_PX)))
   lines = sample_lines(rng, split, max_lines, max_chars)

@@ -138,6 +138,17 @@ def check_image_size(size: int, patch: int = 1, what: str = "IMAGE_SIZE") -> int
 
 
 @gin.configurable(module="tasks.registry")
+def ocr_validation_plan_size(size: int | None = None) -> int | None:
+  """The image side webli_ocr_synthetic's validation texts are planned for (tasks.ocr.example's plan_size), or
+  None to plan them for the image itself. Fixed, every resolution evaluates the same texts: the tiny curriculum
+  binds its stage 1's 32 px, so stages 1 and 2 read the same words at 32 and 48 px."""
+  if size is not None and (isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1):
+    raise ValueError(f"tasks.registry.ocr_validation_plan_size.size={size!r}: give a positive image side in "
+                     "pixels, or None to plan the text for each image's own size")
+  return None if size is None else int(size)
+
+
+@gin.configurable(module="tasks.registry")
 def patch_size(size: int = 16) -> int:
   """The NaFlex patch side in pixels (the ViT's), when TASK_FEATURE_LENGTHS asks for patches."""
   return size
@@ -339,6 +350,11 @@ def _rendered(module) -> ExampleFn:
   return example
 
 
+def _ocr(seed, split, index, size):
+  plan = ocr_validation_plan_size() if split == "validation" else None
+  return ocr.example(seed, index, split, size, plan_size=plan)
+
+
 def _pair(seed, split, index, size):
   ex = scene_tasks.example(seed, index, split, "caption", size)
   return {"image": ex["image"], "text": ex["targets"]}
@@ -467,7 +483,7 @@ IMAGE_TASKS: dict[str, ExampleFn] = {
     "webli_captions_synthetic": _scene_task("caption"),
     "webli_splitcap_synthetic": _scene_task("splitcap"),
     "cc3m35l_multilingual_synthetic": _rendered(multilingual),
-    "webli_ocr_synthetic": _rendered(ocr),
+    "webli_ocr_synthetic": _ocr,
     "vqa_synthetic": _scene_task("vqa"),
     "vqg_synthetic": _scene_task("vqg"),
     "detection_synthetic": _scene_task("detect"),
@@ -542,7 +558,7 @@ for _name, _rates in (("pali_stage1_synthetic", stage1_rates), ("pali_stage2_syn
 seqio.MixtureRegistry.add("documents_charts_native_synthetic", [(name, 1.0) for name in NATIVE_ASPECT_TASKS])
 
 
-__all__ = ["SPLITS", "image_size", "image_size_bound", "patch_size", "patch_size_bound", "views", "caption_granularity",
+__all__ = ["SPLITS", "image_size", "image_size_bound", "ocr_validation_plan_size", "patch_size", "patch_size_bound", "views", "caption_granularity",
            "caption_languages", "VIEW_FEATURES", "LOCCA_TASKS", "locca_tasks", "LOCCA_FEATURES", "SCENE_ASPECTS",
            "NATIVE_ASPECT_TASKS", "STAGE1_RATES", "stage1_rates", "STAGE2_RATES", "stage2_rates", "GeneratorSource",
            "VOCABULARY", "IMAGE_TEXT_FEATURES", "PAIR_FEATURES", "TEXT_FEATURES", "IMAGE_PREPROCESSORS",

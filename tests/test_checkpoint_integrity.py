@@ -96,6 +96,21 @@ def test_restore_params_falls_back_to_the_newest_intact_step(tmp_path):
   assert (directory / "2").is_dir()  # an inference loader moves nothing
 
 
+def test_resolve_step_names_the_step_a_loader_reads(tmp_path):
+  """vlm.eval resolves the step before loading, so its report names the step it read: the newest intact one
+  (warning once of each damaged newer step) or the one asked for, checked."""
+  directory = saved(tmp_path)
+  assert checkpoints.resolve_step(str(tmp_path)) == 2 and checkpoints.resolve_step(str(tmp_path), 1) == 1
+  flip_a_byte(str(directory / "2"))
+  with pytest.warns(checkpoints.CheckpointWarning, match=f"{directory / '2'} is damaged") as caught:
+    assert checkpoints.resolve_step(str(tmp_path)) == 1
+  assert len(caught) == 1
+  with pytest.raises(checkpoints.CheckpointError, match="the checkpoint at step 2 is damaged"):
+    checkpoints.resolve_step(str(tmp_path), 2)
+  with pytest.raises(checkpoints.CheckpointError, match="no complete checkpoint at step 5; its steps: 1, 2"):
+    checkpoints.resolve_step(str(tmp_path), 5)
+
+
 def test_restore_params_with_every_step_damaged_fails_in_one_line(tmp_path):
   directory = saved(tmp_path, steps=(1,))
   truncate(str(directory / "1"))

@@ -147,6 +147,15 @@ def test_ocr_targets_are_the_rendered_words(split):
       assert token in (token.lower(), token.title(), token.upper())
 
 
+def test_ocr_plan_size_draws_the_same_text_at_any_resolution():
+  for index in range(8):
+    small = ocr.example(3, index, "validation", 32)
+    large = ocr.example(3, index, "validation", 96, plan_size=32)
+    assert large["targets"] == small["targets"] and large["image"].shape == (96, 96, 3)
+  assert ([ocr.example(3, i, "validation", 96)["targets"] for i in range(8)]
+          != [ocr.example(3, i, "validation", 32)["targets"] for i in range(8)])  # by default more text at 96 px
+
+
 def test_ocr_line_separator_only_changes_the_target():
   spaced, broken = ocr.example(2, 3, "train", 224), ocr.example(2, 3, "train", 224, line_separator="\n")
   np.testing.assert_array_equal(spaced["image"], broken["image"])

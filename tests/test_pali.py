@@ -334,3 +334,22 @@ def test_refexp_is_scored_again_on_other_scenes_images(monkeypatch):
   np.testing.assert_array_equal(seen[0]["image"], batch["image"])
   np.testing.assert_array_equal(seen[1]["image"], np.roll(batch["image"], 1, axis=0))
   np.testing.assert_array_equal(seen[1]["encoder_input_tokens"], batch["encoder_input_tokens"])
+
+
+def test_ocr_lines_are_scored_by_exact_match_and_anls(monkeypatch):
+  """webli_ocr_synthetic: exact match, and ANLS (DocVQA's) for lines read all but a character or two."""
+  import types  # pylint: disable=import-outside-toplevel
+  from vlm import evaluation
+  with registry.image_size_bound(32):
+    ocr = evaluation.SeqioTaskEvaluation(("webli_ocr_synthetic",), {"inputs": 12, "targets": 16}, examples_per_task=4)
+  vocabulary = scene_data.vocabulary()
+  references = [vocabulary.decode([int(i) for i in row if i]) for row in ocr.batches["webli_ocr_synthetic"]
+                ["decoder_target_tokens"]]
+  answers = [references[0], references[1] + "x", "", references[3]]  # right, one character off, nothing, right
+  monkeypatch.setattr(evaluation, "decode_texts", lambda predict, params, inputs, detokenize: answers)
+  model = types.SimpleNamespace(predict_batch=lambda params, batch: None,
+                                detokenize=lambda ids: vocabulary.decode([int(i) for i in ids if i]))
+  scores = ocr(model, params={})
+  assert scores["webli_ocr_synthetic_accuracy"] == 50.0
+  similarity = 1 - 1 / (len(references[1]) + 1)  # one edit in the longer string
+  assert scores["webli_ocr_synthetic_anls"] == pytest.approx(100 * (2 + similarity) / 4)

@@ -201,3 +201,25 @@ def test_size_bindings_are_restored_to_the_previous_binding_or_the_default():
   with registry.image_size_bound(48), registry.patch_size_bound(8):
     assert (registry.image_size(), registry.patch_size()) == (48, 8)
   assert (registry.image_size(), registry.patch_size()) == (SIZE, 16)  # the fixture's binding; the default
+
+
+def test_ocr_validation_texts_planned_for_one_size_are_the_same_at_every_resolution():
+  def texts(split, image_size):
+    with registry.image_size_bound(image_size):
+      return [e["targets_pretokenized"].decode() for e in first("webli_ocr_synthetic", split=split, n=6)]
+
+  unplanned = texts("validation", 48)
+  with gin.unlock_config():
+    gin.bind_parameter("tasks.registry.ocr_validation_plan_size.size", 32)
+  try:
+    assert texts("validation", 48) == texts("validation", 32) != unplanned  # 48 px plans more text by default
+    assert texts("train", 48) != texts("train", 32)  # training keeps planning for the image it draws
+  finally:
+    with gin.unlock_config():
+      gin.bind_parameter("tasks.registry.ocr_validation_plan_size.size", None)
+
+
+@pytest.mark.parametrize("size", [0, -32, 32.0, True, "32"])
+def test_a_bad_ocr_plan_size_is_one_clear_error(size):
+  with pytest.raises(ValueError, match="ocr_validation_plan_size.size=.*positive image side"):
+    registry.ocr_validation_plan_size(size)

@@ -540,19 +540,13 @@ def read_project(model_dir: str, kind: str, abstract_params: Callable[[dict], An
   return meta, restore_params(model_dir, abstract_params(meta), leave_out, step)
 
 
-def restore_params(model_dir: str, abstract_params: Any, leave_out: Sequence[str] = (),
-                   step: int | None = None) -> Any:
-  """Just the parameters of the newest intact checkpoint in MODEL_DIR (or of `step`), as host-local arrays.
-
-  A newer step whose files no longer match its manifest is skipped, with a CheckpointWarning naming it (nothing
-  is moved: a released MODEL_DIR may be read-only); a damaged `step` asked for is an error.
-
-  leave_out: top-level subtrees of the saved parameters not to read (training-only heads, say).
-  """
+def resolve_step(model_dir: str, step: int | None = None) -> int:
+  """The checkpoint step of MODEL_DIR to read, its files checked against its manifest: `step`, or the newest
+  intact one, with a CheckpointWarning naming each newer damaged step skipped. A missing or damaged `step`, or
+  no intact step at all, is a CheckpointError."""
   steps = complete_steps(model_dir)
   if not steps:
     raise CheckpointError(f"{model_dir}: no complete checkpoint under {os.path.join(model_dir, CHECKPOINTS_DIR)}")
-  _filter_orbax_logs()
   if step is None:
     step, damaged = newest_intact_step(model_dir)
     for bad, problem in damaged:
@@ -565,6 +559,20 @@ def restore_params(model_dir: str, abstract_params: Any, leave_out: Sequence[str
                           f"{', '.join(map(str, sorted(steps)))}")
   elif problem := check_step(os.path.join(model_dir, CHECKPOINTS_DIR, str(step))):
     raise CheckpointError(f"{model_dir}: the checkpoint at step {step} is damaged ({problem})")
+  return step
+
+
+def restore_params(model_dir: str, abstract_params: Any, leave_out: Sequence[str] = (),
+                   step: int | None = None) -> Any:
+  """Just the parameters of the newest intact checkpoint in MODEL_DIR (or of `step`), as host-local arrays.
+
+  A newer step whose files no longer match its manifest is skipped, with a CheckpointWarning naming it (nothing
+  is moved: a released MODEL_DIR may be read-only); a damaged `step` asked for is an error.
+
+  leave_out: top-level subtrees of the saved parameters not to read (training-only heads, say).
+  """
+  _filter_orbax_logs()
+  step = resolve_step(model_dir, step)
   step_dir = os.path.join(model_dir, CHECKPOINTS_DIR, str(step))
   sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), abstract_params)

@@ -416,6 +416,10 @@ def evaluate(checkpoint_path: str = gin.REQUIRED, tasks=gin.REQUIRED, data_dir: 
   elif not os.path.exists(checkpoint_path):
     raise ValueError(f"CHECKPOINT_PATH {checkpoint_path} does not exist")
   evaluators = build(names, data_dir)
+  if step is None and os.path.isdir(os.path.join(checkpoint_path, checkpoints.CHECKPOINTS_DIR)):
+    # Resolved before loading: the results name the step the loader read even if training writes a newer one
+    # meanwhile (damaged newer steps are skipped with a warning here).
+    step = checkpoints.resolve_step(checkpoint_path)
   if siglip:
     texts = any(evaluator.texts for evaluator in evaluators)  # fewshot alone needs no text tower
     model = _load_siglip(checkpoint_path, texts, step)
@@ -428,9 +432,7 @@ def evaluate(checkpoint_path: str = gin.REQUIRED, tasks=gin.REQUIRED, data_dir: 
     decoder = Decoder(pali_lib.PaLIInputs(model, checkpoint_path), partitioner, batch_size, max_new_tokens,
                       bucket_prompts)
     params = sharded_params(model, params, partitioner)
-  if step is None:  # the step the loaders read: a MODEL_DIR's newest intact one (0 for a foreign SigLIP)
-    step = checkpoints.newest_intact_step(checkpoint_path)[0] if os.path.isdir(checkpoint_path) else None
-    step = step or 0
+  step = step or 0  # a foreign SigLIP (HF, big_vision) has no steps
   output_dir = output_dir or os.path.join(checkpoint_path, "eval_transfer")
   writer = jax.process_index() == 0
   if writer:
