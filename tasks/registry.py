@@ -212,10 +212,21 @@ def locca_max_objects(localisation: int = 3) -> int:
   """The most objects in a scene of the LocCa decoder's referring-expression and grounded-captioning examples
   (captioning keeps scene_tasks' default). With one, the phrase's object is the only one: its box is read off
   the image without telling objects apart."""
-  if isinstance(localisation, bool) or not isinstance(localisation, int) or not 1 <= localisation <= scenes.MAX_OBJECTS:
-    raise ValueError(f"tasks.registry.locca_max_objects.localisation={localisation!r}: give an integer from 1 to "
-                     f"{scenes.MAX_OBJECTS}")
-  return localisation
+  return _checked_max_objects("locca_max_objects.localisation", localisation)
+
+
+@gin.configurable(module="tasks.registry")
+def scene_max_objects(objects: int = 3) -> int:
+  """The most objects in a scene of the PaLI scene tasks (captions, split captions, VQA, VQG, detection,
+  referring expressions), training and validation alike. With one, a referring expression's object is the only
+  one: its box is read off the image without telling objects apart."""
+  return _checked_max_objects("scene_max_objects.objects", objects)
+
+
+def _checked_max_objects(binding: str, objects: int) -> int:
+  if isinstance(objects, bool) or not isinstance(objects, int) or not 1 <= objects <= scenes.MAX_OBJECTS:
+    raise ValueError(f"tasks.registry.{binding}={objects!r}: give an integer from 1 to {scenes.MAX_OBJECTS}")
+  return objects
 
 
 STAGE1_RATES: dict[str, float] = {
@@ -340,7 +351,7 @@ class GeneratorSource(seqio.DataSource):
 
 def _scene_task(kind: str) -> ExampleFn:
   def example(seed, split, index, size):
-    return scene_tasks.example(seed, index, split, kind, size)
+    return scene_tasks.example(seed, index, split, kind, size, max_objects=scene_max_objects())
   return example
 
 
@@ -558,7 +569,7 @@ for _name, _rates in (("pali_stage1_synthetic", stage1_rates), ("pali_stage2_syn
 seqio.MixtureRegistry.add("documents_charts_native_synthetic", [(name, 1.0) for name in NATIVE_ASPECT_TASKS])
 
 
-__all__ = ["SPLITS", "image_size", "image_size_bound", "ocr_validation_plan_size", "patch_size", "patch_size_bound", "views", "caption_granularity",
+__all__ = ["SPLITS", "image_size", "image_size_bound", "ocr_validation_plan_size", "scene_max_objects", "patch_size", "patch_size_bound", "views", "caption_granularity",
            "caption_languages", "VIEW_FEATURES", "LOCCA_TASKS", "locca_tasks", "LOCCA_FEATURES", "SCENE_ASPECTS",
            "NATIVE_ASPECT_TASKS", "STAGE1_RATES", "stage1_rates", "STAGE2_RATES", "stage2_rates", "GeneratorSource",
            "VOCABULARY", "IMAGE_TEXT_FEATURES", "PAIR_FEATURES", "TEXT_FEATURES", "IMAGE_PREPROCESSORS",

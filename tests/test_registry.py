@@ -223,3 +223,23 @@ def test_ocr_validation_texts_planned_for_one_size_are_the_same_at_every_resolut
 def test_a_bad_ocr_plan_size_is_one_clear_error(size):
   with pytest.raises(ValueError, match="ocr_validation_plan_size.size=.*positive image side"):
     registry.ocr_validation_plan_size(size)
+
+
+def test_scene_tasks_take_their_object_count_from_gin():
+  """tasks.registry.scene_max_objects: every PaLI scene task's scenes, training and validation, hold at most that
+  many objects (one: a referring expression's object is the only one in its scene)."""
+  from vlm import evaluation  # pylint: disable=import-outside-toplevel
+  with gin.unlock_config():
+    gin.bind_parameter("tasks.registry.scene_max_objects.objects", 1)
+  try:
+    for split in ("train", "validation"):
+      for ex in first("refexp_synthetic", split=split, n=4):
+        want = scene_tasks.example(0, int(ex["example_seed"][1]), split, "refexp", SIZE, max_objects=1)
+        assert ex["targets_pretokenized"].decode() == want["targets"]
+    evaluator = evaluation.SeqioTaskEvaluation(("vqa_synthetic",), {"inputs": 16, "targets": 8}, examples_per_task=4)
+    assert evaluator.majority == scene_tasks.vqa_majority_baseline(seed=1234, max_objects=1)
+  finally:
+    with gin.unlock_config():
+      gin.bind_parameter("tasks.registry.scene_max_objects.objects", 3)
+  with pytest.raises(ValueError, match=r"scene_max_objects.objects=0: give an integer from 1 to \d"):
+    registry.scene_max_objects(0)

@@ -297,7 +297,7 @@ class SeqioTaskEvaluation:
     self.image_size = registry.image_size()  # the square scenes' side: the frame their boxes are scored in
     self.majority, self.question_types = None, None
     if "vqa_synthetic" in tasks:  # each row's question type, as the generator the pipeline read it from drew it
-      self.majority = scene_tasks.vqa_majority_baseline(seed=seed)
+      self.majority = scene_tasks.vqa_majority_baseline(seed=seed, max_objects=registry.scene_max_objects())
       self.question_types = np.array([scene_tasks.example_kind(seed, i, "validation", "vqa").removeprefix("vqa_")
                                       for i in range(examples_per_task)])
     self._predict = {}
