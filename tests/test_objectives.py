@@ -297,6 +297,34 @@ def test_the_position_probe_reads_where_tokens_are_only_if_they_say_it():
   assert abs(de.position_probe_r2(content(256), content(64), grid)) < 2.0  # nothing in the tokens says where
 
 
+def test_the_box_probe_finds_a_lone_object_only_in_tokens_that_say_where_they_are():
+  """Patch tokens of pixels plus the patch's grid cell: the probe reads the box; the same pixels without the cell
+  (an attention pool loses where each token sat) leave it near the mean object's box."""
+  from vlm import dense_evaluation as de
+
+  def patches(images, with_cell):  # [N, 32, 32, 3] -> [N, 64, 48 (+2)], 4 px patches in raster order
+    n = len(images)
+    x = images.reshape(n, 8, 4, 8, 4, 3).transpose(0, 1, 3, 2, 4, 5).reshape(n, 64, 48)
+    if not with_cell:
+      return x
+    rows, cols = np.divmod(np.arange(64), 8)
+    cell = np.broadcast_to(np.stack([rows, cols], -1) / 8.0, (n, 64, 2)) * 4.0
+    return np.concatenate([x, cell], -1)
+
+  kwargs = dict(train_examples=2048, eval_examples=256, steps=400)
+  readable = de.box_probe(lambda images: patches(images, True), **kwargs)
+  unreadable = de.box_probe(lambda images: patches(images, False), **kwargs)
+  assert readable["box_probe_accuracy"] > 25.0 and readable["box_probe_centre_error"] < 3.0, readable  # 44, 2.1
+  assert unreadable["box_probe_accuracy"] < 15.0 and unreadable["box_probe_centre_error"] > 4.0, unreadable  # 8, 5.0
+
+
+def test_box_iou_by_hand():
+  from vlm import dense_evaluation as de
+  a = np.array([[0, 0, 2, 2], [0, 0, 2, 2], [0, 0, 1, 1]], np.float32)
+  b = np.array([[0, 0, 2, 2], [1, 1, 3, 3], [2, 2, 1, 1]], np.float32)  # the same; a quarter each; an empty box
+  np.testing.assert_allclose(de.box_iou(a, b), [1.0, 1 / 7, 0.0])
+
+
 # ------------------------------------------------------------------------------------------ kill -9 resume
 
 
