@@ -10,8 +10,9 @@
                       tokens, fitted on train-split scenes, scored on the held-out ones
   position_probe_r2   how well a linear map (ridge regression) reads each frozen patch token's own grid cell (row,
                       column) off the token, fitted on the probe scenes: R^2 in percent on the held-out ones,
-                      the mean of the row's and the column's. A reader of the frozen tokens (PaLI's stage 1)
-                      can only say where an object is if its tokens say where they are; near 0 they do not
+                      the mean of the row's and the column's; near 0 the tokens do not say where they are (a
+                      PaLI's UL2 can still tell from their order in the sequence, through its relative position
+                      biases)
   box_probe           (a function, not part of dense_metrics: it trains a reader) how well a small attention
                       probe finds a lone object's box in frozen tokens (box_probe_accuracy, IoU >= 0.5)
   knn_accuracy        single-object images classified by the cosine-weighted vote of their 20 nearest
@@ -181,15 +182,15 @@ def box_probe(encode_tokens, image_size: int = 32, train_examples: int = 8192, e
 
   @jax.jit
   def step(p, state, x, y):
-    loss, grads = jax.value_and_grad(lambda p: jnp.mean((predict(p, x) - y) ** 2))(p)
+    grads = jax.grad(lambda p: jnp.mean((predict(p, x) - y) ** 2))(p)
     updates, state = optimizer.update(grads, state)
-    return optax.apply_updates(p, updates), state, loss
+    return optax.apply_updates(p, updates), state
 
   state = optimizer.init(params)
   rng = np.random.default_rng(seed)
   for _ in range(steps):
     rows = rng.integers(len(train_tokens), size=batch_size)
-    params, state, _ = step(params, state, train_tokens[rows], train_boxes[rows])
+    params, state = step(params, state, train_tokens[rows], train_boxes[rows])
   predicted = np.asarray(predict(params, eval_tokens))
   centre = lambda b: (b[:, :2] + b[:, 2:]) / 2  # noqa: E731
   error = np.abs(centre(predicted) - centre(eval_boxes)).mean(axis=1) * image_size
