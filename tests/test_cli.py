@@ -179,3 +179,13 @@ def test_the_tiny_ul2_text_run_trains_and_counts_targets_a_short_length_cuts(tmp
   assert "ul2_denoise (trimmed_targets)" in result.stderr and "raise TASK_FEATURE_LENGTHS['targets']" in result.stderr
   last = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
   assert last["data/ul2_denoise/trimmed_targets"] > 0
+
+
+def test_the_curriculum_draws_the_last_pretraining_stage_and_every_stage_file_exists():
+  """predictions.png shows the mixture's answers (stage 2), not a single-task transfer's, whatever the order."""
+  from vlm import curriculum  # pylint: disable=import-outside-toplevel
+  assert all(os.path.exists(stage) for stage in curriculum.STAGES)
+  stages = [(stage, f"runs/{number}") for number, stage in enumerate(curriculum.STAGES)]
+  assert curriculum.predictions_source(stages) == "runs/2"  # pali_tiny_stage2.gin
+  assert curriculum.predictions_source(stages[:2]) == "runs/1"
+  assert curriculum.predictions_source(stages[3:]) == "runs/4"  # transfers only: the last

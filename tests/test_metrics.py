@@ -310,3 +310,27 @@ def test_linear_probe_rejects_bad_input():
     metrics.linear_probe(x, y[:-1], x, y)
   with pytest.raises(ValueError, match=r"\[N, D\]"):
     metrics.linear_probe(x, y, x[:, :2], y)
+
+
+def test_detection_f1_matches_boxes_one_to_one_by_hand():
+  """Three answers: both boxes found (one written twice: the copy is a false positive), one box missed and a
+  wrong one written, "none" for an absent object. Matched 2 + 0 + 0 of 3 + 2 + 0 predicted and 2 + 1 + 0 true
+  boxes: F1 = 2 * 2 / (5 + 3)."""
+  a, b, c = (0.0, 0.0, 10.0, 10.0), (20.0, 20.0, 30.0, 30.0), (0.0, 20.0, 10.0, 30.0)
+  nearly_a = (0.0, 0.0, 10.0, 8.0)  # IoU 0.8 with a
+  predicted = [[nearly_a, b, a], [c, b], []]
+  targets = [[a, b], [a], []]
+  assert metrics.detection_f1(predicted, targets) == pytest.approx(50.0)
+  assert metrics.detection_f1([[a]], [[a]]) == 100.0 and metrics.detection_f1([[]], [[]]) == 100.0
+  assert metrics.detection_f1([[nearly_a]], [[a]], threshold=0.9) == 0.0
+  with pytest.raises(ValueError, match="2 answers but 1 targets"):
+    metrics.detection_f1([[a], [a]], [[a]])
+
+
+def test_the_detection_centre_baseline_answers_a_centre_box_where_the_object_is_there():
+  """Targets of mean size 10 x 10 in 40 px images: the centre box is (15, 15, 25, 25). It finds the centred
+  target, misses the corner one, and says "none" where the target is none: F1 = 2 * 1 / (2 + 2)."""
+  centred, corner = (15.0, 15.0, 25.0, 25.0), (0.0, 0.0, 10.0, 10.0)
+  targets = [[centred], [corner], []]
+  assert metrics.detection_centre_baseline(targets, [(40, 40)] * 3) == pytest.approx(50.0)
+  assert metrics.detection_centre_baseline([[]], [(40, 40)]) == 100.0

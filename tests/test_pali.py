@@ -297,6 +297,25 @@ def test_the_refexp_centre_baseline_is_one_centre_box_of_the_mean_target_size():
   assert scores["refexp_accuracy"] == 100.0 and 0.0 <= scores["refexp_centre_baseline"] < 100.0
 
 
+def test_detection_is_scored_by_box_f1_beside_a_centre_box():
+  """detect_f1 of the targets themselves is 100 (boxes and "none" alike); the centre box scores less, and a model
+  that answers "none" everywhere scores 0 on every example that has a box."""
+  from vlm import evaluation
+  with registry.image_size_bound(32):
+    scene = evaluation.SeqioTaskEvaluation(("detection_synthetic",), {"inputs": 12, "targets": 24},
+                                           examples_per_task=16)
+  vocabulary = scene_data.vocabulary()
+  references = [vocabulary.decode([int(i) for i in row if i])
+                for row in scene.batches["detection_synthetic"]["decoder_target_tokens"]]
+  with_boxes = [r for r in references if evaluation.target_boxes([r], 32)[0]]
+  assert with_boxes and len(with_boxes) < len(references)  # some queries name an absent object: "none"
+  right = scene._scene_task("detect", references, references)  # pylint: disable=protected-access
+  assert right["detect_f1"] == 100.0 and right["detect_accuracy"] == 100.0
+  assert 0.0 <= right["detect_f1_centre_baseline"] < 100.0
+  silent = scene._scene_task("detect", ["none"] * len(references), references)  # pylint: disable=protected-access
+  assert silent["detect_f1"] == 0.0
+
+
 def refexp_references(scene):
   """The targets of a SeqioTaskEvaluation's refexp batch (32 px scenes) as text: one box of four location
   tokens each."""

@@ -380,11 +380,12 @@ def test_seqio_batches_of_another_feature_converter_are_refused_in_one_line(tmp_
 
 
 def test_each_baseline_pairs_with_its_metric_in_the_evaluation_plot():
-  metrics = ["vqa_accuracy", "vqa_colour", "vqa_count", "caption_cider", "refexp_accuracy", "zero_shot_seen",
-             "zero_shot_held_out", "i2t_R1"]
+  metrics = ["vqa_accuracy", "vqa_colour", "vqa_count", "caption_cider", "refexp_accuracy", "detect_accuracy",
+             "detect_f1", "zero_shot_seen", "zero_shot_held_out", "i2t_R1"]
   pairs = {"vqa_majority_baseline": "vqa_accuracy", "vqa_colour_majority": "vqa_colour",
            "vqa_count_majority": "vqa_count", "refexp_centre_baseline": "refexp_accuracy",
-           "refexp_shuffled_images_baseline": "refexp_accuracy", "zero_shot_chance": "zero_shot_seen",
+           "refexp_shuffled_images_baseline": "refexp_accuracy", "detect_f1_centre_baseline": "detect_f1",
+           "zero_shot_chance": "zero_shot_seen",
            "retrieval_chance": None}
   for baseline, metric in pairs.items():
     assert summaries.baseline_of(baseline, metrics) == metric, baseline

@@ -8,10 +8,12 @@ Stages, each an ordinary `vlm.train` run of its gin file (so each can also be ru
                                   detection, refexp, documents, charts, multilingual) at 32 px
   2. pali_tiny_stage2.gin         resolution up to 48 px, ViT unfrozen, OCR and documents upweighted
   3. pali_tiny_transfer_vqa.gin   fine-tune on VQA, ViT frozen
+  4. pali_tiny_transfer_refexp.gin fine-tune on referring expressions, ViT frozen (PaLI-3's RefCOCO transfer)
 Every stage reads seqio tasks through tasks.pipeline with the shipped sentencepiece vocabulary, as a real run
 does. Each warm-starts from the previous one's MODEL_DIR and evaluates at its end; re-running the command
 resumes (finished stages are skipped by the trainer). The summary prints every stage's evaluation and writes
-a grid of predictions drawn on held-out images.
+a grid of the last pretraining stage's predictions (the last stage that is not a transfer) drawn on held-out
+images.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ import sys
 import gin
 
 STAGES = ("gin_configs/runs/siglip_tiny_synthetic.gin", "gin_configs/runs/pali_tiny_stage1.gin",
-          "gin_configs/runs/pali_tiny_stage2.gin", "gin_configs/runs/pali_tiny_transfer_vqa.gin")
+          "gin_configs/runs/pali_tiny_stage2.gin", "gin_configs/runs/pali_tiny_transfer_vqa.gin",
+          "gin_configs/runs/pali_tiny_transfer_refexp.gin")
 
 
 def main(argv=None) -> None:
@@ -55,11 +58,17 @@ def summarize(stages: list[tuple[str, str]]) -> None:
     shown = ", ".join(f"{k}={v:.4g}" for k, v in last.items() if k not in ("step", "split"))
     print(f"{os.path.basename(stage):<32s} {model_dir}\n    {shown}")
   final_dir = stages[-1][1]
-  grid = draw_predictions(stages[-2][1] if len(stages) > 1 else final_dir,
-                          os.path.join(final_dir, "predictions.png"))
+  grid = draw_predictions(predictions_source(stages), os.path.join(final_dir, "predictions.png"))
   if grid:
     print(f"\npredictions on held-out scenes: {grid}")
   print(f"loss curves: {', '.join(os.path.join(d, summaries.LOSS_PLOT) for _, d in stages)}")
+
+
+def predictions_source(stages: list[tuple[str, str]]) -> str:
+  """The MODEL_DIR whose answers predictions.png draws: the last stage that is not a transfer (its gin file's
+  name says 'transfer'), which learnt every task of the mixture; the last stage if all are transfers."""
+  pretrained = [model_dir for stage, model_dir in stages if "transfer" not in os.path.basename(stage)]
+  return (pretrained or [stages[-1][1]])[-1]
 
 
 # What predictions.png shows: held-out examples of the scene tasks, four each, boxes drawn.

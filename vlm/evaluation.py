@@ -225,7 +225,8 @@ def decode_texts(predict, params, batch: dict[str, np.ndarray], detokenize, chun
 
 
 def target_boxes(targets: list[str], image_size: int) -> list[list]:
-  """The boxes each refexp target's location tokens write, in pixels of a square image."""
+  """The boxes each text's location tokens write (a refexp or detection target or answer), in pixels of a square
+  image."""
   from tasks import locations  # pylint: disable=import-outside-toplevel
   return [locations.tokens_to_boxes(t, image_size, image_size) for t in targets]
 
@@ -257,7 +258,7 @@ TASK_METRICS: dict[str, tuple[str, ...]] = {
 
 # The generated scene tasks, reported under short names beside their baselines: VQA per question type beside
 # the majority answer's accuracy, caption CIDEr, referring expressions beside the centre box and the same
-# phrases over shuffled images, detection by exact match.
+# phrases over shuffled images, detection by exact match and by box F1 beside a centre box.
 SCENE_TASKS: dict[str, str] = {"vqa_synthetic": "vqa", "webli_captions_synthetic": "caption",
                                "refexp_synthetic": "refexp", "detection_synthetic": "detect"}
 
@@ -278,7 +279,7 @@ class SeqioTaskEvaluation:
   """A PaLI on the validation split of seqio tasks, by greedy decoding. Each task of SCENE_TASKS is reported
   under its short name beside its baselines (vqa_accuracy, vqa_<question type>, vqa_<type>_majority,
   vqa_majority_baseline; caption_cider; refexp_accuracy, refexp_centre_baseline,
-  refexp_shuffled_images_baseline; detect_accuracy); any other as '<task>_<metric>' for each of its
+  refexp_shuffled_images_baseline; detect_accuracy, detect_f1, detect_f1_centre_baseline); any other as '<task>_<metric>' for each of its
   TASK_METRICS (exact-match 'accuracy' for others). Dense or NaFlex, as the feature lengths say.
 
   Args:
@@ -334,6 +335,10 @@ class SeqioTaskEvaluation:
       return {"caption_cider": metrics.cider(answers, [[t] for t in references])}
     correct = np.array([a.strip() == t.strip() for a, t in zip(answers, references)])
     out = {f"{name}_accuracy": 100.0 * float(correct.mean())}
+    if name == "detect":  # boxes right at IoU >= 0.5, beside a centre box wherever the object is there
+      truth, square = target_boxes(references, self.image_size), (self.image_size, self.image_size)
+      out["detect_f1"] = metrics.detection_f1(target_boxes(answers, self.image_size), truth)
+      out["detect_f1_centre_baseline"] = metrics.detection_centre_baseline(truth, [square] * len(truth))
     if name == "vqa":
       out["vqa_majority_baseline"] = self.majority["all"]["accuracy"]
       for question_type in sorted(set(self.question_types)):

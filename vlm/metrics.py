@@ -524,6 +524,49 @@ def refexp_centre_baseline(targets: Sequence[Sequence[float]], image_shapes: Seq
   return refexp_accuracy([tuple(b) for b in centre], targets)
 
 
+def detection_f1(predicted: Sequence[Sequence[Sequence[float]]], targets: Sequence[Sequence[Sequence[float]]],
+                 threshold: float = 0.5) -> float:
+  """Percent F1 of boxes at IoU >= threshold over a set of detection answers (greedy decoding gives no scores
+  to rank, so no mAP): each answer's boxes are matched one to one to its targets', highest IoU first, and
+  F1 = 2 matched / (predicted boxes + target boxes) over the whole set (100 when neither has a box).
+
+  Args:
+    predicted: per answer, the boxes it wrote (none for "none").
+    targets: per answer, the true boxes, in the same pixels.
+    threshold: the IoU a match needs.
+  """
+  if len(predicted) != len(targets):
+    raise ValueError(f"detection_f1 got {len(predicted)} answers but {len(targets)} targets")
+  matched = boxes = 0
+  for answer, truth in zip(predicted, targets):
+    boxes += len(answer) + len(truth)
+    pairs = sorted(((box_iou(p, t), i, j) for i, p in enumerate(answer) for j, t in enumerate(truth)), reverse=True)
+    used_p, used_t = set(), set()
+    for iou, i, j in pairs:
+      if iou >= threshold and i not in used_p and j not in used_t:
+        used_p.add(i)
+        used_t.add(j)
+    matched += len(used_p)
+  return 100.0 * 2 * matched / boxes if boxes else 100.0
+
+
+def detection_centre_baseline(targets: Sequence[Sequence[Sequence[float]]],
+                              image_shapes: Sequence[Sequence[float]]) -> float:
+  """detection_f1 of answering one box at the image centre, of the target boxes' mean size relative to their
+  images, wherever the target has a box (and "none" where it has none): what a model that knows whether the
+  object is there, but not where, scores."""
+  flat = [(b, s) for truth, s in zip(targets, image_shapes) for b in truth]
+  if not flat:
+    return detection_f1([[] for _ in targets], targets)
+  boxes, shapes = np.asarray([b for b, _ in flat], np.float64), np.asarray([s for _, s in flat], np.float64)
+  size = ((boxes[:, 2:] - boxes[:, :2]) / shapes).mean(axis=0)  # (h, w) as fractions of the image
+  guesses = []
+  for truth, (h, w) in zip(targets, image_shapes):
+    half = size * (h, w) / 2
+    guesses.append([(h / 2 - half[0], w / 2 - half[1], h / 2 + half[0], w / 2 + half[1])] if truth else [])
+  return detection_f1(guesses, targets)
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # BLEU-4 and ROUGE-L as coco-caption's pycocoevalcap computes them (on `ptb_tokenize`d text, as CIDEr).
 # ------------------------------------------------------------------------------------------------------------------
