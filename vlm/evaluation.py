@@ -279,8 +279,9 @@ class SeqioTaskEvaluation:
   """A PaLI on the validation split of seqio tasks, by greedy decoding. Each task of SCENE_TASKS is reported
   under its short name beside its baselines (vqa_accuracy, vqa_<question type>, vqa_<type>_majority,
   vqa_majority_baseline; caption_cider; refexp_accuracy, refexp_centre_baseline,
-  refexp_shuffled_images_baseline; detect_accuracy, detect_f1, detect_f1_centre_baseline); any other as '<task>_<metric>' for each of its
-  TASK_METRICS (exact-match 'accuracy' for others). Dense or NaFlex, as the feature lengths say.
+  refexp_shuffled_images_baseline; detect_accuracy, detect_f1, detect_f1_centre_baseline); any other as
+  '<task>_<metric>' for each of its TASK_METRICS (exact-match 'accuracy' for others). Dense or NaFlex, as the
+  feature lengths say.
 
   Args:
     tasks: registered seqio task names.
