@@ -189,3 +189,23 @@ def test_the_curriculum_draws_the_last_pretraining_stage_and_every_stage_file_ex
   assert curriculum.predictions_source(stages) == "runs/2"  # pali_tiny_stage2.gin
   assert curriculum.predictions_source(stages[:2]) == "runs/1"
   assert curriculum.predictions_source(stages[3:]) == "runs/4"  # transfers only: the last
+
+
+# Run files that are not runs by themselves: shared includes, and add-ons read beside a run's own file.
+_NOT_RUNS = ("pali3_common.gin", "pali_tiny_common.gin", "pali_tiny_documents_common.gin", "siglip2_common.gin",
+             "tipsv2_common.gin", "transfer_eval_in_training.gin")
+_RUN_FILES = sorted(p for p in __import__("glob").glob("gin_configs/runs/**/*.gin", recursive=True)
+                    if os.path.basename(p) not in _NOT_RUNS)
+
+
+@pytest.mark.parametrize("run", _RUN_FILES)
+def test_every_run_file_parses(run):
+  """A typo in a run file the README names would otherwise surface only when a user runs it."""
+  import gin  # pylint: disable=import-outside-toplevel
+  from vlm import train  # pylint: disable=import-outside-toplevel,unused-import  (the configurables)
+  extra = ["CHECKPOINT_PATH = 'runs/x'"] if run.endswith("eval_transfer.gin") else []
+  gin.clear_config()
+  try:
+    gin.parse_config_files_and_bindings([run], extra)
+  finally:
+    gin.clear_config()
