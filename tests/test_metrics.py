@@ -334,3 +334,5 @@ def test_the_detection_centre_baseline_answers_a_centre_box_where_the_object_is_
   targets = [[centred], [corner], []]
   assert metrics.detection_centre_baseline(targets, [(40, 40)] * 3) == pytest.approx(50.0)
   assert metrics.detection_centre_baseline([[]], [(40, 40)]) == 100.0
+  with pytest.raises(ValueError, match="3 targets but 2 image shapes"):
+    metrics.detection_centre_baseline(targets, [(40, 40)] * 2)

@@ -555,6 +555,8 @@ def detection_centre_baseline(targets: Sequence[Sequence[Sequence[float]]],
   """detection_f1 of answering one box at the image centre, of the target boxes' mean size relative to their
   images, wherever the target has a box (and "none" where it has none): what a model that knows whether the
   object is there, but not where, scores."""
+  if len(targets) != len(image_shapes):
+    raise ValueError(f"detection_centre_baseline got {len(targets)} targets but {len(image_shapes)} image shapes")
   flat = [(b, s) for truth, s in zip(targets, image_shapes) for b in truth]
   if not flat:
     return detection_f1([[] for _ in targets], targets)
