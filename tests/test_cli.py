@@ -1,5 +1,6 @@
 """`python -m vlm.train` as a user runs it: one-line errors for bad input, a run that resumes when re-run."""
 
+import glob
 import json
 import os
 import subprocess
@@ -194,7 +195,7 @@ def test_the_curriculum_draws_the_last_pretraining_stage_and_every_stage_file_ex
 # Run files that are not runs by themselves: shared includes, and add-ons read beside a run's own file.
 _NOT_RUNS = ("pali3_common.gin", "pali_tiny_common.gin", "pali_tiny_documents_common.gin", "siglip2_common.gin",
              "tipsv2_common.gin", "transfer_eval_in_training.gin")
-_RUN_FILES = sorted(p for p in __import__("glob").glob("gin_configs/runs/**/*.gin", recursive=True)
+_RUN_FILES = sorted(p for p in glob.glob("gin_configs/runs/**/*.gin", recursive=True)
                     if os.path.basename(p) not in _NOT_RUNS)
 
 
