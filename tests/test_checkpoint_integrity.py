@@ -178,6 +178,17 @@ def test_restoring_logs_none_of_orbaxs_metadata_warnings_but_other_warnings(tmp_
   assert "another warning" in messages
 
 
+def test_only_the_checkpointers_own_array_handler_override_goes_unlogged(caplog):
+  """Orbax warns of every type handler override: the one Checkpointer makes on CPU is dropped, a user's is not."""
+  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+  with caplog.at_level(logging.WARNING):
+    checkpoints._save_replicated_arrays_whole_on_cpu()  # pylint: disable=protected-access
+    assert not [r for r in caplog.records if "Type handler registry" in r.getMessage()]
+    ocp.type_handlers.register_type_handler(jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False),
+                                            override=True)
+    assert [r for r in caplog.records if "Type handler registry" in r.getMessage()]
+
+
 # ----------------------------------------------------------------------------------------------------------
 # The run lock.
 # ----------------------------------------------------------------------------------------------------------

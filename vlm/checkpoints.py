@@ -258,14 +258,16 @@ class _DropOrbaxTracebacks(logging.Filter):
 
 
 class _DropOrbaxNoise(logging.Filter):
-  """Drops orbax warnings that say nothing wrong: two precede every restore (a step's items carry no metadata
-  file of their own, the step has one; a read-only manager was asked for, restore_params asks for one), and one
-  names the array handler this module registers on CPU (_save_replicated_arrays_whole_on_cpu)."""
+  """Drops orbax warnings that start with one of `noise`: by default the two that precede every restore and say
+  nothing wrong (a step's items carry no metadata file of their own, the step has one; a read-only manager was
+  asked for, restore_params asks for one)."""
 
-  _NOISE = ("Metadata file does not exist: ", "Given directory is read only=", "Type handler registry type ")
+  def __init__(self, noise: tuple[str, ...] = ("Metadata file does not exist: ", "Given directory is read only=")):
+    super().__init__()
+    self.noise = noise
 
   def filter(self, record: logging.LogRecord) -> bool:
-    return not (f"{os.sep}orbax{os.sep}" in record.pathname and str(record.msg).startswith(self._NOISE))
+    return not (f"{os.sep}orbax{os.sep}" in record.pathname and str(record.msg).startswith(self.noise))
 
 
 _ORBAX_LOG_FILTERS = (_DropOrbaxTracebacks(), _DropOrbaxNoise())
@@ -342,8 +344,15 @@ def _save_replicated_arrays_whole_on_cpu() -> None:
   device: ~100 compilations (8 s) at a tiny run's first save on 8 simulated devices.
   """
   if jax.default_backend() == "cpu":
-    ocp.type_handlers.register_type_handler(jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False),
-                                            override=True)
+    # Orbax warns of every override; this one is ours, so its warning is dropped while it registers (and only
+    # then: a user's own override of the jax.Array handler still shows).
+    ours = _DropOrbaxNoise(("Type handler registry type ",))
+    logging.getLogger("absl").addFilter(ours)
+    try:
+      ocp.type_handlers.register_type_handler(jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False),
+                                              override=True)
+    finally:
+      logging.getLogger("absl").removeFilter(ours)
 
 
 class Checkpointer:
