@@ -155,13 +155,13 @@ def box_probe(encode_tokens, image_size: int = 32, train_examples: int = 8192, e
     the row and column errors).
   """
   import optax  # pylint: disable=import-outside-toplevel
-  from vlm import metrics  # pylint: disable=import-outside-toplevel
+  from vlm import evaluation, metrics  # pylint: disable=import-outside-toplevel
   train_images, train_boxes = lone_object_scenes(image_size, train_examples, "train", seed)
   eval_images, eval_boxes = lone_object_scenes(image_size, eval_examples, "eval", seed)
 
-  def tokens(images):
-    return np.concatenate([np.asarray(encode_tokens(images[i:i + 256]), np.float32)
-                           for i in range(0, len(images), 256)])
+  def tokens(images):  # in chunks of one shape (one compile of a jitted encoder)
+    encoded = evaluation.embed(lambda _, batch: {"tokens": encode_tokens(batch["image"])}, None, {"image": images})
+    return encoded["tokens"].astype(np.float32)
 
   train_tokens, eval_tokens = tokens(train_images), tokens(eval_images)
   scale = float(train_tokens.std()) + 1e-12

@@ -518,10 +518,21 @@ def refexp_centre_baseline(targets: Sequence[Sequence[float]], image_shapes: Seq
     targets: the referred boxes (y0, x0, y1, x1), in pixels.
     image_shapes: (height, width) of each target's image.
   """
-  boxes, shapes = np.asarray(targets, np.float64), np.asarray(image_shapes, np.float64)  # [N, 4], [N, 2]
-  size = ((boxes[:, 2:] - boxes[:, :2]) / shapes).mean(axis=0) * shapes  # [N, 2]: (h, w) in each image's pixels
-  centre = np.concatenate([(shapes - size) / 2, (shapes + size) / 2], axis=1)
-  return refexp_accuracy([tuple(b) for b in centre], targets)
+  size = _mean_relative_size(targets, image_shapes)
+  return refexp_accuracy([tuple(b) for b in _centre_boxes(size, image_shapes)], targets)
+
+
+def _mean_relative_size(boxes: Sequence[Sequence[float]], image_shapes: Sequence[Sequence[float]]) -> np.ndarray:
+  """(h, w) of the boxes, each as a fraction of its image's (height, width), averaged over the boxes."""
+  boxes, shapes = np.asarray(boxes, np.float64), np.asarray(image_shapes, np.float64)  # [N, 4], [N, 2]
+  return ((boxes[:, 2:] - boxes[:, :2]) / shapes).mean(axis=0)
+
+
+def _centre_boxes(size: np.ndarray, image_shapes: Sequence[Sequence[float]]) -> np.ndarray:
+  """[N, 4]: a box of `size` (fractions of the image) at the centre of each image of `image_shapes`, in pixels."""
+  shapes = np.asarray(image_shapes, np.float64).reshape(-1, 2)
+  extent = size * shapes
+  return np.concatenate([(shapes - extent) / 2, (shapes + extent) / 2], axis=1)
 
 
 def detection_f1(predicted: Sequence[Sequence[Sequence[float]]], targets: Sequence[Sequence[Sequence[float]]],
@@ -560,13 +571,9 @@ def detection_centre_baseline(targets: Sequence[Sequence[Sequence[float]]],
   flat = [(b, s) for truth, s in zip(targets, image_shapes) for b in truth]
   if not flat:
     return detection_f1([[] for _ in targets], targets)
-  boxes, shapes = np.asarray([b for b, _ in flat], np.float64), np.asarray([s for _, s in flat], np.float64)
-  size = ((boxes[:, 2:] - boxes[:, :2]) / shapes).mean(axis=0)  # (h, w) as fractions of the image
-  guesses = []
-  for truth, (h, w) in zip(targets, image_shapes):
-    half = size * (h, w) / 2
-    guesses.append([(h / 2 - half[0], w / 2 - half[1], h / 2 + half[0], w / 2 + half[1])] if truth else [])
-  return detection_f1(guesses, targets)
+  size = _mean_relative_size([b for b, _ in flat], [s for _, s in flat])
+  centres = _centre_boxes(size, image_shapes)
+  return detection_f1([[tuple(c)] if truth else [] for truth, c in zip(targets, centres)], targets)
 
 
 # ------------------------------------------------------------------------------------------------------------------
