@@ -68,6 +68,32 @@ def test_the_manifest_is_written_off_the_train_loop_before_the_commit(tmp_path, 
   assert step_dir.endswith("1.orbax-checkpoint-tmp")  # not yet committed: a committed step has its manifest
 
 
+def age(step_dir, seconds):
+  """Sets every file of step_dir last written `seconds` ago."""
+  then = time.time() - seconds
+  for root, _, names in os.walk(step_dir):
+    for name in names:
+      os.utime(os.path.join(root, name), (then, then))
+
+
+def test_a_step_checked_intact_is_not_read_again_until_a_file_changes(tmp_path, monkeypatch):
+  """vlm.eval resolves the step, then its loader restores it: one read of every byte, not two. A settled step
+  (files older than the timestamps' granularity) is remembered; any change of size, mtime or inode re-reads."""
+  step_dir = str(saved(tmp_path, steps=(1,)) / "1")
+  reads = []
+  crc32 = manifests._crc32  # pylint: disable=protected-access
+  monkeypatch.setattr(manifests, "_crc32", lambda path: (reads.append(path), crc32(path))[1])
+  assert manifests.check(step_dir) is None and manifests.check(step_dir) is None
+  assert reads and len(reads) % 2 == 0  # just written: not yet settled, read twice
+  age(step_dir, 60)
+  reads.clear()
+  assert manifests.check(step_dir) is None and manifests.check(step_dir) is None
+  assert len(reads) == len(json.load(open(os.path.join(step_dir, manifests.MANIFEST_FILE)))["files"])
+  flip_a_byte(step_dir)
+  age(step_dir, 30)  # other bytes, the same size, a settled (but different) mtime
+  assert "does not match its checksum" in manifests.check(step_dir)
+
+
 @pytest.mark.parametrize("damage", [truncate, delete, flip_a_byte])
 def test_a_damaged_newest_step_is_skipped_with_one_warning_and_saved_again(tmp_path, damage):
   directory = saved(tmp_path)
