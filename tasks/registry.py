@@ -100,19 +100,20 @@ def image_size(size: int = 224) -> int:
 def image_size_bound(size: int):
   """image_size bound to `size` inside a `with` block (pipelines built there draw their images at it), and on
   leaving to what it was bound to before, or to its default."""
-  return _size_bound(image_size, size)
+  return gin_bound("tasks.registry.image_size.size", size)
 
 
 @contextlib.contextmanager
-def _size_bound(configurable, size: int):
-  """`configurable`'s `size` parameter bound inside the block, then back to its previous binding or default."""
-  key = f"tasks.registry.{configurable.__name__}.size"
+def gin_bound(key: str, value):
+  """The gin parameter `key` ('module.configurable.parameter') bound to `value` inside a `with` block, then back
+  to its previous binding or, if it had none, to its default."""
+  configurable, parameter = key.rsplit(".", 1)
   try:
     previous = gin.query_parameter(key)
   except ValueError:  # not bound
-    previous = inspect.signature(configurable).parameters["size"].default
+    previous = inspect.signature(gin.get_configurable(configurable)).parameters[parameter].default
   with gin.unlock_config():
-    gin.bind_parameter(key, size)
+    gin.bind_parameter(key, value)
   try:
     yield
   finally:
@@ -156,7 +157,7 @@ def patch_size(size: int = 16) -> int:
 
 def patch_size_bound(size: int):
   """patch_size bound to `size` inside a `with` block, as image_size_bound binds the image size."""
-  return _size_bound(patch_size, size)
+  return gin_bound("tasks.registry.patch_size.size", size)
 
 
 @gin.configurable(module="tasks.registry")
@@ -569,7 +570,7 @@ for _name, _rates in (("pali_stage1_synthetic", stage1_rates), ("pali_stage2_syn
 seqio.MixtureRegistry.add("documents_charts_native_synthetic", [(name, 1.0) for name in NATIVE_ASPECT_TASKS])
 
 
-__all__ = ["SPLITS", "image_size", "image_size_bound", "ocr_validation_plan_size", "scene_max_objects", "patch_size",
+__all__ = ["SPLITS", "gin_bound", "image_size", "image_size_bound", "ocr_validation_plan_size", "scene_max_objects", "patch_size",
            "patch_size_bound", "views", "caption_granularity",
            "caption_languages", "VIEW_FEATURES", "LOCCA_TASKS", "locca_tasks", "LOCCA_FEATURES", "SCENE_ASPECTS",
            "NATIVE_ASPECT_TASKS", "STAGE1_RATES", "stage1_rates", "STAGE2_RATES", "stage2_rates", "GeneratorSource",

@@ -88,45 +88,29 @@ def test_the_decoder_leaves_no_trace_in_exports_or_pali(tmp_path):
 
 
 def test_locca_tasks_give_boxes_and_phrases():
-  import gin
   from tasks import pipeline, registry, vocab  # noqa: F401
-  with gin.unlock_config():
-    gin.bind_parameter("tasks.registry.locca_tasks.rates", {"refexp": 1.0})
-  try:
-    with registry.image_size_bound(32):
-      rows = pipeline.SeqioBatches("scene_pairs_locca_synthetic", {"text": 64, "locca_inputs": 16,
-                                                                   "locca_targets": 16}, seed=2).batch(0, 4)
-    v = vocab.vocabulary()
-    for i in range(4):
-      assert v.decode(rows["locca_inputs"][i]).startswith("refexp ")
-      assert v.decode(rows["locca_targets"][i]).count("<loc") == 4
-  finally:
-    with gin.unlock_config():
-      gin.bind_parameter("tasks.registry.locca_tasks.rates", {"caption": 1.0, "refexp": 1.0, "grounded": 1.0})
+  with registry.gin_bound("tasks.registry.locca_tasks.rates", {"refexp": 1.0}), registry.image_size_bound(32):
+    rows = pipeline.SeqioBatches("scene_pairs_locca_synthetic", {"text": 64, "locca_inputs": 16,
+                                                                 "locca_targets": 16}, seed=2).batch(0, 4)
+  v = vocab.vocabulary()
+  for i in range(4):
+    assert v.decode(rows["locca_inputs"][i]).startswith("refexp ")
+    assert v.decode(rows["locca_targets"][i]).count("<loc") == 4
 
 
 def test_localisation_examples_take_their_own_object_count():
   """tasks.registry.locca_max_objects: a refexp example is the scene generator's with that many objects at most."""
-  import gin
   from tasks import registry, scene_tasks
-  with gin.unlock_config():
-    gin.bind_parameter("tasks.registry.locca_tasks.rates", {"refexp": 1.0})
-  try:
+  with registry.gin_bound("tasks.registry.locca_tasks.rates", {"refexp": 1.0}):
     for objects in (1, 3):
-      with gin.unlock_config():
-        gin.bind_parameter("tasks.registry.locca_max_objects.localisation", objects)
-      for index in range(6):
-        ex = registry._locca_pair(0, "train", index, 32)  # pylint: disable=protected-access
-        want = scene_tasks.example(0, index, "train", "refexp", 32, max_objects=objects)
-        assert (ex["locca_inputs"], ex["locca_targets"]) == (want["inputs"], want["targets"])
-    with gin.unlock_config():
-      gin.bind_parameter("tasks.registry.locca_max_objects.localisation", 0)
-    with pytest.raises(ValueError, match="locca_max_objects.localisation=0: give an integer from 1 to 9"):
-      registry._locca_pair(0, "train", 0, 32)  # pylint: disable=protected-access
-  finally:
-    with gin.unlock_config():
-      gin.bind_parameter("tasks.registry.locca_tasks.rates", {"caption": 1.0, "refexp": 1.0, "grounded": 1.0})
-      gin.bind_parameter("tasks.registry.locca_max_objects.localisation", 3)
+      with registry.gin_bound("tasks.registry.locca_max_objects.localisation", objects):
+        for index in range(6):
+          ex = registry._locca_pair(0, "train", index, 32)  # pylint: disable=protected-access
+          want = scene_tasks.example(0, index, "train", "refexp", 32, max_objects=objects)
+          assert (ex["locca_inputs"], ex["locca_targets"]) == (want["inputs"], want["targets"])
+    with registry.gin_bound("tasks.registry.locca_max_objects.localisation", 0):
+      with pytest.raises(ValueError, match="locca_max_objects.localisation=0: give an integer from 1 to 9"):
+        registry._locca_pair(0, "train", 0, 32)  # pylint: disable=protected-access
 
 
 @pytest.mark.parametrize("make, match", [

@@ -27,6 +27,14 @@ def small_images():
     yield
 
 
+@pytest.fixture
+def cleared_gin():
+  """An empty gin config for a test that parses a whole run file, emptied again after it (nothing leaks)."""
+  gin.clear_config()
+  yield
+  gin.clear_config()
+
+
 def first(name, split="train", seed=0, n=1, shard_info=None):
   lengths = {"text": 40} if name == "webli_pairs_synthetic" else LENGTHS
   ds = seqio.get_mixture_or_task(name).get_dataset(lengths, split=split, shuffle=False, seed=seed,
@@ -90,14 +98,10 @@ def test_splits_and_shards():
 def test_stage1_rates_follow_gin():
   mixture = seqio.get_mixture_or_task("pali_stage1_synthetic")
   charts = seqio.get_mixture_or_task("charts_synthetic")
-  with gin.unlock_config():
-    gin.bind_parameter("tasks.registry.stage1_rates.rates", {"charts_synthetic": 3.0})
-  try:
+  with registry.gin_bound("tasks.registry.stage1_rates.rates", {"charts_synthetic": 3.0}):
     assert mixture.get_rate(charts) == 3.0
     assert mixture.get_rate(seqio.get_mixture_or_task("vqa_synthetic")) == 0.0
-  finally:
-    with gin.unlock_config():
-      gin.bind_parameter("tasks.registry.stage1_rates.rates", registry.STAGE1_RATES)
+  assert mixture.get_rate(charts) == registry.STAGE1_RATES["charts_synthetic"]
 
 
 def test_list_names_every_task_and_mixture():
@@ -172,29 +176,23 @@ PALI3_RUNS = {"pali3_stage1_224": "pali_stage1_synthetic", "pali3_stage2_812": "
 
 
 @pytest.mark.parametrize("run", sorted(PALI3_RUNS))
-def test_the_real_size_pali3_runs_read_the_registered_mixtures(run):
+def test_the_real_size_pali3_runs_read_the_registered_mixtures(run, cleared_gin):
   """Each real-size stage file trains on its seqio mixture through the trainer's data path, in ids that fit the
   model's table, with the vocabulary it records (images made small: the files set 224 to 1064 px)."""
   from tasks import pipeline  # pylint: disable=import-outside-toplevel
   from vlm import model as model_lib, train  # pylint: disable=import-outside-toplevel,unused-import
-  gin.clear_config()
-  try:
-    gin.parse_config_files_and_bindings([f"gin_configs/runs/{run}.gin"], ["IMAGE_SIZE = 28"])
-    assert gin.query_parameter("%MIXTURE_OR_TASK_NAME") == PALI3_RUNS[run]
-    data = gin.get_configurable("tasks.pipeline.SeqioBatches")()
-    assert isinstance(data, pipeline.SeqioBatches) and data.name == PALI3_RUNS[run]
-    batch = data.batch(0, 4)
-    model = gin.query_parameter("%MODEL").scoped_configurable_fn()
-    assert isinstance(model, model_lib.PaLIModel) and model.config.vit.image_size == 28
-    assert batch["image"].shape == (4, 28, 28, 3)
-    assert batch["encoder_input_tokens"].shape[1] == model.prompt_length
-    for key in ("encoder_input_tokens", "decoder_target_tokens"):
-      assert batch[key].max() < model.vocabulary.vocab_size <= model.config.ul2.vocab_size
-    assert model.vocabulary.decode(batch["decoder_target_tokens"][0].tolist())  # the recorded vocabulary reads it
-  finally:
-    gin.clear_config()
-    with gin.unlock_config():
-      gin.bind_parameter("tasks.registry.image_size.size", SIZE)
+  gin.parse_config_files_and_bindings([f"gin_configs/runs/{run}.gin"], ["IMAGE_SIZE = 28"])
+  assert gin.query_parameter("%MIXTURE_OR_TASK_NAME") == PALI3_RUNS[run]
+  data = gin.get_configurable("tasks.pipeline.SeqioBatches")()
+  assert isinstance(data, pipeline.SeqioBatches) and data.name == PALI3_RUNS[run]
+  batch = data.batch(0, 4)
+  model = gin.query_parameter("%MODEL").scoped_configurable_fn()
+  assert isinstance(model, model_lib.PaLIModel) and model.config.vit.image_size == 28
+  assert batch["image"].shape == (4, 28, 28, 3)
+  assert batch["encoder_input_tokens"].shape[1] == model.prompt_length
+  for key in ("encoder_input_tokens", "decoder_target_tokens"):
+    assert batch[key].max() < model.vocabulary.vocab_size <= model.config.ul2.vocab_size
+  assert model.vocabulary.decode(batch["decoder_target_tokens"][0].tolist())  # the recorded vocabulary reads it
 
 
 CURRICULUM_PALI_STAGES = {"pali_tiny_stage1": "pali_stage1_synthetic", "pali_tiny_stage2": "pali_stage2_synthetic",
@@ -202,25 +200,19 @@ CURRICULUM_PALI_STAGES = {"pali_tiny_stage1": "pali_stage1_synthetic", "pali_tin
 
 
 @pytest.mark.parametrize("run", sorted(CURRICULUM_PALI_STAGES))
-def test_the_curriculum_stages_read_their_data_at_the_learning_rate_that_localises(run):
+def test_the_curriculum_stages_read_their_data_at_the_learning_rate_that_localises(run, cleared_gin):
   """Each PaLI stage of `python -m vlm.curriculum` parses, reads its seqio data through the trainer's data path
   and peaks at 1e-3 (at 3e-3 the tiny UL2 did not learn to localise); stage 1 draws referring expressions four
   times as often as the paper's composition does."""
   from tasks import pipeline  # pylint: disable=import-outside-toplevel
   from vlm import train  # pylint: disable=import-outside-toplevel,unused-import
-  gin.clear_config()
-  try:
-    gin.parse_config_files_and_bindings([f"gin_configs/runs/{run}.gin"], [])
-    assert gin.query_parameter("%MIXTURE_OR_TASK_NAME") == CURRICULUM_PALI_STAGES[run]
-    assert gin.query_parameter("%PEAK_LEARNING_RATE") == 1e-3
-    data = gin.get_configurable("tasks.pipeline.SeqioBatches")()
-    assert isinstance(data, pipeline.SeqioBatches) and data.batch(0, 2)["image"].shape[0] == 2
-    paper = registry.STAGE1_RATES["refexp_synthetic"]
-    assert registry.stage1_rates()["refexp_synthetic"] == (4 * paper if run == "pali_tiny_stage1" else paper)
-  finally:
-    gin.clear_config()
-    with gin.unlock_config():
-      gin.bind_parameter("tasks.registry.image_size.size", SIZE)
+  gin.parse_config_files_and_bindings([f"gin_configs/runs/{run}.gin"], [])
+  assert gin.query_parameter("%MIXTURE_OR_TASK_NAME") == CURRICULUM_PALI_STAGES[run]
+  assert gin.query_parameter("%PEAK_LEARNING_RATE") == 1e-3
+  data = gin.get_configurable("tasks.pipeline.SeqioBatches")()
+  assert isinstance(data, pipeline.SeqioBatches) and data.batch(0, 2)["image"].shape[0] == 2
+  paper = registry.STAGE1_RATES["refexp_synthetic"]
+  assert registry.stage1_rates()["refexp_synthetic"] == (4 * paper if run == "pali_tiny_stage1" else paper)
 
 
 def test_size_bindings_are_restored_to_the_previous_binding_or_the_default():
@@ -235,14 +227,9 @@ def test_ocr_validation_texts_planned_for_one_size_are_the_same_at_every_resolut
       return [e["targets_pretokenized"].decode() for e in first("webli_ocr_synthetic", split=split, n=6)]
 
   unplanned = texts("validation", 48)
-  with gin.unlock_config():
-    gin.bind_parameter("tasks.registry.ocr_validation_plan_size.size", 32)
-  try:
+  with registry.gin_bound("tasks.registry.ocr_validation_plan_size.size", 32):
     assert texts("validation", 48) == texts("validation", 32) != unplanned  # 48 px plans more text by default
     assert texts("train", 48) != texts("train", 32)  # training keeps planning for the image it draws
-  finally:
-    with gin.unlock_config():
-      gin.bind_parameter("tasks.registry.ocr_validation_plan_size.size", None)
 
 
 @pytest.mark.parametrize("size", [0, -32, 32.0, True, "32"])
@@ -255,17 +242,12 @@ def test_scene_tasks_take_their_object_count_from_gin():
   """tasks.registry.scene_max_objects: every PaLI scene task's scenes, training and validation, hold at most that
   many objects (one: a referring expression's object is the only one in its scene)."""
   from vlm import evaluation  # pylint: disable=import-outside-toplevel
-  with gin.unlock_config():
-    gin.bind_parameter("tasks.registry.scene_max_objects.objects", 1)
-  try:
+  with registry.gin_bound("tasks.registry.scene_max_objects.objects", 1):
     for split in ("train", "validation"):
       for ex in first("refexp_synthetic", split=split, n=4):
         want = scene_tasks.example(0, int(ex["example_seed"][1]), split, "refexp", SIZE, max_objects=1)
         assert ex["targets_pretokenized"].decode() == want["targets"]
     evaluator = evaluation.SeqioTaskEvaluation(("vqa_synthetic",), {"inputs": 16, "targets": 8}, examples_per_task=4)
     assert evaluator.majority == scene_tasks.vqa_majority_baseline(seed=1234, max_objects=1)
-  finally:
-    with gin.unlock_config():
-      gin.bind_parameter("tasks.registry.scene_max_objects.objects", 3)
   with pytest.raises(ValueError, match=r"scene_max_objects.objects=0: give an integer from 1 to \d"):
     registry.scene_max_objects(0)

@@ -7,7 +7,6 @@ import subprocess
 import sys
 import unicodedata
 
-import gin
 import numpy as np
 import pytest
 import sentencepiece
@@ -16,6 +15,7 @@ from sentencepiece import sentencepiece_model_pb2
 
 from tasks import locations
 from tasks import multilingual
+from tasks import registry
 from tasks import train_vocab
 from tasks import vocab
 from tasks import vocab_spec
@@ -108,18 +108,13 @@ def test_eight_languages_round_trip_without_unk(v):
 def test_gin_swaps_in_another_model_with_the_same_added_tokens(tmp_path):
   path = small_model(tmp_path / "user.model", pad_id=0, eos_id=1, unk_id=2, bos_id=-1)
   follows_gin = vocab.PaliVocabulary()
-  with gin.unlock_config():
-    gin.bind_parameter("tasks.vocab.vocabulary.sentencepiece_model", path)
-  try:
+  with registry.gin_bound("tasks.vocab.vocabulary.sentencepiece_model", path):
     other = vocab.vocabulary()
     assert other.vocab_size == 600 + 1024 + 3 + 100
     assert follows_gin.vocab_size == other.vocab_size and follows_gin == other
     ids = other.encode("<loc0042>[S2S]")
     assert ids[-2:] == [other.loc_ids[42], other.mode_token_ids["[S2S]"]]
     assert other.sentinel_ids[0] == other.vocab_size - 1
-  finally:
-    with gin.unlock_config():
-      gin.bind_parameter("tasks.vocab.vocabulary.sentencepiece_model", vocab_spec.DEFAULT_MODEL)
   assert follows_gin.vocab_size == BASE_PIECES + 1127
 
 
