@@ -203,14 +203,16 @@ CURRICULUM_PALI_STAGES = {"pali_tiny_stage1": "pali_stage1_synthetic", "pali_tin
 def test_the_curriculum_stages_read_their_data_at_the_learning_rate_that_localises(run, cleared_gin):
   """Each PaLI stage of `python -m vlm.curriculum` parses, reads its seqio data through the trainer's data path
   and peaks at 1e-3 (at 3e-3 the tiny UL2 did not learn to localise); stage 1 draws referring expressions four
-  times as often as the paper's composition does."""
+  times as often as the paper's composition does; SEED seeds the parameters and the data."""
   from tasks import pipeline  # pylint: disable=import-outside-toplevel
   from vlm import train  # pylint: disable=import-outside-toplevel,unused-import
-  gin.parse_config_files_and_bindings([f"gin_configs/runs/{run}.gin"], [])
+  gin.parse_config_files_and_bindings([f"gin_configs/runs/{run}.gin"], ["SEED = 3"])
   assert gin.query_parameter("%MIXTURE_OR_TASK_NAME") == CURRICULUM_PALI_STAGES[run]
   assert gin.query_parameter("%PEAK_LEARNING_RATE") == 1e-3
   data = gin.get_configurable("tasks.pipeline.SeqioBatches")()
   assert isinstance(data, pipeline.SeqioBatches) and data.batch(0, 2)["image"].shape[0] == 2
+  seed = gin.query_parameter("vlm.trainer.train.seed").scoped_configurable_fn()  # %SEED, evaluated
+  assert data.seed == seed == 3
   paper = registry.STAGE1_RATES["refexp_synthetic"]
   assert registry.stage1_rates()["refexp_synthetic"] == (4 * paper if run == "pali_tiny_stage1" else paper)
 
