@@ -192,6 +192,34 @@ def test_the_curriculum_draws_the_last_pretraining_stage_and_every_stage_file_ex
   assert curriculum.predictions_source(stages[3:]) == "runs/4"  # transfers only: the last
 
 
+@pytest.mark.slow
+def test_the_curriculum_runs_its_five_stages_each_from_the_one_before(tmp_path):
+  """`python -m vlm.curriculum` as the README runs it, two steps a stage and a few evaluation examples: each
+  stage warm-starts from the MODEL_DIR the one before wrote, evaluates beside its baselines, and the summary
+  names every stage and the predictions grid."""
+  small_evals = ["--gin.vlm.evaluation.SeqioTaskEvaluation.examples_per_task=4",
+                 "--gin.vlm.evaluation.SceneZeroShotRetrieval.locca_examples=8",
+                 "--gin.vlm.evaluation.SceneZeroShotRetrieval.pairs_per_language=8",
+                 "--gin.vlm.evaluation.SceneZeroShotRetrieval.retrieval_pairs=16",
+                 "--gin.vlm.evaluation.SceneZeroShotRetrieval.images_per_class=1",
+                 "--gin.vlm.evaluation.SceneZeroShotRetrieval.dense=False"]
+  result = run_elsewhere(tmp_path, "vlm.curriculum", "--gin.TRAIN_STEPS=2", "--gin.BATCH_SIZE=8",
+                         "--gin.CHECKPOINT_PERIOD=2", "--gin.EVAL_PERIOD=2", *small_evals)
+  assert result.returncode == 0, result.stderr[-3000:]
+  from vlm import curriculum, summaries  # pylint: disable=import-outside-toplevel
+  summary = result.stdout[result.stdout.index("=== curriculum summary ==="):]
+  wants = {"siglip_locca_tiny_synthetic": "refexp_shuffled_images_baseline", "pali_tiny/stage1": "detect_f1",
+           "pali_tiny/stage2": "webli_ocr_synthetic_accuracy", "pali_tiny/transfer_vqa": "vqa_majority_baseline",
+           "pali_tiny/transfer_refexp": "refexp_shuffled_images_baseline"}
+  assert len(wants) == len(curriculum.STAGES)
+  for run, key in wants.items():
+    model_dir = tmp_path / "runs" / run
+    assert str(model_dir) in summary or f"runs/{run}" in summary, run
+    assert key in [r for r in summaries.read_metrics(str(model_dir)) if r.get("split") == "eval"][-1], run
+  assert "warm start: ViT from runs/siglip_locca_tiny_synthetic" in result.stdout
+  assert (tmp_path / "runs" / "pali_tiny" / "transfer_refexp" / "predictions.png").is_file()
+
+
 # Run files that are not runs by themselves: shared includes, and add-ons read beside a run's own file.
 _NOT_RUNS = ("pali3_common.gin", "pali_tiny_common.gin", "pali_tiny_documents_common.gin", "siglip2_common.gin",
              "tipsv2_common.gin", "transfer_eval_in_training.gin")

@@ -3,8 +3,10 @@
   python -m vlm.curriculum [--gin.KEY=VALUE ...]
 
 Stages, each an ordinary `vlm.train` run of its gin file (so each can also be run, resumed or changed alone):
-  0. siglip_tiny_synthetic.gin    SigLIP image encoder pretraining (sigmoid loss) at 32 px
-  1. pali_tiny_stage1.gin         PaLI: the SigLIP ViT frozen, the stage-1 mixture (captions, OCR, VQA, VQG,
+  0. siglip_locca_tiny_synthetic.gin  SigLIP at 32 px: the sigmoid loss and SigLIP 2's LocCa decoder (captions,
+                                  boxes of phrases, phrases of boxes), which teaches the ViT's tokens where
+                                  things are; the PaLI takes the ViT, the decoder stays behind
+  1. pali_tiny_stage1.gin         PaLI: that ViT frozen, the stage-1 mixture (captions, OCR, VQA, VQG,
                                   detection, refexp, documents, charts, multilingual) at 32 px
   2. pali_tiny_stage2.gin         resolution up to 48 px, ViT unfrozen, OCR and documents upweighted
   3. pali_tiny_transfer_vqa.gin   fine-tune on VQA, ViT frozen
@@ -24,7 +26,7 @@ import sys
 
 import gin
 
-STAGES = ("gin_configs/runs/siglip_tiny_synthetic.gin", "gin_configs/runs/pali_tiny_stage1.gin",
+STAGES = ("gin_configs/runs/siglip_locca_tiny_synthetic.gin", "gin_configs/runs/pali_tiny_stage1.gin",
           "gin_configs/runs/pali_tiny_stage2.gin", "gin_configs/runs/pali_tiny_transfer_vqa.gin",
           "gin_configs/runs/pali_tiny_transfer_refexp.gin")
 
