@@ -196,7 +196,7 @@ def caption_languages(english: float = 1.0) -> float:
   return english
 
 
-LOCCA_TASKS = ("caption", "refexp", "grounded")
+LOCCA_TASKS = ("caption", "refexp", "grounded", "ocr")
 
 
 @gin.configurable(module="tasks.registry")
@@ -204,7 +204,9 @@ def locca_tasks(rates: Mapping[str, float] = {"caption": 1.0, "refexp": 1.0, "gr
                 ) -> dict[str, float]:
   """Rates of the LocCa decoder's tasks in scene_pairs_locca_synthetic: captioning ("caption en" -> the
   caption), referring expressions ("refexp <phrase>" -> four location tokens), grounded captioning
-  ("grounded <four location tokens>" -> the phrase)."""
+  ("grounded <four location tokens>" -> the phrase), and reading (an image of rendered text, tasks.ocr,
+  "ocr" -> its text, which is also the image's text for the sigmoid loss: WebLI's text-rich pairs in
+  miniature). Off by default: SigLIP 2's decoder tasks are the first three."""
   return _checked_rates("locca_tasks", rates, LOCCA_TASKS)
 
 
@@ -386,9 +388,13 @@ def _draw(rates: Mapping[str, float], rng: np.random.Generator) -> str:
 
 
 def _locca_pair(seed, split, index, size):
-  """A scene, its caption for the image-text loss, and a LocCa task about it (see locca_tasks)."""
+  """A scene, its caption for the image-text loss, and a LocCa task about it; or a line of text and the text
+  (see locca_tasks)."""
   rng = render.example_rng(seed, split, index, _LOCCA_STREAM)
   kind = _draw(locca_tasks(), rng)
+  if kind == "ocr":
+    ex = ocr.example(seed, index, split, size)
+    return {"image": ex["image"], "text": ex["targets"], "locca_inputs": "ocr", "locca_targets": ex["targets"]}
   if kind == "caption":
     ex = scene_tasks.example(seed, index, split, "caption", size, with_scene=True)
     inputs, targets = "caption en", ex["targets"]

@@ -98,6 +98,17 @@ def test_locca_tasks_give_boxes_and_phrases():
     assert v.decode(rows["locca_targets"][i]).count("<loc") == 4
 
 
+def test_reading_examples_pair_a_line_of_text_with_itself():
+  """locca_tasks' 'ocr': tasks.ocr's image and text, read by the decoder and matched by the sigmoid loss."""
+  from tasks import ocr, registry
+  with registry.gin_bound("tasks.registry.locca_tasks.rates", {"ocr": 1.0}):
+    for index in range(3):
+      ex = registry._locca_pair(0, "train", index, 32)  # pylint: disable=protected-access
+      want = ocr.example(0, index, "train", 32)
+      assert ex["text"] == ex["locca_targets"] == want["targets"] and ex["locca_inputs"] == "ocr"
+      np.testing.assert_array_equal(ex["image"], want["image"])
+
+
 def test_localisation_examples_take_their_own_object_count():
   """tasks.registry.locca_max_objects: a refexp example is the scene generator's with that many objects at most."""
   from tasks import registry, scene_tasks
