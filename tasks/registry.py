@@ -576,8 +576,8 @@ for _name, _rates in (("pali_stage1_synthetic", stage1_rates), ("pali_stage2_syn
 seqio.MixtureRegistry.add("documents_charts_native_synthetic", [(name, 1.0) for name in NATIVE_ASPECT_TASKS])
 
 
-__all__ = ["SPLITS", "gin_bound", "image_size", "image_size_bound", "ocr_validation_plan_size", "scene_max_objects", "patch_size",
-           "patch_size_bound", "views", "caption_granularity",
+__all__ = ["SPLITS", "gin_bound", "image_size", "image_size_bound", "ocr_validation_plan_size", "scene_max_objects",
+           "patch_size", "patch_size_bound", "views", "caption_granularity",
            "caption_languages", "VIEW_FEATURES", "LOCCA_TASKS", "locca_tasks", "LOCCA_FEATURES", "SCENE_ASPECTS",
            "NATIVE_ASPECT_TASKS", "STAGE1_RATES", "stage1_rates", "STAGE2_RATES", "stage2_rates", "GeneratorSource",
            "VOCABULARY", "IMAGE_TEXT_FEATURES", "PAIR_FEATURES", "TEXT_FEATURES", "IMAGE_PREPROCESSORS",

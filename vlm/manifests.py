@@ -68,6 +68,7 @@ def check(step_dir: str) -> str | None:
   """None if every file of the manifest of `step_dir` is there with its size and checksum, else what is not.
 
   Sizes first, over every file, then checksums: a truncated or missing file is found without reading the rest.
+  A settled step already read intact by this process, its files unchanged since, is not read again (_intact).
   """
   path = os.path.join(step_dir, MANIFEST_FILE)
   try:
