@@ -76,15 +76,15 @@ def check(step_dir: str) -> str | None:
       files = json.load(f)["files"]
   except (OSError, ValueError, KeyError, TypeError) as e:
     return f"its manifest {path} is unreadable ({e})"
+  stats = [os.stat(path)]  # the manifest's and each file's: sizes checked here, the rest the step's signature
   for rel, want in files.items():
     full = os.path.join(step_dir, rel)
     if not os.path.isfile(full):
       return f"{full} is missing"
-    size = os.path.getsize(full)
-    if size != want["size"]:
-      return f"{full} has {size} bytes, the manifest records {want['size']}"
+    stats.append(os.stat(full))
+    if stats[-1].st_size != want["size"]:
+      return f"{full} has {stats[-1].st_size} bytes, the manifest records {want['size']}"
   key = os.path.abspath(step_dir)
-  stats = [os.stat(os.path.join(step_dir, rel)) for rel in [MANIFEST_FILE, *files]]
   signature = tuple((st.st_size, st.st_mtime_ns, st.st_ino) for st in stats)
   if _intact.get(key) == signature:
     return None
