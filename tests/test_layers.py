@@ -139,16 +139,10 @@ def test_a_gated_mlp_recomputes_its_gate():
 # ------------------------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def implementation():
-  """Sets vlm.layers.attention_implementation.name for a test, and restores the default after it."""
-  import gin  # pylint: disable=import-outside-toplevel
-
-  def use(name):
-    with gin.unlock_config():
-      gin.bind_parameter("vlm.layers.attention_implementation.name", name)
-  yield use
-  use("auto")
+def implementation(name: str):
+  """vlm.layers.attention_implementation.name bound to `name` inside a `with` block, then restored."""
+  from tasks.registry import gin_bound  # pylint: disable=import-outside-toplevel
+  return gin_bound("vlm.layers.attention_implementation.name", name)
 
 
 def _attention_inputs(causal: bool):
@@ -163,14 +157,14 @@ def _attention_inputs(causal: bool):
 
 
 @pytest.mark.parametrize("causal", [False, True])
-def test_xla_kernel_equals_the_reference_values_and_gradients(implementation, causal):
+def test_xla_kernel_equals_the_reference_values_and_gradients(causal):
   query, key, value, bias, mask = _attention_inputs(causal)
 
   def run(name):
-    implementation(name)
     fn = lambda q, k, v, b: layers.dot_product_attention(q, k, v, bias=b, mask=mask, scale=0.35)  # noqa: E731
     loss = lambda *args: jnp.sum(jnp.sin(fn(*args)))  # noqa: E731
-    return jax.jit(fn)(query, key, value, bias), jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3)))(query, key, value, bias)
+    with implementation(name):
+      return jax.jit(fn)(query, key, value, bias), jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3)))(query, key, value, bias)
 
   (ref, ref_grads), (xla, xla_grads) = run("reference"), run("xla")
   np.testing.assert_allclose(np.asarray(xla), np.asarray(ref), atol=1e-5)
@@ -178,7 +172,7 @@ def test_xla_kernel_equals_the_reference_values_and_gradients(implementation, ca
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5)
 
 
-def test_a_whole_model_decodes_the_same_with_either_kernel(implementation):
+def test_a_whole_model_decodes_the_same_with_either_kernel():
   """A UL2 (relative-position bias, padding and causal masks, the KV-cache decode step): the same logits and
   the same greedy tokens through jax.nn's XLA kernel as through the reference einsums."""
   from vlm import ul2  # pylint: disable=import-outside-toplevel
@@ -190,21 +184,21 @@ def test_a_whole_model_decodes_the_same_with_either_kernel(implementation):
   targets = jnp.asarray([[0, 6, 11, 1], [0, 2, 2, 1]], jnp.int32)
 
   def run(name):
-    implementation(name)
-    logits = module.apply({"params": params}, prompt, targets)
-    return logits, ul2.generate(module, params, prompt, max_decode_len=6).tokens
+    with implementation(name):
+      logits = module.apply({"params": params}, prompt, targets)
+      return logits, ul2.generate(module, params, prompt, max_decode_len=6).tokens
 
   (ref_logits, ref_tokens), (xla_logits, xla_tokens) = run("reference"), run("xla")
   np.testing.assert_allclose(np.asarray(xla_logits), np.asarray(ref_logits), atol=1e-4)
   np.testing.assert_array_equal(np.asarray(xla_tokens), np.asarray(ref_tokens))
 
 
-def test_the_kernel_choice(implementation):
+def test_the_kernel_choice():
   assert layers.attention_kernel(jnp.bfloat16) == "reference"  # on this CPU
   assert layers.attention_kernel(jnp.bfloat16, "gpu") == "cudnn"
   assert layers.attention_kernel(jnp.float32, "gpu") == layers.attention_kernel(jnp.bfloat16, "tpu") == "reference"
-  implementation("xla")
-  assert layers.attention_kernel(jnp.bfloat16, "gpu") == "xla"
-  implementation("flash")
-  with pytest.raises(ValueError, match="attention_implementation.name='flash' is not one of auto, reference, xla"):
+  with implementation("xla"):
+    assert layers.attention_kernel(jnp.bfloat16, "gpu") == "xla"
+  with implementation("flash"), pytest.raises(
+      ValueError, match="attention_implementation.name='flash' is not one of auto, reference, xla"):
     layers.dot_product_attention(*_attention_inputs(False)[:3])
