@@ -11,7 +11,10 @@ the planned amount of text shrinks with the image, so small images show a word o
            "Market 42 river\nOPEN daily 3.75" with line_separator="\n", "Market 42 river OPEN daily 3.75" by default
 
 Splits: a quarter of WORDS (`words("validation")`) never appears in "train" and the rest never in
-"validation"; every text starts with a word, so no target of one split is a target of the other.
+"validation"; every text starts with a word, so no target of one split is a target of the other. `words_split`
+draws a split's texts from another split's words instead: a validation text of training words is a new text in
+a new image that a reader can get right, where held-out words may be out of reach (in the shipped sentencepiece
+vocabulary every word of WORDS is one piece, so a held-out word is a piece the model never wrote from an image).
 """
 
 from __future__ import annotations
@@ -270,7 +273,8 @@ def render_text(lines: list[str], image_size: int | tuple[int, int], rng: np.ran
 
 
 def example(seed: int, index: int, split: str = "train", image_size: int | tuple[int, int] = 224,
-            line_separator: str = " ", plan_size: int | tuple[int, int] | None = None) -> dict:
+            line_separator: str = " ", plan_size: int | tuple[int, int] | None = None,
+            words_split: str | None = None) -> dict:
   """Example `index` of the OCR stream: a pure function of its arguments.
 
   Args:
@@ -282,6 +286,8 @@ def example(seed: int, index: int, split: str = "train", image_size: int | tuple
     plan_size: the image size the amount of text is planned for (default: image_size). With it fixed, one
       (seed, index, split) shows the same text at every image_size, scaled to fit: a comparison of
       resolutions then reads the same texts.
+    words_split: the split whose words the text is made of (default: `split`); the random stream stays
+      `split`'s.
 
   Returns:
     {"image": float32 [H, W, 3] in [-1, 1], "inputs": "ocr", "targets": the text as rendered}.
@@ -293,7 +299,7 @@ def example(seed: int, index: int, split: str = "train", image_size: int | tuple
   usable_h, usable_w = plan_h * (1 - 2 * _MARGIN), plan_w * (1 - 2 * _MARGIN)
   max_lines = max(1, min(_MAX_LINES, int(usable_h / (_LINE_SPACING * _MIN_FONT_PX))))
   max_chars = max(3, int(usable_w / (_CHAR_EM * _MIN_FONT_PX)))
-  lines = sample_lines(rng, split, max_lines, max_chars)
+  lines = sample_lines(rng, words_split or split, max_lines, max_chars)
   return {"image": render_text(lines, (h, w), rng), "inputs": "ocr", "targets": line_separator.join(lines)}
 
 

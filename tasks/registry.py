@@ -150,6 +150,18 @@ def ocr_validation_plan_size(size: int | None = None) -> int | None:
 
 
 @gin.configurable(module="tasks.registry")
+def ocr_validation_words(split: str = "train") -> str:
+  """The words webli_ocr_synthetic's validation texts are made of: 'train' (new texts and images of the words
+  training writes: what a reader can get right) or 'validation' (tasks.ocr's held-out quarter). Each word is one
+  piece of the shipped sentencepiece vocabulary, so exact match on held-out words asks for pieces the model never
+  wrote from an image: 0 however well it reads (its numbers are new either way)."""
+  if split not in SPLITS:
+    raise ValueError(f"tasks.registry.ocr_validation_words.split={split!r}: use 'train' (read words seen in "
+                     "training) or 'validation' (tasks.ocr's held-out words)")
+  return split
+
+
+@gin.configurable(module="tasks.registry")
 def patch_size(size: int = 16) -> int:
   """The NaFlex patch side in pixels (the ViT's), when TASK_FEATURE_LENGTHS asks for patches."""
   return size
@@ -365,8 +377,10 @@ def _rendered(module) -> ExampleFn:
 
 
 def _ocr(seed, split, index, size):
-  plan = ocr_validation_plan_size() if split == "validation" else None
-  return ocr.example(seed, index, split, size, plan_size=plan)
+  if split != "validation":
+    return ocr.example(seed, index, split, size)
+  return ocr.example(seed, index, split, size, plan_size=ocr_validation_plan_size(),
+                     words_split=ocr_validation_words())
 
 
 def _pair(seed, split, index, size):
@@ -576,8 +590,8 @@ for _name, _rates in (("pali_stage1_synthetic", stage1_rates), ("pali_stage2_syn
 seqio.MixtureRegistry.add("documents_charts_native_synthetic", [(name, 1.0) for name in NATIVE_ASPECT_TASKS])
 
 
-__all__ = ["SPLITS", "gin_bound", "image_size", "image_size_bound", "ocr_validation_plan_size", "scene_max_objects",
-           "patch_size", "patch_size_bound", "views", "caption_granularity",
+__all__ = ["SPLITS", "gin_bound", "image_size", "image_size_bound", "ocr_validation_plan_size", "ocr_validation_words",
+           "scene_max_objects", "patch_size", "patch_size_bound", "views", "caption_granularity",
            "caption_languages", "VIEW_FEATURES", "LOCCA_TASKS", "locca_tasks", "LOCCA_FEATURES", "SCENE_ASPECTS",
            "NATIVE_ASPECT_TASKS", "STAGE1_RATES", "stage1_rates", "STAGE2_RATES", "stage2_rates", "GeneratorSource",
            "VOCABULARY", "IMAGE_TEXT_FEATURES", "PAIR_FEATURES", "TEXT_FEATURES", "IMAGE_PREPROCESSORS",

@@ -1,5 +1,6 @@
 """Registered seqio tasks and mixtures (tasks.registry), and the tasks.list / tasks.show tools."""
 
+import re
 import subprocess
 import sys
 import types
@@ -10,6 +11,7 @@ import pytest
 import seqio
 
 from tasks import list as task_list
+from tasks import ocr
 from tasks import registry
 from tasks import scene_tasks
 from tasks import show
@@ -232,6 +234,22 @@ def test_ocr_validation_texts_planned_for_one_size_are_the_same_at_every_resolut
   with registry.gin_bound("tasks.registry.ocr_validation_plan_size.size", 32):
     assert texts("validation", 48) == texts("validation", 32) != unplanned  # 48 px plans more text by default
     assert texts("train", 48) != texts("train", 32)  # training keeps planning for the image it draws
+
+
+def test_ocr_validation_texts_are_made_of_training_words_unless_gin_asks_for_the_held_out_ones():
+  """Every OCR word is one sentencepiece piece: held-out words would be pieces no image ever taught the model
+  to write. By default the validation split reads new texts of training words; 'validation' keeps tasks.ocr's
+  held-out quarter. The random stream (numbers, layout) stays the validation split's either way."""
+  def words(n=12):
+    texts = [e["targets_pretokenized"].decode() for e in first("webli_ocr_synthetic", split="validation", n=n)]
+    return {w.lower() for text in texts for w in text.split(" ") if not re.fullmatch(r"[0-9.]+", w)}
+
+  train_words, held_out = set(ocr.words("train")), set(ocr.words("validation"))
+  assert words() <= train_words
+  with registry.gin_bound("tasks.registry.ocr_validation_words.split", "validation"):
+    assert words() <= held_out
+  with pytest.raises(ValueError, match="ocr_validation_words.split='test': use 'train'"):
+    registry.ocr_validation_words("test")
 
 
 @pytest.mark.parametrize("size", [0, -32, 32.0, True, "32"])
