@@ -367,7 +367,7 @@ def sample_document(rng: np.random.Generator, split: str, image_size: int | tupl
 
 def example(seed: int, index: int, split: str = "train", image_size: int | tuple[int, int] = 224,
             kind: str | None = None, mode: str | None = None, with_document: bool = False,
-            native_aspect: bool = False) -> dict:
+            native_aspect: bool = False, plan_size: int | tuple[int, int] | None = None) -> dict:
   """Example `index` of the document stream: a pure function of its arguments.
 
   The document and its rendering come from one random stream and the prompt from another, so the same
@@ -383,6 +383,9 @@ def example(seed: int, index: int, split: str = "train", image_size: int | tuple
     with_document: also return the Document under "document" (for tests and inspection).
     native_aspect: shape the image as its kind is printed (NATIVE_ASPECTS), with the pixel area of an
       image_size x image_size square (image_size an int); the same document stream otherwise.
+    plan_size: the image size the amount of text is planned for (default: the image's own). With it fixed, one
+      (seed, index, split, kind) shows the same document at every image_size, drawn as large as fits: a
+      comparison of resolutions then reads the same documents.
 
   Returns:
     {"image": float32 [H, W, 3] in [-1, 1], "inputs": the prompt, "targets": the answer or the text}.
@@ -393,7 +396,7 @@ def example(seed: int, index: int, split: str = "train", image_size: int | tuple
   if native_aspect:
     kind = KINDS[content_rng.integers(len(KINDS))] if kind is None else kind  # the draw sample_document makes
     image_size = render.native_hw(image_size, NATIVE_ASPECTS[kind], aspect_rng)
-  doc = sample_document(content_rng, split, image_size, kind)
+  doc = sample_document(content_rng, split, image_size if plan_size is None else plan_size, kind)
   image = render_document(doc, image_size, content_rng)
   mode = mode or ("ocr" if prompt_rng.random() < _OCR_PROB else "qa")
   if mode == "ocr":

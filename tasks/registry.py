@@ -139,12 +139,13 @@ def check_image_size(size: int, patch: int = 1, what: str = "IMAGE_SIZE") -> int
 
 
 @gin.configurable(module="tasks.registry")
-def ocr_validation_plan_size(size: int | None = None) -> int | None:
-  """The image side webli_ocr_synthetic's validation texts are planned for (tasks.ocr.example's plan_size), or
-  None to plan them for the image itself. Fixed, every resolution evaluates the same texts: the tiny curriculum
-  binds its stage 1's 32 px, so stages 1 and 2 read the same words at 32 and 48 px."""
+def text_validation_plan_size(size: int | None = None) -> int | None:
+  """The image side the validation texts of webli_ocr_synthetic and documents_synthetic are planned for (their
+  generators' plan_size), or None to plan them for the image itself (by default a larger image shows more text).
+  Fixed, every resolution evaluates the same texts, drawn larger: the tiny curriculum binds its stage 1's 32 px,
+  so stages 1 and 2 read the same lines and documents at 32 and 48 px."""
   if size is not None and (isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1):
-    raise ValueError(f"tasks.registry.ocr_validation_plan_size.size={size!r}: give a positive image side in "
+    raise ValueError(f"tasks.registry.text_validation_plan_size.size={size!r}: give a positive image side in "
                      "pixels, or None to plan the text for each image's own size")
   return None if size is None else int(size)
 
@@ -379,8 +380,13 @@ def _rendered(module) -> ExampleFn:
 def _ocr(seed, split, index, size):
   if split != "validation":
     return ocr.example(seed, index, split, size)
-  return ocr.example(seed, index, split, size, plan_size=ocr_validation_plan_size(),
+  return ocr.example(seed, index, split, size, plan_size=text_validation_plan_size(),
                      words_split=ocr_validation_words())
+
+
+def _documents(seed, split, index, size):
+  plan = text_validation_plan_size() if split == "validation" else None
+  return documents.example(seed, index, split, size, plan_size=plan)
 
 
 def _pair(seed, split, index, size):
@@ -520,7 +526,7 @@ IMAGE_TASKS: dict[str, ExampleFn] = {
     "vqg_synthetic": _scene_task("vqg"),
     "detection_synthetic": _scene_task("detect"),
     "refexp_synthetic": _scene_task("refexp"),
-    "documents_synthetic": _rendered(documents),
+    "documents_synthetic": _documents,
     "charts_synthetic": _rendered(charts),
 }
 
@@ -590,7 +596,7 @@ for _name, _rates in (("pali_stage1_synthetic", stage1_rates), ("pali_stage2_syn
 seqio.MixtureRegistry.add("documents_charts_native_synthetic", [(name, 1.0) for name in NATIVE_ASPECT_TASKS])
 
 
-__all__ = ["SPLITS", "gin_bound", "image_size", "image_size_bound", "ocr_validation_plan_size", "ocr_validation_words",
+__all__ = ["SPLITS", "gin_bound", "image_size", "image_size_bound", "text_validation_plan_size", "ocr_validation_words",
            "scene_max_objects", "patch_size", "patch_size_bound", "views", "caption_granularity",
            "caption_languages", "VIEW_FEATURES", "LOCCA_TASKS", "locca_tasks", "LOCCA_FEATURES", "SCENE_ASPECTS",
            "NATIVE_ASPECT_TASKS", "STAGE1_RATES", "stage1_rates", "STAGE2_RATES", "stage2_rates", "GeneratorSource",

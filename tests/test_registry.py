@@ -225,15 +225,16 @@ def test_size_bindings_are_restored_to_the_previous_binding_or_the_default():
   assert (registry.image_size(), registry.patch_size()) == (SIZE, 16)  # the fixture's binding; the default
 
 
-def test_ocr_validation_texts_planned_for_one_size_are_the_same_at_every_resolution():
+@pytest.mark.parametrize("task", ["webli_ocr_synthetic", "documents_synthetic"])
+def test_validation_texts_planned_for_one_size_are_the_same_at_every_resolution(task):
   def texts(split, image_size):
     with registry.image_size_bound(image_size):
-      return [e["targets_pretokenized"].decode() for e in first("webli_ocr_synthetic", split=split, n=6)]
+      return [e["targets_pretokenized"].decode() for e in first(task, split=split, n=8)]
 
-  unplanned = texts("validation", 48)
-  with registry.gin_bound("tasks.registry.ocr_validation_plan_size.size", 32):
-    assert texts("validation", 48) == texts("validation", 32) != unplanned  # 48 px plans more text by default
-    assert texts("train", 48) != texts("train", 32)  # training keeps planning for the image it draws
+  unplanned = texts("validation", 128)
+  with registry.gin_bound("tasks.registry.text_validation_plan_size.size", 32):
+    assert texts("validation", 128) == texts("validation", 32) != unplanned  # 128 px plans more text by default
+    assert texts("train", 128) != texts("train", 32)  # training keeps planning for the image it draws
 
 
 def test_ocr_validation_texts_are_made_of_training_words_unless_gin_asks_for_the_held_out_ones():
@@ -253,9 +254,9 @@ def test_ocr_validation_texts_are_made_of_training_words_unless_gin_asks_for_the
 
 
 @pytest.mark.parametrize("size", [0, -32, 32.0, True, "32"])
-def test_a_bad_ocr_plan_size_is_one_clear_error(size):
-  with pytest.raises(ValueError, match="ocr_validation_plan_size.size=.*positive image side"):
-    registry.ocr_validation_plan_size(size)
+def test_a_bad_text_plan_size_is_one_clear_error(size):
+  with pytest.raises(ValueError, match="text_validation_plan_size.size=.*positive image side"):
+    registry.text_validation_plan_size(size)
 
 
 def test_scene_tasks_take_their_object_count_from_gin():
