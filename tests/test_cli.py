@@ -192,6 +192,22 @@ def test_the_curriculum_draws_the_last_pretraining_stage_and_every_stage_file_ex
   assert curriculum.predictions_source(stages[3:]) == "runs/4"  # transfers only: the last
 
 
+def test_the_curriculum_summary_shows_each_headline_beside_its_baselines_stage_by_stage():
+  """A metric's rows follow the stages that report it (the resolution increase reads down the column), each with
+  that stage's own baselines; stages and baselines a run lacks are left out."""
+  from vlm import curriculum  # pylint: disable=import-outside-toplevel
+  finals = [{"refexp_accuracy": 28.1, "refexp_centre_baseline": 3.5},
+            {"refexp_accuracy": 14.1, "refexp_centre_baseline": 3.5, "refexp_shuffled_images_baseline": 9.8,
+             "documents_synthetic_anls": 1.4},
+            {},
+            {"documents_synthetic_anls": 3.3}]
+  lines = curriculum.headline_lines(finals)
+  assert lines[1:] == ["  refexp, IoU >= 0.5, %    0:   28.1  centre box 3.5",
+                       "                           1:   14.1  centre box 3.5, shuffled images 9.8",
+                       "  document ANLS            1:    1.4",
+                       "                           3:    3.3"]
+
+
 @pytest.mark.slow
 def test_the_curriculum_runs_its_five_stages_each_from_the_one_before(tmp_path):
   """`python -m vlm.curriculum` as the README runs it, two steps a stage and a few evaluation examples: each
@@ -208,6 +224,7 @@ def test_the_curriculum_runs_its_five_stages_each_from_the_one_before(tmp_path):
   assert result.returncode == 0, result.stderr[-3000:]
   from vlm import curriculum, summaries  # pylint: disable=import-outside-toplevel
   summary = result.stdout[result.stdout.index("=== curriculum summary ==="):]
+  assert "held-out results beside their baselines" in summary and "refexp, IoU >= 0.5, %    0:" in summary
   wants = {"siglip_locca_tiny_synthetic": "refexp_shuffled_images_baseline", "pali_tiny/stage1": "detect_f1",
            "pali_tiny/stage2": "webli_ocr_synthetic_accuracy", "pali_tiny/transfer_vqa": "vqa_majority_baseline",
            "pali_tiny/transfer_refexp": "refexp_shuffled_images_baseline"}

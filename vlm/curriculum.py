@@ -13,9 +13,10 @@ Stages, each an ordinary `vlm.train` run of its gin file (so each can also be ru
   4. pali_tiny_transfer_refexp.gin fine-tune on referring expressions, ViT frozen (PaLI-3's RefCOCO transfer)
 Every stage reads seqio tasks through tasks.pipeline with the shipped sentencepiece vocabulary, as a real run
 does. Each warm-starts from the previous one's MODEL_DIR and evaluates at its end; re-running the command
-resumes (finished stages are skipped by the trainer). The summary prints every stage's evaluation and writes
-a grid of the last pretraining stage's predictions (the last stage that is not a transfer) drawn on held-out
-images.
+resumes (finished stages are skipped by the trainer). The summary prints every stage's evaluation, then the
+headline results (VQA, captions, referring expressions, detection, OCR, documents) stage by stage beside their
+baselines, and writes a grid of the last pretraining stage's predictions (the last stage that is not a
+transfer) drawn on held-out images.
 """
 
 from __future__ import annotations
@@ -51,19 +52,49 @@ def main(argv=None) -> None:
   summarize(list(zip(args.stages.split(","), model_dirs)))
 
 
+# What the curriculum is there to show, each beside what it must beat: (label, metric key, (baseline key,
+# baseline label) ...). A stage's last evaluation is read for every metric it reports.
+HEADLINES = (
+    ("VQA accuracy, %", "vqa_accuracy", (("vqa_majority_baseline", "majority answer"),)),
+    ("caption CIDEr", "caption_cider", ()),
+    ("refexp, IoU >= 0.5, %", "refexp_accuracy",
+     (("refexp_centre_baseline", "centre box"), ("refexp_shuffled_images_baseline", "shuffled images"))),
+    ("detection box F1, %", "detect_f1", (("detect_f1_centre_baseline", "centre box"),)),
+    ("OCR exact match, %", "webli_ocr_synthetic_accuracy", ()),
+    ("document ANLS", "documents_synthetic_anls", ()),
+)
+
+
 def summarize(stages: list[tuple[str, str]]) -> None:
   from vlm import summaries  # pylint: disable=import-outside-toplevel
   print("\n=== curriculum summary ===")
-  for stage, model_dir in stages:
+  finals = []
+  for number, (stage, model_dir) in enumerate(stages):
     evals = [r for r in summaries.read_metrics(model_dir) if r.get("split") == "eval"]
-    last = evals[-1] if evals else {}
-    shown = ", ".join(f"{k}={v:.4g}" for k, v in last.items() if k not in ("step", "split"))
-    print(f"{os.path.basename(stage):<32s} {model_dir}\n    {shown}")
+    finals.append(evals[-1] if evals else {})
+    shown = ", ".join(f"{k}={v:.4g}" for k, v in finals[-1].items() if k not in ("step", "split"))
+    print(f"{number} {os.path.basename(stage):<32s} {model_dir}\n    {shown}")
+  print("\n" + "\n".join(headline_lines(finals)))
   final_dir = stages[-1][1]
   grid = draw_predictions(predictions_source(stages), os.path.join(final_dir, "predictions.png"))
   if grid:
     print(f"\npredictions on held-out scenes: {grid}")
   print(f"loss curves: {', '.join(os.path.join(d, summaries.LOSS_PLOT) for _, d in stages)}")
+
+
+def headline_lines(finals: list[dict]) -> list[str]:
+  """HEADLINES as a table, one line per stage that reports the metric (its number in the curriculum), so a
+  skill's progress through the stages and the resolution increase's effect read down a column."""
+  lines = ["held-out results beside their baselines (stage: result  baselines):"]
+  for label, key, baselines in HEADLINES:
+    first = True
+    for number, final in enumerate(finals):
+      if key not in final:
+        continue
+      beside = ", ".join(f"{name} {final[b]:.1f}" for b, name in baselines if b in final)
+      lines.append(f"  {label if first else '':<24s} {number}: {final[key]:6.1f}  {beside}".rstrip())
+      first = False
+  return lines
 
 
 def predictions_source(stages: list[tuple[str, str]]) -> str:
