@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import time
 import zlib
 
@@ -79,11 +80,15 @@ def check(step_dir: str) -> str | None:
   stats = [os.stat(path)]  # the manifest's and each file's: sizes checked here, the rest the step's signature
   for rel, want in files.items():
     full = os.path.join(step_dir, rel)
-    if not os.path.isfile(full):
+    try:
+      st = os.stat(full)
+    except OSError:
+      st = None
+    if st is None or not stat.S_ISREG(st.st_mode):  # os.path.isfile's test, on the one stat the size needs too
       return f"{full} is missing"
-    stats.append(os.stat(full))
-    if stats[-1].st_size != want["size"]:
-      return f"{full} has {stats[-1].st_size} bytes, the manifest records {want['size']}"
+    stats.append(st)
+    if st.st_size != want["size"]:
+      return f"{full} has {st.st_size} bytes, the manifest records {want['size']}"
   key = os.path.abspath(step_dir)
   signature = tuple((st.st_size, st.st_mtime_ns, st.st_ino) for st in stats)
   if _intact.get(key) == signature:
